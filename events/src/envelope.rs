@@ -1,0 +1,225 @@
+//! The envelope every event travels in, and parsing raw bytes into a checked [`Event`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::payloads::Timestamp;
+use crate::{EventError, Payload};
+
+/// Who caused an event: the kind of portal or system that published it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum PortalType {
+    /// A clinician's portal.
+    Provider,
+    /// The patient's own portal.
+    Patient,
+    /// The laboratory information system.
+    Lab,
+    /// The radiology information system.
+    Radiology,
+    /// The pharmacy system.
+    Pharmacy,
+    /// An administrator.
+    Admin,
+    /// An automated process.
+    System,
+}
+
+impl PortalType {
+    /// The wire name, e.g. `lab`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provider => "provider",
+            Self::Patient => "patient",
+            Self::Lab => "lab",
+            Self::Radiology => "radiology",
+            Self::Pharmacy => "pharmacy",
+            Self::Admin => "admin",
+            Self::System => "system",
+        }
+    }
+}
+
+/// The JSON object every event is, as published: metadata plus a payload whose
+/// shape depends on `eventType`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope {
+    /// Unique id of the event; also the `Nats-Msg-Id` publishers set.
+    pub event_id: NonEmpty,
+    /// The event's type and NATS subject, e.g. `lab.result.available`.
+    pub event_type: String,
+    /// Version of the payload shape.
+    #[serde(default = "first_version")]
+    pub event_version: u32,
+    /// When it happened (RFC 3339).
+    pub timestamp: Timestamp,
+    /// The patient the event is about.
+    pub patient_id: NonEmpty,
+    /// Who caused it (HIPAA).
+    pub user_id: NonEmpty,
+    /// What kind of system published it.
+    pub portal_type: PortalType,
+    /// Ties the events of one workflow together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The FHIR resource the payload corresponds to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fhir_resource_type: Option<String>,
+    /// The event-specific fields; see [`Payload`].
+    pub payload: Value,
+}
+
+fn first_version() -> u32 {
+    1
+}
+
+/// A string that must not be empty (ids).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(transparent)]
+pub struct NonEmpty(#[cfg_attr(feature = "schema", schemars(length(min = 1)))] String);
+
+impl NonEmpty {
+    /// Wraps a string, refusing an empty one.
+    pub fn new(value: impl Into<String>) -> Result<Self, String> {
+        let value = value.into();
+        if value.trim().is_empty() {
+            Err("must not be empty".to_owned())
+        } else {
+            Ok(Self(value))
+        }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for NonEmpty {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::new(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Display for NonEmpty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An event that passed every check: its envelope and its typed payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The envelope as received (its `payload` is the raw JSON payload).
+    pub envelope: Envelope,
+    /// The payload, typed by `eventType`.
+    pub payload: Payload,
+}
+
+impl Envelope {
+    /// Parses and checks raw bytes from the wire: UTF-8, a JSON object, every
+    /// required envelope field, a known `eventType` and a payload of its shape.
+    pub fn parse(bytes: &[u8]) -> Result<Event, EventError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| EventError::NotUtf8(e.to_string()))?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| EventError::NotJson(e.to_string()))?;
+        if !value.is_object() {
+            return Err(EventError::NotJson("top level is not an object".to_owned()));
+        }
+        let envelope: Envelope = serde_json::from_value(value)
+            .map_err(|e| EventError::InvalidEnvelope(e.to_string()))?;
+        let payload = Payload::from_json(&envelope.event_type, envelope.payload.clone())?;
+        Ok(Event { envelope, payload })
+    }
+}
+
+impl Event {
+    /// Builds an event around a payload, filling `eventType`, `fhirResourceType`
+    /// and the raw payload from it; publishers and the simulator use this.
+    pub fn new(
+        event_id: &str,
+        timestamp: Timestamp,
+        patient_id: &str,
+        user_id: &str,
+        portal_type: PortalType,
+        payload: Payload,
+    ) -> Result<Self, String> {
+        let envelope = Envelope {
+            event_id: NonEmpty::new(event_id)?,
+            event_type: payload.event_type().to_owned(),
+            event_version: first_version(),
+            timestamp,
+            patient_id: NonEmpty::new(patient_id)?,
+            user_id: NonEmpty::new(user_id)?,
+            portal_type,
+            correlation_id: None,
+            fhir_resource_type: Some(payload.fhir_resource_type().to_owned()),
+            payload: payload.to_json(),
+        };
+        Ok(Self { envelope, payload })
+    }
+
+    /// The wire form: one JSON object.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.envelope).expect("an envelope of JSON values always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"eventId":"e1","eventType":"lab.result.viewed","timestamp":"2026-11-26T09:30:00Z",
+        "patientId":"p1","userId":"u1","portalType":"provider","payload":{"reportId":"r1","viewedBy":"u1"}}"#;
+
+    #[test]
+    fn parses_a_valid_event() {
+        let event = Envelope::parse(GOOD.as_bytes()).expect("valid");
+        assert_eq!(event.envelope.event_id.as_str(), "e1");
+        assert_eq!(event.payload.event_type(), "lab.result.viewed");
+    }
+
+    #[test]
+    fn refuses_each_kind_of_bad_input_with_its_reason() {
+        assert!(matches!(
+            Envelope::parse(b"\xff\xfe"),
+            Err(EventError::NotUtf8(_))
+        ));
+        assert!(matches!(
+            Envelope::parse(b"not json"),
+            Err(EventError::NotJson(_))
+        ));
+        assert!(matches!(
+            Envelope::parse(b"[1,2]"),
+            Err(EventError::NotJson(_))
+        ));
+        let missing = GOOD.replace(r#""userId":"u1","#, "");
+        let err = Envelope::parse(missing.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("userId"), "{err}");
+        let unknown = GOOD.replace("lab.result.viewed", "lab.result.shredded");
+        assert_eq!(
+            Envelope::parse(unknown.as_bytes()),
+            Err(EventError::UnknownType("lab.result.shredded".into()))
+        );
+        let wrong_type = GOOD.replace(r#""reportId":"r1""#, r#""reportId":42"#);
+        assert!(matches!(
+            Envelope::parse(wrong_type.as_bytes()),
+            Err(EventError::InvalidPayload { .. })
+        ));
+        let bad_time = GOOD.replace("2026-11-26T09:30:00Z", "yesterday");
+        assert!(matches!(
+            Envelope::parse(bad_time.as_bytes()),
+            Err(EventError::InvalidEnvelope(_))
+        ));
+        let empty_id = GOOD.replace(r#""eventId":"e1""#, r#""eventId":"""#);
+        assert!(matches!(
+            Envelope::parse(empty_id.as_bytes()),
+            Err(EventError::InvalidEnvelope(_))
+        ));
+    }
+}
