@@ -1,0 +1,288 @@
+//! The patient plugin owns the chart: `PatientAggregateView`, the patient's
+//! complete record in one document. Since every view has one writer, it
+//! subscribes to every domain whose events change the chart.
+//!
+//! Two bookkeeping views make once-only effects safe however events repeat:
+//! `patient_orders` (an order lowers `pendingOrders` once, when first resulted)
+//! and `patient_reports` (a report raises `unreadResults` once and lowers it once).
+
+use projector_sdk::events::Payload;
+use projector_sdk::events::payloads::{Criticality, Vitals};
+use projector_sdk::{Event, Outcome, Plugin, PluginInfo, Value, ViewDef, Views, json};
+
+/// The chart view.
+pub const CHART: &str = "patient_chart";
+const ORDERS: &str = "patient_orders";
+const REPORTS: &str = "patient_reports";
+
+/// The patient-chart plugin.
+pub struct PatientPlugin;
+
+impl Plugin for PatientPlugin {
+    fn describe() -> PluginInfo {
+        PluginInfo::new(
+            "patient",
+            env!("CARGO_PKG_VERSION"),
+            &[
+                "patient.>",
+                "lab.>",
+                "radiology.>",
+                "pharmacy.>",
+                "encounter.>",
+            ],
+            vec![
+                ViewDef::new(CHART, "patientId", &[]),
+                ViewDef::new(ORDERS, "payload.orderId", &[]),
+                ViewDef::new(REPORTS, "payload.reportId", &[]),
+            ],
+        )
+    }
+
+    fn handle(event: &Event, views: &dyn Views) -> Result<Outcome, String> {
+        if matches!(event.payload, Payload::RadiologyImageUploaded(_)) {
+            return Ok(Outcome::default());
+        }
+        let mut chart = Chart::open(event, views);
+        chart.apply(&event.payload, views)?;
+        Ok(chart.out)
+    }
+}
+
+projector_sdk::export_plugin!(PatientPlugin);
+
+/// The chart being changed by one event.
+struct Chart<'a> {
+    pid: &'a str,
+    current: Value,
+    out: Outcome,
+}
+
+impl<'a> Chart<'a> {
+    /// Reads the chart, creating it with every field at its empty value when
+    /// this is the first event for the patient, and stamps the event on it.
+    fn open(event: &'a Event, views: &dyn Views) -> Self {
+        let pid = event.patient_id.as_str();
+        let mut out = Outcome::default();
+        let current = match views.get(CHART, pid) {
+            Some(doc) => doc,
+            None => {
+                let empty = empty_chart(pid);
+                out.upsert(CHART, pid, empty.clone());
+                empty
+            }
+        };
+        out.merge(
+            CHART,
+            pid,
+            json!({ "updatedAt": event.timestamp.as_str(), "lastEventId": event.id }),
+        );
+        Self { pid, current, out }
+    }
+
+    fn merge(&mut self, doc: Value) {
+        self.out.merge(CHART, self.pid, doc);
+    }
+
+    fn count(&mut self, path: &str, delta: i64) {
+        self.out.increment(CHART, self.pid, path, delta);
+    }
+
+    fn apply(&mut self, payload: &Payload, views: &dyn Views) -> Result<(), String> {
+        match payload {
+            Payload::PatientCreated(p) => self.merge(json!({
+                "mrn": p.mrn, "name": p.name, "birthDate": p.birth_date, "gender": p.gender,
+            })),
+            Payload::PatientUpdated(p) => {
+                self.merge(serde_json::to_value(&p.changes).map_err(|e| e.to_string())?)
+            }
+            Payload::AllergyAdded(p) => {
+                let item = json!({
+                    "allergyId": p.allergy_id, "substance": p.substance, "reaction": p.reaction,
+                    "severity": p.severity, "criticality": p.criticality,
+                });
+                self.out
+                    .append(CHART, self.pid, "allergies", item, Some("allergyId"));
+                if p.criticality == Criticality::High {
+                    self.count("criticalAlerts", 1);
+                }
+            }
+            Payload::AllergyRemoved(p) => {
+                self.out.remove(
+                    CHART,
+                    self.pid,
+                    "allergies",
+                    "allergyId",
+                    json!(p.allergy_id),
+                );
+            }
+            Payload::LabOrderCreated(p) => self.order_placed(&p.order_id, "lab", views),
+            Payload::RadiologyOrderCreated(p) => self.order_placed(&p.order_id, "imaging", views),
+            Payload::LabResultAvailable(p) => {
+                self.order_resulted(&p.order_id, views);
+                self.report_issued(&p.report_id, views);
+            }
+            Payload::RadiologyStudyComplete(p) => self.order_resulted(&p.order_id, views),
+            Payload::RadiologyReportFinalized(p) => self.report_issued(&p.report_id, views),
+            Payload::LabResultViewed(p) => self.report_viewed(&p.report_id, views),
+            Payload::LabCriticalAlert(_)
+            | Payload::RadiologyCriticalAlert(_)
+            | Payload::InteractionAlert(_)
+            | Payload::AllergyContraindication(_) => self.count("criticalAlerts", 1),
+            Payload::MedicationPrescribed(p) => {
+                let item = json!({
+                    "prescriptionId": p.prescription_id, "medication": p.medication, "dose": p.dose,
+                    "route": p.route, "frequency": p.frequency, "status": "prescribed",
+                    "lastDispensedAt": null,
+                });
+                self.out
+                    .append(CHART, self.pid, "medications", item, Some("prescriptionId"));
+            }
+            Payload::MedicationDispensed(p) => {
+                let mut item = self
+                    .list_item("medications", "prescriptionId", &p.prescription_id)
+                    .unwrap_or_else(|| json!({ "prescriptionId": p.prescription_id }));
+                item["status"] = json!("dispensed");
+                item["lastDispensedAt"] = json!(p.dispensed_at.as_str());
+                self.out
+                    .append(CHART, self.pid, "medications", item, Some("prescriptionId"));
+            }
+            Payload::EncounterStarted(p) => {
+                self.count("encounterSummary.count", 1);
+                let last = self.current["encounterSummary"]["lastEncounterAt"].as_str();
+                if is_newer(p.started_at.as_str(), last) {
+                    self.merge(
+                        json!({ "encounterSummary": { "lastEncounterAt": p.started_at.as_str() } }),
+                    );
+                }
+            }
+            Payload::EncounterCompleted(p) => {
+                for diagnosis in &p.diagnoses {
+                    let item = serde_json::to_value(diagnosis).map_err(|e| e.to_string())?;
+                    self.out
+                        .append(CHART, self.pid, "activeDiagnoses", item, Some("code"));
+                }
+            }
+            Payload::VitalsRecorded(p) => {
+                let last = self.current["latestVitals"]["recordedAt"].as_str();
+                if is_newer(p.recorded_at.as_str(), last) {
+                    self.merge(
+                        json!({ "latestVitals": latest_vitals(p.recorded_at.as_str(), &p.vitals) }),
+                    );
+                }
+            }
+            Payload::RadiologyImageUploaded(_) => {}
+        }
+        Ok(())
+    }
+
+    fn list_item(&self, list: &str, field: &str, id: &str) -> Option<Value> {
+        self.current[list]
+            .as_array()?
+            .iter()
+            .find(|item| item[field].as_str() == Some(id))
+            .cloned()
+    }
+
+    /// An order raises `pendingOrders` the first time it is seen.
+    fn order_placed(&mut self, order_id: &str, kind: &str, views: &dyn Views) {
+        if views.get(ORDERS, order_id).is_none() {
+            self.out.upsert(
+                ORDERS,
+                order_id,
+                json!({ "orderId": order_id, "patientId": self.pid, "kind": kind, "status": "pending" }),
+            );
+            self.count(&format!("pendingOrders.{kind}"), 1);
+        }
+    }
+
+    /// A result lowers `pendingOrders` once, and only for an order that was pending.
+    fn order_resulted(&mut self, order_id: &str, views: &dyn Views) {
+        match views.get(ORDERS, order_id) {
+            Some(order) if order["status"] == "pending" => {
+                let kind = order["kind"].as_str().unwrap_or("lab").to_owned();
+                self.out
+                    .merge(ORDERS, order_id, json!({ "status": "resulted" }));
+                self.count(&format!("pendingOrders.{kind}"), -1);
+            }
+            Some(_) => {}
+            // A result for an order never seen: remember it, so a late order
+            // event does not count as pending.
+            None => {
+                self.out.upsert(
+                    ORDERS,
+                    order_id,
+                    json!({ "orderId": order_id, "patientId": self.pid, "status": "resulted" }),
+                );
+            }
+        }
+    }
+
+    /// A new report raises `unreadResults` once.
+    fn report_issued(&mut self, report_id: &str, views: &dyn Views) {
+        if views.get(REPORTS, report_id).is_none() {
+            self.out.upsert(
+                REPORTS,
+                report_id,
+                json!({ "reportId": report_id, "patientId": self.pid, "unread": true }),
+            );
+            self.count("unreadResults", 1);
+        }
+    }
+
+    /// The first view of an unread report lowers `unreadResults`; later views
+    /// change nothing. A view before the report arrives marks it read ahead.
+    fn report_viewed(&mut self, report_id: &str, views: &dyn Views) {
+        match views.get(REPORTS, report_id) {
+            Some(report) if report["unread"] == true => {
+                self.out
+                    .merge(REPORTS, report_id, json!({ "unread": false }));
+                self.count("unreadResults", -1);
+            }
+            Some(_) => {}
+            None => {
+                self.out.upsert(
+                    REPORTS,
+                    report_id,
+                    json!({ "reportId": report_id, "patientId": self.pid, "unread": false }),
+                );
+            }
+        }
+    }
+}
+
+/// A chart with every field present, before any demographics are known.
+fn empty_chart(pid: &str) -> Value {
+    json!({
+        "patientId": pid, "mrn": null, "name": null, "birthDate": null, "gender": null,
+        "allergies": [], "medications": [], "latestVitals": null, "activeDiagnoses": [],
+        "encounterSummary": { "lastEncounterAt": null, "count": 0 },
+        "pendingOrders": { "lab": 0, "imaging": 0 },
+        "criticalAlerts": 0, "unreadResults": 0, "updatedAt": null, "lastEventId": null,
+    })
+}
+
+/// Every vital sign field, null when not measured, so the merge replaces the
+/// whole set rather than mixing two readings.
+fn latest_vitals(recorded_at: &str, v: &Vitals) -> Value {
+    json!({
+        "recordedAt": recorded_at, "heartRate": v.heart_rate, "systolic": v.systolic,
+        "diastolic": v.diastolic, "respiratoryRate": v.respiratory_rate,
+        "temperatureC": v.temperature_c, "spo2": v.spo2, "weightKg": v.weight_kg,
+        "heightCm": v.height_cm,
+    })
+}
+
+/// Whether `candidate` is later than `current` (absent counts as earliest).
+fn is_newer(candidate: &str, current: Option<&str>) -> bool {
+    current.is_none_or(|current| instant(candidate) > instant(current))
+}
+
+/// An RFC 3339 timestamp as milliseconds, so different offsets compare right.
+fn instant(text: &str) -> i64 {
+    projector_sdk::events::payloads::Timestamp::parse(text)
+        .map(|t| t.instant().timestamp_millis())
+        .unwrap_or(i64::MIN)
+}
+
+#[cfg(test)]
+mod tests;

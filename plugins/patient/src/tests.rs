@@ -1,0 +1,108 @@
+use projector_sdk::testing::Harness;
+use projector_sdk::{Value, json};
+
+use super::{CHART, PatientPlugin};
+
+const SEED: &str = include_str!("../../../fixtures/seed-flow.jsonl");
+
+fn seeded() -> Harness<PatientPlugin> {
+    let mut harness = Harness::new();
+    harness.feed_jsonl(SEED).expect("seed flow projects");
+    harness
+}
+
+fn chart(harness: &Harness<PatientPlugin>) -> Value {
+    harness.view(CHART, "p-john-doe").expect("chart exists")
+}
+
+#[test]
+fn seed_flow_builds_the_chart() {
+    let chart = chart(&seeded());
+    assert_eq!(chart["mrn"], "MRN-100234");
+    assert_eq!(chart["name"], json!({"given": "John", "family": "Doe"}));
+    assert_eq!(chart["phone"], "+1-555-0100");
+    // Peanut was removed; penicillin stays.
+    let allergies = chart["allergies"].as_array().unwrap();
+    assert_eq!(allergies.len(), 1);
+    assert_eq!(allergies[0]["allergyId"], "alg-1");
+    // High-criticality allergy + lab critical + radiology critical + interaction + contraindication.
+    assert_eq!(chart["criticalAlerts"], 5);
+    assert_eq!(chart["pendingOrders"], json!({"lab": 0, "imaging": 0}));
+    // Lab report viewed (twice: lowered once); radiology report still unread.
+    assert_eq!(chart["unreadResults"], 1);
+    let meds = chart["medications"].as_array().unwrap();
+    assert_eq!(meds.len(), 2);
+    assert_eq!(meds[0]["status"], "dispensed");
+    assert_eq!(meds[0]["lastDispensedAt"], "2026-11-26T11:30:00Z");
+    assert_eq!(meds[1]["status"], "prescribed");
+    // The 08:30 reading arrived last but is older: it does not replace 11:35.
+    assert_eq!(chart["latestVitals"]["recordedAt"], "2026-11-26T11:35:00Z");
+    assert_eq!(chart["latestVitals"]["heartRate"], 88.0);
+    assert_eq!(
+        chart["encounterSummary"],
+        json!({"lastEncounterAt": "2026-11-26T09:00:00Z", "count": 1})
+    );
+    let diagnoses: Vec<&str> = chart["activeDiagnoses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(diagnoses, ["14140009", "59282003"]);
+    assert_eq!(chart["lastEventId"], "seed-0025");
+}
+
+#[test]
+fn pending_orders_rise_and_fall_once() {
+    let mut harness = Harness::<PatientPlugin>::new();
+    let lines: Vec<&str> = SEED.lines().collect();
+    harness.feed_jsonl(lines[0]).unwrap();
+    harness.feed_jsonl(lines[7]).unwrap(); // lab order
+    harness.feed_jsonl(lines[12]).unwrap(); // radiology order
+    assert_eq!(
+        chart(&harness)["pendingOrders"],
+        json!({"lab": 1, "imaging": 1})
+    );
+    harness.feed_jsonl(lines[8]).unwrap(); // lab result
+    harness.feed_jsonl(lines[14]).unwrap(); // study complete
+    assert_eq!(
+        chart(&harness)["pendingOrders"],
+        json!({"lab": 0, "imaging": 0})
+    );
+    // A second result for the same order (a corrected report) lowers nothing.
+    let corrected = lines[8].replace("seed-0009", "seed-0009b");
+    harness.feed_jsonl(&corrected).unwrap();
+    assert_eq!(
+        chart(&harness)["pendingOrders"],
+        json!({"lab": 0, "imaging": 0})
+    );
+    assert_eq!(chart(&harness)["unreadResults"], 1);
+}
+
+#[test]
+fn a_view_before_the_report_leaves_it_read() {
+    let mut harness = Harness::<PatientPlugin>::new();
+    let lines: Vec<&str> = SEED.lines().collect();
+    harness.feed_jsonl(lines[10]).unwrap(); // viewed
+    harness.feed_jsonl(lines[8]).unwrap(); // then available
+    assert_eq!(chart(&harness)["unreadResults"], 0);
+}
+
+#[test]
+fn events_before_patient_created_keep_their_effects() {
+    let mut harness = Harness::<PatientPlugin>::new();
+    let lines: Vec<&str> = SEED.lines().collect();
+    harness.feed_jsonl(lines[7]).unwrap(); // lab order first
+    harness.feed_jsonl(lines[0]).unwrap(); // then created
+    let chart = chart(&harness);
+    assert_eq!(chart["pendingOrders"]["lab"], 1);
+    assert_eq!(chart["mrn"], "MRN-100234");
+}
+
+#[test]
+fn replaying_the_flow_changes_nothing() {
+    let mut harness = seeded();
+    let before = chart(&harness);
+    harness.feed_jsonl(SEED).unwrap();
+    assert_eq!(chart(&harness), before);
+}

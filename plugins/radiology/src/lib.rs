@@ -1,0 +1,158 @@
+//! The radiology plugin owns `ImagingStudyView` (`imaging_studies`: the study,
+//! its object keys, the report's findings and impression, the critical flag)
+//! and `imaging_orders`, and notifies the ordering provider of finalized reports
+//! (normal) and critical findings (urgent).
+
+use projector_sdk::events::Payload;
+use projector_sdk::{Event, Notification, Outcome, Plugin, PluginInfo, ViewDef, Views, json};
+
+/// The ImagingStudyView, keyed by study id.
+pub const STUDIES: &str = "imaging_studies";
+/// Imaging orders, keyed by order id.
+pub const ORDERS: &str = "imaging_orders";
+
+/// The radiology plugin.
+pub struct RadiologyPlugin;
+
+impl Plugin for RadiologyPlugin {
+    fn describe() -> PluginInfo {
+        PluginInfo::new(
+            "radiology",
+            env!("CARGO_PKG_VERSION"),
+            &["radiology.>"],
+            vec![
+                ViewDef::new(STUDIES, "payload.studyId", &["patientId"]),
+                ViewDef::new(ORDERS, "payload.orderId", &["patientId"]),
+            ],
+        )
+    }
+
+    fn handle(event: &Event, _views: &dyn Views) -> Result<Outcome, String> {
+        let mut out = Outcome::default();
+        let pid = event.patient_id.as_str();
+        let at = event.timestamp.as_str();
+        match &event.payload {
+            Payload::RadiologyOrderCreated(p) => {
+                out.merge(ORDERS, &p.order_id, json!({
+                    "orderId": p.order_id, "patientId": pid, "orderingProviderId": p.ordering_provider_id,
+                    "modality": p.modality, "procedure": p.procedure, "priority": p.priority, "orderedAt": at,
+                }));
+            }
+            Payload::RadiologyStudyComplete(p) => {
+                out.merge(STUDIES, &p.study_id, json!({
+                    "studyId": p.study_id, "patientId": pid, "orderId": p.order_id, "modality": p.modality,
+                    "description": p.description, "imageCount": p.image_count, "bucket": p.bucket,
+                    "objectKeys": p.object_keys, "status": "complete", "completedAt": at,
+                }));
+                out.merge(
+                    ORDERS,
+                    &p.order_id,
+                    json!({ "status": "complete", "studyId": p.study_id }),
+                );
+            }
+            Payload::RadiologyImageUploaded(p) => {
+                out.merge(
+                    STUDIES,
+                    &p.study_id,
+                    json!({ "studyId": p.study_id, "patientId": pid }),
+                );
+                out.append(
+                    STUDIES,
+                    &p.study_id,
+                    "images",
+                    json!({
+                        "imageId": p.image_id, "bucket": p.bucket, "key": p.key,
+                        "contentType": p.content_type, "uploadedAt": at,
+                    }),
+                    Some("imageId"),
+                );
+            }
+            Payload::RadiologyReportFinalized(p) => {
+                out.merge(
+                    STUDIES,
+                    &p.study_id,
+                    json!({
+                        "studyId": p.study_id, "patientId": pid,
+                        "report": {
+                            "reportId": p.report_id, "radiologistId": p.radiologist_id,
+                            "orderingProviderId": p.ordering_provider_id, "findings": p.findings,
+                            "impression": p.impression, "finalizedAt": at,
+                        },
+                    }),
+                );
+                if p.critical {
+                    out.merge(STUDIES, &p.study_id, json!({ "critical": true }));
+                }
+                out.notify(Notification::normal(
+                    &p.ordering_provider_id,
+                    "imaging_report_available",
+                    "Imaging Report Available",
+                    "A new imaging report is ready for review",
+                    json!({
+                        "patientId": pid, "reportId": p.report_id, "studyId": p.study_id,
+                        "action": { "type": "view_imaging_report", "url": format!("/patients/{pid}/imaging/{}", p.study_id) },
+                    }),
+                    &format!("imaging_report_available:{}", p.report_id),
+                ));
+            }
+            Payload::RadiologyCriticalAlert(p) => {
+                out.merge(STUDIES, &p.study_id, json!({
+                    "studyId": p.study_id, "patientId": pid, "critical": true,
+                    "criticalFinding": { "reportId": p.report_id, "finding": p.finding, "criticalReason": p.critical_reason, "alertedAt": at },
+                }));
+                out.notify(Notification::urgent(
+                    &p.ordering_provider_id,
+                    "critical_imaging_finding",
+                    "🚨 CRITICAL IMAGING FINDING",
+                    &format!("CRITICAL: {}", p.finding),
+                    json!({
+                        "patientId": pid, "reportId": p.report_id, "studyId": p.study_id, "patientName": p.patient_name,
+                        "details": { "finding": p.finding, "criticalReason": p.critical_reason },
+                        "action": { "type": "view_imaging_report", "url": format!("/patients/{pid}/imaging/{}", p.study_id) },
+                    }),
+                    &format!("critical_imaging_finding:{}", p.report_id),
+                ));
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+}
+
+projector_sdk::export_plugin!(RadiologyPlugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use projector_sdk::{Priority, testing::Harness};
+
+    #[test]
+    fn seed_flow_builds_the_imaging_study_view() {
+        let mut harness = Harness::<RadiologyPlugin>::new();
+        harness
+            .feed_jsonl(include_str!("../../../fixtures/seed-flow.jsonl"))
+            .unwrap();
+        let study = harness.view(STUDIES, "study-1").expect("study");
+        assert_eq!(study["patientId"], "p-john-doe");
+        assert_eq!(study["objectKeys"].as_array().unwrap().len(), 2);
+        assert_eq!(study["images"][0]["imageId"], "img-1");
+        assert_eq!(study["report"]["impression"], "Acute pulmonary embolism.");
+        assert_eq!(study["critical"], true);
+        assert_eq!(
+            harness.view(ORDERS, "ord-rad-1").unwrap()["status"],
+            "complete"
+        );
+        let kinds: Vec<(&str, Priority)> = harness
+            .notifications
+            .iter()
+            .map(|n| (n.kind.as_str(), n.priority))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("imaging_report_available", Priority::Normal),
+                ("critical_imaging_finding", Priority::Urgent)
+            ]
+        );
+    }
+}

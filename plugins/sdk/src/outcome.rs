@@ -1,0 +1,252 @@
+//! What handling an event produces: mutations, notifications, audit entries.
+
+use serde_json::Value;
+
+/// A change to one document of a view; see `wit/projector.wit` for the
+/// semantics, which [`crate::document::apply`] implements.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mutation {
+    /// Replace the document.
+    Upsert {
+        view: String,
+        key: String,
+        doc: Value,
+    },
+    /// Deep-merge an object into the document.
+    Merge {
+        view: String,
+        key: String,
+        doc: Value,
+    },
+    /// Append `item` to the list at `path`; with `match_field`, replace the item
+    /// that has the same value of that field instead.
+    Append {
+        view: String,
+        key: String,
+        path: String,
+        item: Value,
+        match_field: Option<String>,
+    },
+    /// Remove from the list at `path` the items matching `item` on
+    /// `match_field` (or equal to `item` without one).
+    Remove {
+        view: String,
+        key: String,
+        path: String,
+        item: Value,
+        match_field: Option<String>,
+    },
+    /// Add `delta` to the number at `path`.
+    Increment {
+        view: String,
+        key: String,
+        path: String,
+        delta: i64,
+    },
+    /// Delete the document.
+    Delete { view: String, key: String },
+}
+
+impl Mutation {
+    /// The view and key of the document it changes.
+    pub fn target(&self) -> (&str, &str) {
+        match self {
+            Self::Upsert { view, key, .. }
+            | Self::Merge { view, key, .. }
+            | Self::Append { view, key, .. }
+            | Self::Remove { view, key, .. }
+            | Self::Increment { view, key, .. }
+            | Self::Delete { view, key } => (view, key),
+        }
+    }
+}
+
+/// How urgent a notification is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// Delivered once to every device.
+    Normal,
+    /// Resent until acknowledged, escalated when not.
+    Urgent,
+}
+
+/// A notification for one clinician.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    /// User id of the recipient.
+    pub recipient: String,
+    /// The notification's `type`, e.g. `lab_result_available`.
+    pub kind: String,
+    /// Normal or urgent.
+    pub priority: Priority,
+    /// Title shown to the clinician.
+    pub title: String,
+    /// Message shown to the clinician.
+    pub message: String,
+    /// Further fields (patientId, reportId, action, details, …), a JSON object.
+    pub data: Value,
+    /// Whether the clinician must acknowledge it.
+    pub requires_ack: bool,
+    /// At most one notification per (recipient, dedupe key) is stored.
+    pub dedupe_key: String,
+}
+
+/// An audit-log entry, attributed to the event's user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// What was done, e.g. `lab_result.viewed`.
+    pub action: String,
+    /// FHIR resource type of what it was done to.
+    pub resource_type: String,
+    /// Id of that resource.
+    pub resource_id: String,
+}
+
+/// Everything one event produced, built with the methods below.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// Read-model changes, applied in order.
+    pub mutations: Vec<Mutation>,
+    /// Notifications to store and push.
+    pub notifications: Vec<Notification>,
+    /// Audit-log entries.
+    pub audits: Vec<AuditEntry>,
+}
+
+impl Outcome {
+    /// Replaces a whole document.
+    pub fn upsert(&mut self, view: &str, key: &str, doc: Value) -> &mut Self {
+        self.push(Mutation::Upsert {
+            view: view.into(),
+            key: key.into(),
+            doc,
+        })
+    }
+
+    /// Deep-merges `doc` into a document, creating it if missing.
+    pub fn merge(&mut self, view: &str, key: &str, doc: Value) -> &mut Self {
+        self.push(Mutation::Merge {
+            view: view.into(),
+            key: key.into(),
+            doc,
+        })
+    }
+
+    /// Appends `item` to the list at `path`, or replaces the item with the same
+    /// `match_field` value.
+    pub fn append(
+        &mut self,
+        view: &str,
+        key: &str,
+        path: &str,
+        item: Value,
+        match_field: Option<&str>,
+    ) -> &mut Self {
+        self.push(Mutation::Append {
+            view: view.into(),
+            key: key.into(),
+            path: path.into(),
+            item,
+            match_field: match_field.map(Into::into),
+        })
+    }
+
+    /// Removes the items of the list at `path` whose `match_field` is `value`.
+    pub fn remove(
+        &mut self,
+        view: &str,
+        key: &str,
+        path: &str,
+        match_field: &str,
+        value: Value,
+    ) -> &mut Self {
+        let mut item = serde_json::Map::new();
+        item.insert(match_field.to_owned(), value);
+        self.push(Mutation::Remove {
+            view: view.into(),
+            key: key.into(),
+            path: path.into(),
+            item: Value::Object(item),
+            match_field: Some(match_field.into()),
+        })
+    }
+
+    /// Adds `delta` to the number at `path`.
+    pub fn increment(&mut self, view: &str, key: &str, path: &str, delta: i64) -> &mut Self {
+        self.push(Mutation::Increment {
+            view: view.into(),
+            key: key.into(),
+            path: path.into(),
+            delta,
+        })
+    }
+
+    /// Deletes a document.
+    pub fn delete(&mut self, view: &str, key: &str) -> &mut Self {
+        self.push(Mutation::Delete {
+            view: view.into(),
+            key: key.into(),
+        })
+    }
+
+    /// Adds any mutation.
+    pub fn push(&mut self, mutation: Mutation) -> &mut Self {
+        self.mutations.push(mutation);
+        self
+    }
+
+    /// Sends a notification.
+    pub fn notify(&mut self, notification: Notification) -> &mut Self {
+        self.notifications.push(notification);
+        self
+    }
+
+    /// Writes an audit-log entry.
+    pub fn audit(&mut self, action: &str, resource_type: &str, resource_id: &str) -> &mut Self {
+        self.audits.push(AuditEntry {
+            action: action.into(),
+            resource_type: resource_type.into(),
+            resource_id: resource_id.into(),
+        });
+        self
+    }
+}
+
+impl Notification {
+    /// A normal-priority notification (delivered, not acknowledged).
+    pub fn normal(
+        recipient: &str,
+        kind: &str,
+        title: &str,
+        message: &str,
+        data: Value,
+        dedupe_key: &str,
+    ) -> Self {
+        Self {
+            recipient: recipient.into(),
+            kind: kind.into(),
+            priority: Priority::Normal,
+            title: title.into(),
+            message: message.into(),
+            data,
+            requires_ack: false,
+            dedupe_key: dedupe_key.into(),
+        }
+    }
+
+    /// An urgent notification that must be acknowledged (a `critical_alert`).
+    pub fn urgent(
+        recipient: &str,
+        kind: &str,
+        title: &str,
+        message: &str,
+        data: Value,
+        dedupe_key: &str,
+    ) -> Self {
+        Self {
+            priority: Priority::Urgent,
+            requires_ack: true,
+            ..Self::normal(recipient, kind, title, message, data, dedupe_key)
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! What a plugin implements, and what it may read.
+
+use serde_json::Value;
+
+use crate::{Event, Outcome};
+
+/// A handler plugin: one domain's rules from events to read models.
+pub trait Plugin {
+    /// Name, version, subjects and the views this plugin writes.
+    fn describe() -> PluginInfo;
+
+    /// Handles one event. `views` reads this plugin's own views as of this
+    /// event (committed state plus this batch's earlier outcomes). An `Err`
+    /// dead-letters the event with its message.
+    fn handle(event: &Event, views: &dyn Views) -> Result<Outcome, String>;
+}
+
+/// Reads documents of the plugin's own views.
+pub trait Views {
+    /// The document of `view` at `key`, if there is one.
+    fn get(&self, view: &str, key: &str) -> Option<Value>;
+}
+
+/// A read model a plugin owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewDef {
+    /// Table-safe name (`[a-z][a-z0-9_]*`).
+    pub name: String,
+    /// Where the key of a touched document usually is in an event: `patientId`
+    /// or `payload.<field>`. The host prefetches those documents per batch.
+    pub key: String,
+    /// Top-level fields to index, e.g. `patientId`.
+    pub indexes: Vec<String>,
+}
+
+impl ViewDef {
+    /// Declares a view.
+    pub fn new(name: &str, key: &str, indexes: &[&str]) -> Self {
+        Self {
+            name: name.to_owned(),
+            key: key.to_owned(),
+            indexes: indexes.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+}
+
+/// A plugin's description of itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    /// Unique plugin name.
+    pub name: String,
+    /// Its version, shown by `GET /api/plugins`.
+    pub version: String,
+    /// NATS subject patterns of the event types it handles.
+    pub subjects: Vec<String>,
+    /// The views it writes.
+    pub views: Vec<ViewDef>,
+}
+
+impl PluginInfo {
+    /// Describes a plugin.
+    pub fn new(name: &str, version: &str, subjects: &[&str], views: Vec<ViewDef>) -> Self {
+        Self {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+            views,
+        }
+    }
+}
+
+impl PluginInfo {
+    /// Whether an event type matches one of the plugin's subject patterns.
+    pub fn subscribes_to(&self, event_type: &str) -> bool {
+        self.subjects
+            .iter()
+            .any(|pattern| subject_matches(pattern, event_type))
+    }
+
+    /// Whether the plugin declared (and so may write) this view.
+    pub fn owns_view(&self, view: &str) -> bool {
+        self.views.iter().any(|v| v.name == view)
+    }
+}
+
+/// NATS subject matching: `*` matches one token, a final `>` one or more.
+pub fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut subject_tokens = subject.split('.');
+    for token in pattern.split('.') {
+        match (token, subject_tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (t, Some(s)) if t == s => {}
+            _ => return false,
+        }
+    }
+    subject_tokens.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject_matches;
+
+    #[test]
+    fn nats_wildcards() {
+        assert!(subject_matches("lab.>", "lab.result.available"));
+        assert!(!subject_matches("lab.>", "lab"));
+        assert!(subject_matches("lab.*.available", "lab.result.available"));
+        assert!(!subject_matches("lab.*", "lab.result.available"));
+        assert!(subject_matches("patient.created", "patient.created"));
+        assert!(!subject_matches("patient.created", "patient.created.x"));
+        assert!(!subject_matches("patient.created", "patient"));
+    }
+}
