@@ -1,0 +1,77 @@
+//! Every authenticated request goes to the audit log (HIPAA 164.312(b)):
+//! who, what, which resource, from where, when, and how it ended.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, AppState, Claims};
+
+/// The kind of resource a route serves, for the audit log.
+fn resource_type(route: &str) -> &'static str {
+    if route.starts_with("/api/aggregate/patients") {
+        "Patient"
+    } else if route.starts_with("/api/plugins") {
+        "Plugin"
+    } else if route.starts_with("/api/dead-letters") {
+        "DeadLetter"
+    } else {
+        "Api"
+    }
+}
+
+/// Middleware: records the request after it is handled. If the record cannot
+/// be written, the response is withheld (503): no unaudited reads.
+pub async fn audit_request(
+    State(state): State<AppState>,
+    params: RawPathParams,
+    request: Request,
+    next: Next,
+) -> Response {
+    let claims = request.extensions().get::<Claims>().cloned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| request.uri().path().to_owned());
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let action = format!("{} {}", request.method(), route);
+    let resource_id = params
+        .iter()
+        .last()
+        .map(|(_, v)| v.to_owned())
+        .unwrap_or_default();
+    let patient_id = params
+        .iter()
+        .find(|(k, _)| *k == "patientId")
+        .map(|(_, v)| v.to_owned());
+    let response = next.run(request).await;
+    let Some(claims) = claims else {
+        return response;
+    };
+    let written = sqlx::query(
+        "INSERT INTO audit_log (user_id, action, resource_type, resource_id, patient_id, ip_address, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&claims.sub)
+    .bind(&action)
+    .bind(resource_type(&route))
+    .bind(&resource_id)
+    .bind(patient_id)
+    .bind(ip)
+    .bind(i32::from(response.status().as_u16()))
+    .execute(&state.pool)
+    .await;
+    match written {
+        Ok(_) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "audit log write failed; withholding response");
+            ApiError::from(e).into_response()
+        }
+    }
+}

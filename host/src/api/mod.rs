@@ -1,0 +1,59 @@
+//! The HTTP API (SPEC "HTTP API"): one router per area, JWT on everything but
+//! the probes, every authenticated request audited, JSON errors.
+
+mod audit;
+mod auth;
+mod dead_letters;
+mod error;
+mod health;
+mod patients;
+mod plugins;
+
+pub use auth::{Claims, issue_token};
+pub use error::ApiError;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::middleware;
+use sqlx::PgPool;
+
+use crate::config::Config;
+use crate::serve::Registry;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub pool: PgPool,
+    /// The host's configuration.
+    pub config: Arc<Config>,
+    /// Loaded plugins and their projections.
+    pub registry: Arc<Registry>,
+    /// NATS, for readiness.
+    pub nats: async_nats::Client,
+    /// The event stream, for consumer lag.
+    pub stream: async_nats::jetstream::stream::Stream,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let authenticated = Router::new()
+        .merge(patients::router())
+        .merge(plugins::router())
+        .merge(dead_letters::router())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            audit::audit_request,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    Router::new()
+        .merge(health::router())
+        .merge(authenticated)
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(state)
+}

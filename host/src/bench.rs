@@ -1,0 +1,149 @@
+//! `projector bench`: publishes a backlog of simulated traffic to a stream and
+//! database of its own, starts the host, and prints events per second until
+//! every plugin's lag is 0; then the cost of one plugin call alone.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::ingest;
+use crate::publish::Publisher;
+use crate::runtime::{Limits, Plugin, Runtime};
+use crate::serve::Host;
+use crate::sim::Simulator;
+
+/// Runs the benchmark with the host's configuration, on a fresh stream,
+/// subject prefix and database named after the current time.
+pub async fn run(mut config: Config, events: usize) -> anyhow::Result<()> {
+    let tag = format!("bench{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    config.stream_name = tag.to_uppercase();
+    config.subject_prefix = format!("{tag}.");
+    config.database_url = config.database_url_named(&tag);
+    config.http_addr = "127.0.0.1:0".parse()?;
+
+    println!(
+        "# projector bench: {events} events, stream {}, database {tag}",
+        config.stream_name
+    );
+    let mut simulator = Simulator::new(42, chrono::Utc::now());
+    let mut traffic = Vec::with_capacity(events);
+    while traffic.len() < events {
+        traffic.extend(simulator.traffic(500));
+    }
+    traffic.truncate(events);
+
+    let client = async_nats::connect(&config.nats_url)
+        .await
+        .context("connecting to NATS")?;
+    let js = async_nats::jetstream::new(client);
+    let stream = ingest::ensure_stream(&js, &config).await?;
+    let mut publisher = Publisher::new(js.clone(), &config.subject_prefix);
+    let started = Instant::now();
+    for event in &traffic {
+        publisher.publish(event).await?;
+    }
+    publisher.flush().await?;
+    let publish_secs = started.elapsed().as_secs_f64();
+    println!(
+        "published {events} events in {publish_secs:.2} s ({:.0} events/s)",
+        events as f64 / publish_secs
+    );
+
+    let started = Instant::now();
+    let host = Host::start(config.clone()).await?;
+    let plugins = host.registry.names();
+    anyhow::ensure!(
+        !plugins.is_empty(),
+        "no plugins in {}: run scripts/build-plugins",
+        config.plugins_dir.display()
+    );
+    let mut last_print = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut total_lag = 0;
+        for name in &plugins {
+            total_lag += ingest::lag(&stream, name).await.unwrap_or(u64::MAX / 16);
+        }
+        if total_lag == 0 {
+            break;
+        }
+        if last_print.elapsed() >= Duration::from_secs(2) {
+            println!(
+                "  {:>6.1} s: {total_lag} messages still to apply across {} plugins",
+                started.elapsed().as_secs_f64(),
+                plugins.len()
+            );
+            last_print = Instant::now();
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "projected {events} events through {} plugins in {secs:.2} s: {:.0} events/s end to end ({:.0} plugin deliveries/s)",
+        plugins.len(),
+        events as f64 / secs,
+        deliveries(&host, &plugins).await? as f64 / secs,
+    );
+    host.stop();
+
+    wasm_call_cost(&config, &traffic).await?;
+    js.delete_stream(&config.stream_name)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "# reproduce: scripts/build-plugins && cargo run --release -- bench --events {events}"
+    );
+    Ok(())
+}
+
+/// Events applied plus dead-lettered, summed over plugins.
+async fn deliveries(host: &Host, plugins: &[String]) -> anyhow::Result<i64> {
+    let sum: Option<i64> = sqlx::query_scalar(
+        "SELECT sum(applied + dead_lettered)::bigint FROM checkpoints WHERE plugin = ANY($1)",
+    )
+    .bind(plugins)
+    .fetch_one(&host.pool)
+    .await?;
+    Ok(sum.unwrap_or(0))
+}
+
+/// Time of `handle` alone (JSON in and out included) for each plugin, on the
+/// plugin's own events, with `view-get` answering "absent".
+async fn wasm_call_cost(
+    config: &Config,
+    traffic: &[projector_events::Event],
+) -> anyhow::Result<()> {
+    let runtime = Runtime::new(Limits {
+        call_timeout: config.call_timeout,
+        memory_bytes: config.plugin_memory_bytes,
+    })?;
+    let mut paths: Vec<_> = std::fs::read_dir(&config.plugins_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let plugin = Plugin::load(&runtime, &std::fs::read(&path)?).await?;
+        let mine: Vec<_> = traffic
+            .iter()
+            .filter(|e| plugin.info.subscribes_to(&e.envelope.event_type))
+            .take(20_000)
+            .collect();
+        let mut instance = plugin.instantiate(None).await?;
+        let started = Instant::now();
+        for (seq, event) in mine.iter().enumerate() {
+            instance
+                .handle(event, seq as u64)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let per_call = started.elapsed().as_secs_f64() / mine.len().max(1) as f64;
+        println!(
+            "wasm call {:<10} {:>6.2} µs per event ({} events, one core)",
+            plugin.name(),
+            per_call * 1e6,
+            mine.len()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! Configuration from the environment, each variable with a local default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// Everything the host is configured with; see the README's table.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `NATS_URL`
+    pub nats_url: String,
+    /// `DATABASE_URL`
+    pub database_url: String,
+    /// `JWT_SECRET`: HS256 key for API tokens.
+    pub jwt_secret: String,
+    /// `HTTP_ADDR`
+    pub http_addr: SocketAddr,
+    /// `PLUGINS_DIR`: where the `.wasm` plugins are loaded from.
+    pub plugins_dir: PathBuf,
+    /// `STREAM_NAME`: the JetStream stream (default `EMR_EVENTS`).
+    pub stream_name: String,
+    /// `SUBJECT_PREFIX`: prepended to every event subject (default empty);
+    /// lets several deployments, or tests, share one NATS account.
+    pub subject_prefix: String,
+    /// `BATCH_SIZE`: the most events applied in one transaction.
+    pub batch_size: usize,
+    /// `ACK_WAIT_SECS`: how long JetStream waits for an ack before redelivering.
+    pub ack_wait: Duration,
+    /// `PLUGIN_CALL_TIMEOUT_MS`: the deadline of one `handle` call.
+    pub call_timeout: Duration,
+    /// `PLUGIN_MEMORY_MB`: linear memory a plugin instance may grow to.
+    pub plugin_memory_bytes: usize,
+    /// `MAX_ATTEMPTS`: how often a trapping event is tried before it is dead-lettered.
+    pub max_attempts: u32,
+}
+
+impl Config {
+    /// Reads the environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Ok(Self {
+            nats_url: var("NATS_URL", "nats://127.0.0.1:4222"),
+            database_url: var(
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/projector",
+            ),
+            jwt_secret: var("JWT_SECRET", "dev-only-secret-change-me"),
+            http_addr: parse("HTTP_ADDR", "0.0.0.0:3020")?,
+            plugins_dir: PathBuf::from(var("PLUGINS_DIR", "./plugins-dist")),
+            stream_name: var("STREAM_NAME", "EMR_EVENTS"),
+            subject_prefix: var("SUBJECT_PREFIX", ""),
+            batch_size: parse("BATCH_SIZE", "500")?,
+            ack_wait: Duration::from_secs(parse("ACK_WAIT_SECS", "30")?),
+            call_timeout: Duration::from_millis(parse("PLUGIN_CALL_TIMEOUT_MS", "1000")?),
+            plugin_memory_bytes: parse::<usize>("PLUGIN_MEMORY_MB", "64")? << 20,
+            max_attempts: parse("MAX_ATTEMPTS", "3")?,
+        })
+    }
+}
+
+impl Config {
+    /// The same PostgreSQL server with another database (benchmarks and tests
+    /// get one each).
+    pub fn database_url_named(&self, database: &str) -> String {
+        let url = &self.database_url;
+        let (base, query) = url
+            .split_once('?')
+            .map_or((url.as_str(), ""), |(b, q)| (b, q));
+        let server = match base.rsplit_once('/') {
+            Some((server, _)) if server.contains("://") && !server.ends_with('/') => server,
+            _ => base,
+        };
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        format!("{server}/{database}{query}")
+    }
+}
+
+fn var(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn parse<T: std::str::FromStr>(name: &str, default: &str) -> anyhow::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    var(name, default)
+        .parse()
+        .with_context(|| format!("environment variable {name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_url_named_keeps_server_and_options() {
+        let mut config = Config::from_env().unwrap();
+        config.database_url = "postgres://u@db:5432/projector?sslmode=disable".into();
+        assert_eq!(
+            config.database_url_named("t1"),
+            "postgres://u@db:5432/t1?sslmode=disable"
+        );
+        config.database_url = "postgres://u@db:5432".into();
+        assert_eq!(config.database_url_named("t1"), "postgres://u@db:5432/t1");
+    }
+}

@@ -1,0 +1,215 @@
+//! Turning a batch of raw messages into one committed [`Batch`]: checks,
+//! deduplication, prefetch, the plugin calls, retries and dead letters.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use projector_events::{Envelope, Event};
+use projector_sdk::Value;
+use sqlx::PgPool;
+
+use crate::runtime::{CallError, Plugin};
+use crate::store::{ApplyFailure, Batch, NewAudit, NewDeadLetter, NewNotification, Overlay};
+
+/// One message to apply: from the stream, or a dead letter being re-driven.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Stream sequence.
+    pub seq: u64,
+    /// The subject without the deployment's prefix: the event type.
+    pub subject: String,
+    /// The bytes as published.
+    pub raw: Vec<u8>,
+    /// The dead letter this re-drives, if it is one.
+    pub redrive: Option<i64>,
+}
+
+/// Builds and fills the batch for `items`, calling the plugin once per event.
+/// Errors are database failures: the caller retries the whole batch.
+pub async fn project(
+    plugin: &Plugin,
+    pool: &PgPool,
+    max_attempts: u32,
+    items: Vec<Item>,
+) -> anyhow::Result<Batch> {
+    let mut batch = Batch::new(plugin.name());
+    batch.checkpoint = items
+        .iter()
+        .filter(|i| i.redrive.is_none())
+        .map(|i| i.seq)
+        .max()
+        .unwrap_or(0);
+    let events = checked_events(plugin, items, &mut batch);
+    let events = not_yet_applied(plugin.name(), pool, events, &mut batch).await?;
+
+    let mut overlay = Overlay::new(
+        pool.clone(),
+        plugin.info.views.iter().map(|v| v.name.clone()),
+    );
+    for view in &plugin.info.views {
+        let keys = events.iter().filter_map(|(_, e)| key_hint(&view.key, e));
+        overlay.load(&view.name, keys.collect::<Vec<_>>()).await?;
+    }
+    let mut instance = plugin.instantiate(Some(overlay)).await?;
+    for (item, event) in events {
+        let mut attempts = 0;
+        let failure = loop {
+            attempts += 1;
+            match instance.handle(&event, item.seq).await {
+                Ok(outcome) => {
+                    let views = instance
+                        .views()
+                        .ok_or_else(|| anyhow::anyhow!("instance lost its views"))?;
+                    match views.apply(&outcome.mutations).await {
+                        Ok(()) => {
+                            record(&mut batch, &item, &event, outcome);
+                            break None;
+                        }
+                        Err(ApplyFailure::Rejected(reason)) => {
+                            break Some(format!("plugin returned an invalid outcome: {reason}"));
+                        }
+                        Err(ApplyFailure::Database(e)) => return Err(e.into()),
+                    }
+                }
+                Err(e @ (CallError::Refused(_) | CallError::Invalid(_))) => {
+                    break Some(e.to_string());
+                }
+                Err(CallError::Trap(trap)) => {
+                    // The instance is spent; carry the batch's views to a fresh one.
+                    instance = plugin.instantiate(instance.into_views()).await?;
+                    if attempts >= max_attempts {
+                        break Some(format!("plugin trapped {attempts} times: {trap}"));
+                    }
+                    tracing::warn!(
+                        plugin = plugin.name(),
+                        seq = item.seq,
+                        attempts,
+                        "plugin trapped; retrying"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10 << attempts.min(6))).await;
+                }
+            }
+        };
+        if let Some(reason) = failure {
+            tracing::warn!(plugin = plugin.name(), seq = item.seq, event_id = %event.envelope.event_id, %reason, "dead-lettered");
+            batch
+                .dead_letters
+                .push(dead_letter(&item, Some(&event), reason, attempts as i32));
+        }
+    }
+    batch.views = instance.into_views();
+    Ok(batch)
+}
+
+/// Parses each item the plugin subscribes to; the rest are dead letters
+/// (malformed) or skipped (not its subject).
+fn checked_events(plugin: &Plugin, items: Vec<Item>, batch: &mut Batch) -> Vec<(Item, Event)> {
+    let mut events = Vec::with_capacity(items.len());
+    for item in items {
+        if !plugin.info.subscribes_to(&item.subject) {
+            continue;
+        }
+        match Envelope::parse(&item.raw) {
+            Err(e) => batch
+                .dead_letters
+                .push(dead_letter(&item, None, e.to_string(), 1)),
+            Ok(event) if event.envelope.event_type != item.subject => {
+                let reason = format!(
+                    "eventType `{}` does not match subject `{}`",
+                    event.envelope.event_type, item.subject
+                );
+                batch
+                    .dead_letters
+                    .push(dead_letter(&item, Some(&event), reason, 1));
+            }
+            Ok(event) => events.push((item, event)),
+        }
+    }
+    events
+}
+
+/// Drops events this plugin applied before (a redelivery, or the same
+/// eventId published again) and repeats within the batch. A re-driven dead
+/// letter whose event was applied meanwhile is resolved.
+async fn not_yet_applied(
+    plugin: &str,
+    pool: &PgPool,
+    events: Vec<(Item, Event)>,
+    batch: &mut Batch,
+) -> Result<Vec<(Item, Event)>, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(events);
+    }
+    let ids: Vec<&str> = events
+        .iter()
+        .map(|(_, e)| e.envelope.event_id.as_str())
+        .collect();
+    let applied: Vec<String> = sqlx::query_scalar(
+        "SELECT event_id FROM processed_events WHERE plugin = $1 AND event_id = ANY($2)",
+    )
+    .bind(plugin)
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    let mut seen: HashSet<String> = applied.into_iter().collect();
+    let mut fresh = Vec::with_capacity(events.len());
+    for (item, event) in events {
+        if seen.insert(event.envelope.event_id.to_string()) {
+            fresh.push((item, event));
+        } else if let Some(id) = item.redrive {
+            batch.resolved.push(id);
+        }
+    }
+    Ok(fresh)
+}
+
+/// The document key a view's hint (`patientId`, `eventId`, `payload.<field>`) names in an event.
+fn key_hint(hint: &str, event: &Event) -> Option<String> {
+    let value: &Value = match hint {
+        "patientId" => return Some(event.envelope.patient_id.to_string()),
+        "eventId" => return Some(event.envelope.event_id.to_string()),
+        _ => event.envelope.payload.get(hint.strip_prefix("payload.")?)?,
+    };
+    value.as_str().map(str::to_owned)
+}
+
+fn record(batch: &mut Batch, item: &Item, event: &Event, outcome: projector_sdk::Outcome) {
+    let envelope = &event.envelope;
+    batch.processed.push(envelope.event_id.to_string());
+    if let Some(id) = item.redrive {
+        batch.resolved.push(id);
+    }
+    batch.notifications.extend(
+        outcome
+            .notifications
+            .into_iter()
+            .map(|intent| NewNotification {
+                event_id: envelope.event_id.to_string(),
+                patient_id: envelope.patient_id.to_string(),
+                intent,
+            }),
+    );
+    let at = envelope.timestamp.instant().to_utc();
+    batch
+        .audits
+        .extend(outcome.audits.into_iter().map(|a| NewAudit {
+            user_id: envelope.user_id.to_string(),
+            action: a.action,
+            resource_type: a.resource_type,
+            resource_id: a.resource_id,
+            patient_id: envelope.patient_id.to_string(),
+            at,
+        }));
+}
+
+fn dead_letter(item: &Item, event: Option<&Event>, reason: String, attempts: i32) -> NewDeadLetter {
+    NewDeadLetter {
+        stream_seq: item.seq,
+        subject: item.subject.clone(),
+        event_id: event.map(|e| e.envelope.event_id.to_string()),
+        patient_id: event.map(|e| e.envelope.patient_id.to_string()),
+        reason,
+        raw: item.raw.clone(),
+        attempts,
+    }
+}

@@ -1,0 +1,9 @@
+//! JetStream consumption: the stream, a durable pull consumer per plugin,
+//! batches applied in one transaction each, dead letters and their re-drive.
+
+mod batch;
+mod projection;
+mod stream;
+
+pub use projection::Projection;
+pub use stream::{consumer_name, ensure_stream, lag, stream_subjects};

@@ -1,0 +1,165 @@
+//! One plugin's projection: its consumer, its batches, its acks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, stream};
+use futures::StreamExt;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+use super::batch::{self, Item};
+use super::stream::ensure_consumer;
+use crate::config::Config;
+use crate::runtime::Plugin;
+
+/// Environment variable for fault injection in tests: when `crash-after-commit`,
+/// the process aborts after its first commit, before acking, as a host killed
+/// at the worst moment would.
+const FAULT_ENV: &str = "PROJECTOR_FAULT";
+
+/// Runs one plugin over the stream.
+pub struct Projection {
+    plugin: Plugin,
+    pool: PgPool,
+    stream: stream::Stream,
+    config: Arc<Config>,
+    redrive: Arc<Notify>,
+}
+
+impl Projection {
+    /// A projection for `plugin`; `redrive` wakes it to re-drive dead letters.
+    pub fn new(
+        plugin: Plugin,
+        pool: PgPool,
+        stream: stream::Stream,
+        config: Arc<Config>,
+        redrive: Arc<Notify>,
+    ) -> Self {
+        Self {
+            plugin,
+            pool,
+            stream,
+            config,
+            redrive,
+        }
+    }
+
+    /// Consumes until the stream ends; restarts its consumer after NATS errors.
+    pub async fn run(self) {
+        loop {
+            if let Err(e) = self.consume().await {
+                tracing::error!(
+                    plugin = self.plugin.name(),
+                    error = format!("{e:#}"),
+                    "projection failed; restarting"
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn consume(&self) -> anyhow::Result<()> {
+        let consumer = ensure_consumer(
+            &self.stream,
+            &self.config,
+            self.plugin.name(),
+            &self.plugin.info.subjects,
+        )
+        .await?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(self.config.batch_size)
+            .messages()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut chunks = messages.ready_chunks(self.config.batch_size);
+        self.redrive_dead_letters().await?;
+        loop {
+            tokio::select! {
+                chunk = chunks.next() => {
+                    let Some(chunk) = chunk else { return Ok(()) };
+                    let mut messages = Vec::with_capacity(chunk.len());
+                    for message in chunk {
+                        messages.push(message.map_err(|e| anyhow::anyhow!("{e}"))?);
+                    }
+                    self.apply_messages(messages).await?;
+                }
+                () = self.redrive.notified() => self.redrive_dead_letters().await?,
+            }
+        }
+    }
+
+    /// Applies a batch of stream messages, then acks them. If the commit
+    /// fails they are nak'ed and come back; nothing is acked before commit.
+    async fn apply_messages(&self, messages: Vec<jetstream::Message>) -> anyhow::Result<()> {
+        let prefix = &self.config.subject_prefix;
+        let mut items: Vec<Item> = messages
+            .iter()
+            .filter_map(|m| {
+                let info = m.info().ok()?;
+                Some(Item {
+                    seq: info.stream_sequence,
+                    subject: m
+                        .subject
+                        .strip_prefix(prefix.as_str())
+                        .unwrap_or(&m.subject)
+                        .to_owned(),
+                    raw: m.payload.to_vec(),
+                    redrive: None,
+                })
+            })
+            .collect();
+        items.sort_by_key(|i| i.seq);
+        items.dedup_by_key(|i| i.seq);
+        let outcome =
+            match batch::project(&self.plugin, &self.pool, self.config.max_attempts, items).await {
+                Ok(batch) => batch.commit(&self.pool).await.map_err(anyhow::Error::from),
+                Err(e) => Err(e),
+            };
+        if let Err(e) = outcome {
+            for m in &messages {
+                let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            }
+            return Err(e.context("applying a batch"));
+        }
+        if std::env::var(FAULT_ENV).as_deref() == Ok("crash-after-commit") {
+            tracing::error!(
+                plugin = self.plugin.name(),
+                "fault injection: aborting between commit and ack"
+            );
+            std::process::abort();
+        }
+        for m in &messages {
+            m.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Re-applies the dead letters an operator asked to retry.
+    async fn redrive_dead_letters(&self) -> anyhow::Result<()> {
+        let rows: Vec<(i64, i64, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, stream_seq, subject, raw FROM dead_letters
+             WHERE plugin = $1 AND status = 'retrying' ORDER BY stream_seq",
+        )
+        .bind(self.plugin.name())
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let items = rows
+            .into_iter()
+            .map(|(id, seq, subject, raw)| Item {
+                seq: seq as u64,
+                subject,
+                raw,
+                redrive: Some(id),
+            })
+            .collect();
+        let batch =
+            batch::project(&self.plugin, &self.pool, self.config.max_attempts, items).await?;
+        batch.commit(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,16 @@
+//! Projector: streams EMR domain events from NATS JetStream through sandboxed
+//! WebAssembly handler plugins into PostgreSQL read models, and serves them.
+//!
+//! The data flows `ingest` (JetStream consumers, batches, dead letters) →
+//! `runtime` (wasmtime components) → `store` (one Postgres transaction per
+//! batch); `api` reads the store over HTTP.
+
+pub mod api;
+pub mod bench;
+pub mod config;
+pub mod ingest;
+pub mod publish;
+pub mod runtime;
+pub mod serve;
+pub mod sim;
+pub mod store;

@@ -1,0 +1,151 @@
+//! The `projector` command: the host and its tools.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use projector::config::Config;
+use projector::publish::Publisher;
+use projector::serve::Host;
+use projector::sim::Simulator;
+
+#[derive(Parser)]
+#[command(
+    name = "projector",
+    version,
+    about = "EMR events from NATS JetStream through WebAssembly plugins into PostgreSQL read models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the host: projections and the HTTP API.
+    Serve,
+    /// Publish the events of a JSON-lines file (one envelope per line).
+    Publish {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Publish synthetic hospital traffic.
+    Simulate {
+        /// How many patients' journeys (about twenty events each).
+        #[arg(long, default_value_t = 100)]
+        patients: usize,
+        /// Events per second.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Random seed; the same seed gives the same traffic.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Measure end-to-end projection throughput and the cost of a plugin call.
+    Bench {
+        /// How many events of backlog to project.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+    },
+    /// Print the JSON Schema of the events.
+    Schema,
+    /// Print a signed API token (development and scripts).
+    Token {
+        /// User id.
+        #[arg(long)]
+        sub: String,
+        /// Role: admin, provider, nurse, patient, ….
+        #[arg(long)]
+        role: String,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    let cli = Cli::parse();
+    let config = Config::from_env()?;
+    match cli.command {
+        Command::Serve => {
+            let host = Host::start(config).await?;
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for ctrl-c")?;
+            host.stop();
+        }
+        Command::Publish { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let mut publisher = publisher(&config).await?;
+            let count = publisher.publish_jsonl(&text).await?;
+            println!("published {count} events from {}", file.display());
+        }
+        Command::Simulate {
+            patients,
+            rate,
+            seed,
+        } => {
+            anyhow::ensure!(rate > 0.0, "--rate must be positive");
+            let traffic = Simulator::new(seed, chrono::Utc::now()).traffic(patients);
+            let mut publisher = publisher(&config).await?;
+            let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+            for event in &traffic {
+                ticker.tick().await;
+                publisher.publish(event).await?;
+            }
+            publisher.flush().await?;
+            println!("published {} events for {patients} patients", traffic.len());
+        }
+        Command::Bench { events } => projector::bench::run(config, events).await?,
+        Command::Schema => println!("{:#}", projector_events::schema::document()),
+        Command::Token {
+            sub,
+            role,
+            name,
+            ttl,
+        } => {
+            let exp = chrono::Utc::now().timestamp().max(0) as u64 + ttl;
+            let claims = projector::api::Claims {
+                sub,
+                name,
+                role,
+                exp,
+            };
+            println!(
+                "{}",
+                projector::api::issue_token(&config.jwt_secret, &claims)?
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn publisher(config: &Config) -> anyhow::Result<Publisher> {
+    let client = async_nats::connect(&config.nats_url)
+        .await
+        .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+    let js = async_nats::jetstream::new(client);
+    projector::ingest::ensure_stream(&js, config).await?;
+    Ok(Publisher::new(js, &config.subject_prefix))
+}
+
+/// Logs to stderr; `LOG_FORMAT=json` for JSON lines, `RUST_LOG` to filter.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,165 @@
+//! From the WIT records a plugin returns to the SDK's types, checking
+//! everything a plugin could get wrong: its output is untrusted input.
+
+use projector_sdk::{
+    AuditEntry, Mutation, Notification, Outcome, PluginInfo, Priority, Value, ViewDef,
+};
+
+use super::bindings::emr::projector::types as wit;
+
+/// A plugin's description as the SDK type.
+pub fn plugin_info(info: wit::PluginInfo) -> PluginInfo {
+    PluginInfo {
+        name: info.name,
+        version: info.version,
+        subjects: info.subjects,
+        views: info
+            .views
+            .into_iter()
+            .map(|v| ViewDef {
+                name: v.name,
+                key: v.key,
+                indexes: v.indexes,
+            })
+            .collect(),
+    }
+}
+
+/// Whether a name is safe to build a table or index name from.
+pub fn is_identifier(name: &str, max: usize) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.len() <= max
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Checks a description: names the host builds SQL identifiers from must be
+/// plain identifiers, and a plugin must subscribe to something.
+pub fn check_info(info: &PluginInfo) -> Result<(), String> {
+    let name_ok = !info.name.is_empty()
+        && info.name.len() <= 40
+        && info
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !name_ok {
+        return Err(format!(
+            "plugin name `{}` must be 1-40 of [a-z0-9_-]",
+            info.name
+        ));
+    }
+    if info.subjects.is_empty() {
+        return Err("plugin subscribes to no subjects".into());
+    }
+    for view in &info.views {
+        // `view_<name>_<index>` must fit Postgres's 63-byte identifiers.
+        if !is_identifier(&view.name, 30) {
+            return Err(format!(
+                "view name `{}` must match [a-z][a-z0-9_]{{0,29}}",
+                view.name
+            ));
+        }
+        for index in &view.indexes {
+            if !index.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                || index.is_empty()
+                || index.len() > 26
+            {
+                return Err(format!(
+                    "index field `{index}` of view `{}` must be 1-26 of [A-Za-z0-9_]",
+                    view.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn json(what: &str, text: &str) -> Result<Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("{what} is not JSON: {e}"))
+}
+
+/// A plugin's outcome as the SDK type; JSON texts parsed.
+pub fn outcome(outcome: wit::Outcome) -> Result<Outcome, String> {
+    let mutations = outcome
+        .mutations
+        .into_iter()
+        .map(|m| {
+            Ok(match m {
+                wit::Mutation::Upsert(op) => Mutation::Upsert {
+                    doc: json("upsert doc", &op.doc)?,
+                    view: op.view,
+                    key: op.key,
+                },
+                wit::Mutation::Merge(op) => Mutation::Merge {
+                    doc: json("merge doc", &op.doc)?,
+                    view: op.view,
+                    key: op.key,
+                },
+                wit::Mutation::Append(op) => Mutation::Append {
+                    item: json("append item", &op.item)?,
+                    view: op.view,
+                    key: op.key,
+                    path: op.path,
+                    match_field: op.match_field,
+                },
+                wit::Mutation::Remove(op) => Mutation::Remove {
+                    item: json("remove item", &op.item)?,
+                    view: op.view,
+                    key: op.key,
+                    path: op.path,
+                    match_field: op.match_field,
+                },
+                wit::Mutation::Increment(op) => Mutation::Increment {
+                    view: op.view,
+                    key: op.key,
+                    path: op.path,
+                    delta: op.delta,
+                },
+                wit::Mutation::Delete(op) => Mutation::Delete {
+                    view: op.view,
+                    key: op.key,
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let notifications = outcome
+        .notifications
+        .into_iter()
+        .map(|n| {
+            let data = json("notification data", &n.data)?;
+            if !data.is_object() {
+                return Err("notification data must be a JSON object".to_owned());
+            }
+            if n.recipient.is_empty() || n.dedupe_key.is_empty() {
+                return Err("notification needs a recipient and a dedupe key".to_owned());
+            }
+            Ok(Notification {
+                recipient: n.recipient,
+                kind: n.kind,
+                priority: match n.priority {
+                    wit::Priority::Normal => Priority::Normal,
+                    wit::Priority::Urgent => Priority::Urgent,
+                },
+                title: n.title,
+                message: n.message,
+                data,
+                requires_ack: n.requires_ack,
+                dedupe_key: n.dedupe_key,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let audits = outcome
+        .audits
+        .into_iter()
+        .map(|a| AuditEntry {
+            action: a.action,
+            resource_type: a.resource_type,
+            resource_id: a.resource_id,
+        })
+        .collect();
+    Ok(Outcome {
+        mutations,
+        notifications,
+        audits,
+    })
+}

@@ -1,0 +1,162 @@
+//! One sandboxed instance of a plugin, serving a whole batch.
+
+use projector_sdk::{Outcome, PluginInfo};
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::Runtime;
+use super::bindings::emr::projector::types::Event as WitEvent;
+use super::bindings::{Projection, ProjectionImports, ProjectionPre};
+use super::convert;
+use crate::store::Overlay;
+
+/// Why one `handle` call produced no outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The plugin returned an error for the event.
+    #[error("plugin refused the event: {0}")]
+    Refused(String),
+    /// The plugin returned an outcome the host cannot apply.
+    #[error("plugin returned an invalid outcome: {0}")]
+    Invalid(String),
+    /// The call trapped, ran out of time or memory; the instance is spent.
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+}
+
+/// What a plugin instance's store holds: WASI with nothing granted, the
+/// memory limit, and the batch's views for `view-get`.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    plugin: String,
+    views: Option<Overlay>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl super::bindings::emr::projector::types::Host for HostState {}
+
+impl ProjectionImports for HostState {
+    async fn log(&mut self, level: u8, message: String) -> wasmtime::Result<()> {
+        let plugin = self.plugin.as_str();
+        let message: String = message.chars().take(2000).collect();
+        match level {
+            0 => tracing::trace!(plugin, "{message}"),
+            1 => tracing::debug!(plugin, "{message}"),
+            2 => tracing::info!(plugin, "{message}"),
+            3 => tracing::warn!(plugin, "{message}"),
+            _ => tracing::error!(plugin, "{message}"),
+        }
+        Ok(())
+    }
+
+    async fn view_get(&mut self, view: String, key: String) -> wasmtime::Result<Option<String>> {
+        let Some(views) = self.views.as_mut() else {
+            return Ok(None);
+        };
+        let doc = views
+            .get(&view, &key)
+            .await
+            .map_err(|e| wasmtime::Error::msg(format!("view-get {view}: {e:#}")))?;
+        Ok(doc.map(|d| d.to_string()))
+    }
+}
+
+/// A live instance and its store.
+pub struct PluginInstance {
+    store: Store<HostState>,
+    bindings: Projection,
+    runtime: Runtime,
+}
+
+impl PluginInstance {
+    pub(super) async fn new(
+        runtime: &Runtime,
+        pre: &ProjectionPre<HostState>,
+        plugin: String,
+        views: Option<Overlay>,
+    ) -> anyhow::Result<Self> {
+        let state = HostState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(runtime.limits.memory_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+            plugin,
+            views,
+        };
+        let mut store = Store::new(&runtime.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(runtime.deadline_ticks());
+        let bindings = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        Ok(Self {
+            store,
+            bindings,
+            runtime: runtime.clone(),
+        })
+    }
+
+    /// Calls `describe`.
+    pub(super) async fn describe(&mut self) -> Result<PluginInfo, CallError> {
+        self.store.set_epoch_deadline(self.runtime.deadline_ticks());
+        let call = self.bindings.call_describe(&mut self.store);
+        let info = tokio::time::timeout(self.runtime.limits.call_timeout * 2, call)
+            .await
+            .map_err(|_| CallError::Trap("describe timed out".into()))?
+            .map_err(|e| CallError::Trap(format!("{e:?}")))?;
+        Ok(convert::plugin_info(info))
+    }
+
+    /// Calls `handle` for one event under the call deadline.
+    pub async fn handle(
+        &mut self,
+        event: &projector_events::Event,
+        sequence: u64,
+    ) -> Result<Outcome, CallError> {
+        let wit_event = WitEvent {
+            id: event.envelope.event_id.to_string(),
+            event_type: event.envelope.event_type.clone(),
+            patient_id: event.envelope.patient_id.to_string(),
+            timestamp: event.envelope.timestamp.as_str().to_owned(),
+            user_id: event.envelope.user_id.to_string(),
+            portal_type: event.envelope.portal_type.as_str().to_owned(),
+            sequence,
+            payload: event.envelope.payload.to_string(),
+        };
+        self.store.set_epoch_deadline(self.runtime.deadline_ticks());
+        let call = self.bindings.call_handle(&mut self.store, &wit_event);
+        let result = tokio::time::timeout(self.runtime.limits.call_timeout * 2, call)
+            .await
+            .map_err(|_| CallError::Trap("call timed out".into()))?
+            .map_err(|e| CallError::Trap(format!("{e:?}")))?;
+        let outcome = result.map_err(CallError::Refused)?;
+        convert::outcome(outcome).map_err(CallError::Invalid)
+    }
+
+    /// Ends the instance and hands back the batch's views.
+    pub fn into_views(self) -> Option<Overlay> {
+        self.store.into_data().views
+    }
+}
+
+impl PluginInstance {
+    /// The batch's views, to fold each outcome in before the next call.
+    pub fn views(&mut self) -> Option<&mut Overlay> {
+        self.store.data_mut().views.as_mut()
+    }
+}

@@ -1,0 +1,83 @@
+//! The wasmtime side: one engine with an epoch ticker, plugins compiled once
+//! into an `InstancePre`, and a fresh sandboxed instance per batch.
+
+mod bindings;
+mod convert;
+mod instance;
+mod plugin;
+
+pub use instance::{CallError, PluginInstance};
+pub use plugin::{LoadError, Plugin};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use bindings::Projection;
+use instance::HostState;
+
+/// How often the engine's epoch advances; call deadlines are counted in it.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Limits every plugin instance runs under.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Wall-clock deadline of one `handle` or `describe` call.
+    pub call_timeout: Duration,
+    /// Linear memory an instance may grow to.
+    pub memory_bytes: usize,
+}
+
+/// The engine and linker all plugins share. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<HostState>>,
+    limits: Limits,
+}
+
+impl Runtime {
+    /// Builds the engine (component model, async, epoch interruption, pooling
+    /// allocator) and starts its epoch ticker.
+    pub fn new(limits: Limits) -> anyhow::Result<Self> {
+        let mut pooling = PoolingAllocationConfig::default();
+        pooling
+            .total_component_instances(256)
+            .total_core_instances(256)
+            .total_memories(256)
+            .total_tables(256)
+            .max_memory_size(limits.memory_bytes);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        Projection::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+            limits,
+        })
+    }
+
+    /// The deadline of one call, in epoch ticks.
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    }
+}

@@ -1,0 +1,162 @@
+//! `projector serve`: connect, migrate, create the stream, load every plugin,
+//! run a projection per plugin and the HTTP API.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::ingest::{self, Projection};
+use crate::runtime::{Limits, Plugin, Runtime};
+use crate::{api, store};
+
+/// A loaded plugin and the handle that wakes its projection to re-drive.
+struct Entry {
+    plugin: Plugin,
+    redrive: Arc<Notify>,
+}
+
+/// The plugins this host runs.
+#[derive(Default)]
+pub struct Registry {
+    entries: RwLock<BTreeMap<String, Entry>>,
+}
+
+impl Registry {
+    fn insert(&self, plugin: Plugin, redrive: Arc<Notify>) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        entries.insert(plugin.name().to_owned(), Entry { plugin, redrive });
+    }
+
+    /// The loaded plugins, by name.
+    pub fn plugins(&self) -> Vec<Plugin> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.values().map(|e| e.plugin.clone()).collect()
+    }
+
+    /// Names of the loaded plugins.
+    pub fn names(&self) -> Vec<String> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.keys().cloned().collect()
+    }
+
+    /// Tells a plugin's projection that dead letters await re-drive.
+    pub fn wake_redrive(&self, plugin: &str) {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = entries.get(plugin) {
+            entry.redrive.notify_one();
+        }
+    }
+}
+
+/// A running host: its projections and its API.
+pub struct Host {
+    /// Where the HTTP API listens (useful with port 0).
+    pub http_addr: SocketAddr,
+    /// The database pool.
+    pub pool: PgPool,
+    /// The plugins loaded.
+    pub registry: Arc<Registry>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Host {
+    /// Starts everything; an empty database and an empty JetStream are a valid start.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
+        let pool = store::connect(&config.database_url).await?;
+        let nats = async_nats::connect(&config.nats_url)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+        let js = async_nats::jetstream::new(nats.clone());
+        let stream = ingest::ensure_stream(&js, &config).await?;
+        let runtime = Runtime::new(Limits {
+            call_timeout: config.call_timeout,
+            memory_bytes: config.plugin_memory_bytes,
+        })?;
+        let registry = Arc::new(Registry::default());
+        let mut tasks = Vec::new();
+        for plugin in load_plugins(&runtime, &pool, &config.plugins_dir).await? {
+            let redrive = Arc::new(Notify::new());
+            registry.insert(plugin.clone(), redrive.clone());
+            let projection = Projection::new(
+                plugin,
+                pool.clone(),
+                stream.clone(),
+                config.clone(),
+                redrive,
+            );
+            tasks.push(tokio::spawn(projection.run()));
+        }
+        let listener = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("binding {}", config.http_addr))?;
+        let http_addr = listener.local_addr()?;
+        let app = api::router(api::AppState {
+            pool: pool.clone(),
+            config: config.clone(),
+            registry: registry.clone(),
+            nats,
+            stream,
+        });
+        tasks.push(tokio::spawn(async move {
+            let service = app.into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(e) = axum::serve(listener, service).await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        }));
+        tracing::info!(%http_addr, plugins = ?registry.names(), "projector host started");
+        Ok(Self {
+            http_addr,
+            pool,
+            registry,
+            tasks,
+        })
+    }
+
+    /// Stops every task at once, as a crash would: nothing is flushed or acked.
+    pub fn stop(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Loads every `.wasm` in the folder, in name order. A file that fails to
+/// load is reported and skipped; the others still run.
+async fn load_plugins(runtime: &Runtime, pool: &PgPool, dir: &Path) -> anyhow::Result<Vec<Plugin>> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading plugins folder {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+        .collect();
+    paths.sort();
+    let mut plugins: Vec<Plugin> = Vec::new();
+    for path in paths {
+        let loaded = async {
+            let bytes = tokio::fs::read(&path).await?;
+            let plugin = Plugin::load(runtime, &bytes).await?;
+            if plugins.iter().any(|p| p.name() == plugin.name()) {
+                anyhow::bail!("a plugin named `{}` is already loaded", plugin.name());
+            }
+            store::ensure_views(pool, &plugin.info).await?;
+            anyhow::Ok(plugin)
+        };
+        match loaded.await {
+            Ok(plugin) => {
+                tracing::info!(plugin = plugin.name(), version = %plugin.info.version, hash = %plugin.hash, "plugin loaded");
+                plugins.push(plugin);
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = format!("{e:#}"), "plugin not loaded")
+            }
+        }
+    }
+    Ok(plugins)
+}

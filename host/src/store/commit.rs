@@ -1,0 +1,354 @@
+//! One batch, one transaction: the changed documents, the events now applied,
+//! dead letters, the notification outbox, audit entries and the checkpoint
+//! commit together or not at all. Each kind is one statement (UNNEST arrays),
+//! so round trips grow with the tables touched, not the events.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use projector_sdk::{Notification, Priority, Value};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::overlay::{Overlay, ViewWrites};
+
+/// An event the plugin could not apply.
+#[derive(Debug, Clone)]
+pub struct NewDeadLetter {
+    /// Stream sequence of the message.
+    pub stream_seq: u64,
+    /// Its subject.
+    pub subject: String,
+    /// Its eventId, when it could be read.
+    pub event_id: Option<String>,
+    /// Its patientId, when it could be read.
+    pub patient_id: Option<String>,
+    /// Why it was refused.
+    pub reason: String,
+    /// The message bytes as received.
+    pub raw: Vec<u8>,
+    /// How many times it was tried.
+    pub attempts: i32,
+}
+
+/// A notification intent with the event that caused it.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    /// The event.
+    pub event_id: String,
+    /// Its patient.
+    pub patient_id: String,
+    /// What the plugin asked for.
+    pub intent: Notification,
+}
+
+/// An audit entry with the event's user, patient and time.
+#[derive(Debug, Clone)]
+pub struct NewAudit {
+    /// Who.
+    pub user_id: String,
+    /// Did what.
+    pub action: String,
+    /// To which kind of resource.
+    pub resource_type: String,
+    /// Which one.
+    pub resource_id: String,
+    /// Whose data.
+    pub patient_id: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Everything one batch of one plugin commits.
+pub struct Batch {
+    /// The plugin.
+    pub plugin: String,
+    /// The batch's documents.
+    pub views: Option<Overlay>,
+    /// eventIds applied.
+    pub processed: Vec<String>,
+    /// Events refused.
+    pub dead_letters: Vec<NewDeadLetter>,
+    /// Dead letters re-driven successfully.
+    pub resolved: Vec<i64>,
+    /// Notification outbox entries.
+    pub notifications: Vec<NewNotification>,
+    /// Audit-log entries.
+    pub audits: Vec<NewAudit>,
+    /// Highest stream sequence covered by the batch.
+    pub checkpoint: u64,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new(plugin: &str) -> Self {
+        Self {
+            plugin: plugin.to_owned(),
+            views: None,
+            processed: Vec::new(),
+            dead_letters: Vec::new(),
+            resolved: Vec::new(),
+            notifications: Vec::new(),
+            audits: Vec::new(),
+            checkpoint: 0,
+        }
+    }
+
+    /// Commits the batch in one transaction.
+    pub async fn commit(self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let mut tx = pool.begin().await?;
+        if let Some(views) = self.views {
+            for writes in views.into_writes() {
+                write_view(&mut tx, writes).await?;
+            }
+        }
+        if !self.processed.is_empty() {
+            sqlx::query(
+                "INSERT INTO processed_events (plugin, event_id)
+                 SELECT $1, e FROM UNNEST($2::text[]) AS e ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.plugin)
+            .bind(&self.processed)
+            .execute(&mut *tx)
+            .await?;
+        }
+        insert_dead_letters(&mut tx, &self.plugin, &self.dead_letters).await?;
+        if !self.resolved.is_empty() {
+            sqlx::query("UPDATE dead_letters SET status = 'resolved', updated_at = now() WHERE id = ANY($1)")
+                .bind(&self.resolved)
+                .execute(&mut *tx)
+                .await?;
+        }
+        insert_notifications(&mut tx, self.notifications).await?;
+        insert_audits(&mut tx, &self.audits).await?;
+        sqlx::query(
+            "INSERT INTO checkpoints (plugin, seq, applied, dead_lettered) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (plugin) DO UPDATE SET
+                seq = GREATEST(checkpoints.seq, EXCLUDED.seq),
+                applied = checkpoints.applied + EXCLUDED.applied,
+                dead_lettered = checkpoints.dead_lettered + EXCLUDED.dead_lettered,
+                updated_at = now()",
+        )
+        .bind(&self.plugin)
+        .bind(self.checkpoint as i64)
+        .bind(self.processed.len() as i64)
+        .bind(self.dead_letters.len() as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+}
+
+async fn write_view(
+    tx: &mut Transaction<'_, Postgres>,
+    writes: ViewWrites,
+) -> Result<(), sqlx::Error> {
+    let table = &writes.table;
+    if !writes.upsert_keys.is_empty() {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {table} (key, doc, updated_at)
+             SELECT k, d, now() FROM UNNEST($1::text[], $2::jsonb[]) AS u(k, d)
+             ON CONFLICT (key) DO UPDATE SET doc = EXCLUDED.doc, updated_at = now()"
+        )))
+        .bind(&writes.upsert_keys)
+        .bind(&writes.upsert_docs)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !writes.delete_keys.is_empty() {
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE key = ANY($1)"
+        )))
+        .bind(&writes.delete_keys)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn insert_dead_letters(
+    tx: &mut Transaction<'_, Postgres>,
+    plugin: &str,
+    dead: &[NewDeadLetter],
+) -> Result<(), sqlx::Error> {
+    if dead.is_empty() {
+        return Ok(());
+    }
+    let seqs: Vec<i64> = dead.iter().map(|d| d.stream_seq as i64).collect();
+    let subjects: Vec<&str> = dead.iter().map(|d| d.subject.as_str()).collect();
+    let event_ids: Vec<Option<&str>> = dead.iter().map(|d| d.event_id.as_deref()).collect();
+    let patient_ids: Vec<Option<&str>> = dead.iter().map(|d| d.patient_id.as_deref()).collect();
+    let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
+    let raws: Vec<&[u8]> = dead.iter().map(|d| d.raw.as_slice()).collect();
+    let attempts: Vec<i32> = dead.iter().map(|d| d.attempts).collect();
+    sqlx::query(
+        "INSERT INTO dead_letters (plugin, stream_seq, subject, event_id, patient_id, reason, raw, attempts)
+         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::int[])
+         ON CONFLICT (plugin, stream_seq) DO UPDATE SET
+            reason = EXCLUDED.reason,
+            attempts = dead_letters.attempts + EXCLUDED.attempts,
+            status = 'dead',
+            updated_at = now()",
+    )
+    .bind(plugin)
+    .bind(seqs)
+    .bind(subjects)
+    .bind(event_ids)
+    .bind(patient_ids)
+    .bind(reasons)
+    .bind(raws)
+    .bind(attempts)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Stores notifications not stored before (per user and dedupe key), each
+/// with the user's next `seq`. Users' counters are locked in sorted order so
+/// plugins committing at once cannot deadlock.
+async fn insert_notifications(
+    tx: &mut Transaction<'_, Postgres>,
+    notifications: Vec<NewNotification>,
+) -> Result<(), sqlx::Error> {
+    let mut seen = HashSet::new();
+    let mut fresh: Vec<NewNotification> = notifications
+        .into_iter()
+        .filter(|n| seen.insert((n.intent.recipient.clone(), n.intent.dedupe_key.clone())))
+        .collect();
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let users: Vec<&str> = fresh.iter().map(|n| n.intent.recipient.as_str()).collect();
+    let keys: Vec<&str> = fresh.iter().map(|n| n.intent.dedupe_key.as_str()).collect();
+    let stored: Vec<(String, String)> = sqlx::query_as(
+        "SELECT n.user_id, n.dedupe_key FROM notifications n
+         JOIN UNNEST($1::text[], $2::text[]) AS c(u, k) ON n.user_id = c.u AND n.dedupe_key = c.k",
+    )
+    .bind(&users)
+    .bind(&keys)
+    .fetch_all(&mut **tx)
+    .await?;
+    let stored: HashSet<(String, String)> = stored.into_iter().collect();
+    fresh.retain(|n| !stored.contains(&(n.intent.recipient.clone(), n.intent.dedupe_key.clone())));
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let mut per_user: BTreeMap<String, i64> = BTreeMap::new();
+    for n in &fresh {
+        *per_user.entry(n.intent.recipient.clone()).or_default() += 1;
+    }
+    let (users, counts): (Vec<&String>, Vec<i64>) = per_user.iter().map(|(u, c)| (u, *c)).unzip();
+    let last: Vec<(String, i64)> = sqlx::query_as(
+        "INSERT INTO notification_seqs (user_id, last_seq) SELECT * FROM UNNEST($1::text[], $2::bigint[])
+         ON CONFLICT (user_id) DO UPDATE SET last_seq = notification_seqs.last_seq + EXCLUDED.last_seq
+         RETURNING user_id, last_seq",
+    )
+    .bind(&users)
+    .bind(&counts)
+    .fetch_all(&mut **tx)
+    .await?;
+    // Each user's next seq: the first of the block just reserved.
+    let mut next: BTreeMap<String, i64> = BTreeMap::new();
+    for (user, last) in last {
+        let count = per_user.get(&user).copied().unwrap_or(0);
+        next.insert(user, last - count + 1);
+    }
+    let mut ids = Vec::new();
+    let mut user_ids = Vec::new();
+    let mut seqs = Vec::new();
+    let mut event_ids = Vec::new();
+    let mut patient_ids = Vec::new();
+    let mut kinds = Vec::new();
+    let mut priorities = Vec::new();
+    let mut acks = Vec::new();
+    let mut dedupe = Vec::new();
+    let mut bodies = Vec::new();
+    for n in fresh {
+        let seq = next.get_mut(&n.intent.recipient).map(|s| {
+            *s += 1;
+            *s - 1
+        });
+        let Some(seq) = seq else { continue };
+        ids.push(Uuid::new_v4());
+        seqs.push(seq);
+        event_ids.push(n.event_id);
+        patient_ids.push(n.patient_id);
+        kinds.push(n.intent.kind.clone());
+        priorities.push(match n.intent.priority {
+            Priority::Normal => "normal",
+            Priority::Urgent => "urgent",
+        });
+        acks.push(n.intent.requires_ack);
+        dedupe.push(n.intent.dedupe_key.clone());
+        bodies.push(body(&n.intent));
+        user_ids.push(n.intent.recipient);
+    }
+    sqlx::query(
+        "INSERT INTO notifications
+            (notification_id, user_id, seq, event_id, patient_id, kind, priority, requires_ack, dedupe_key, body)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+                              $7::text[], $8::bool[], $9::text[], $10::jsonb[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(ids)
+    .bind(user_ids)
+    .bind(seqs)
+    .bind(event_ids)
+    .bind(patient_ids)
+    .bind(kinds)
+    .bind(priorities)
+    .bind(acks)
+    .bind(dedupe)
+    .bind(bodies)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The notification as clients receive it (SPEC's seed shapes), less the
+/// fields the table holds as columns (id, seq, eventId, createdAt).
+fn body(n: &Notification) -> Value {
+    let mut body = serde_json::json!({
+        "type": n.kind,
+        "priority": match n.priority { Priority::Normal => "normal", Priority::Urgent => "urgent" },
+        "title": n.title,
+        "message": n.message,
+    });
+    if let (Some(body), Some(data)) = (body.as_object_mut(), n.data.as_object()) {
+        for (k, v) in data {
+            body.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        if n.requires_ack {
+            body.insert("requiresAcknowledgment".into(), Value::Bool(true));
+        }
+    }
+    body
+}
+
+async fn insert_audits(
+    tx: &mut Transaction<'_, Postgres>,
+    audits: &[NewAudit],
+) -> Result<(), sqlx::Error> {
+    if audits.is_empty() {
+        return Ok(());
+    }
+    let users: Vec<&str> = audits.iter().map(|a| a.user_id.as_str()).collect();
+    let actions: Vec<&str> = audits.iter().map(|a| a.action.as_str()).collect();
+    let types: Vec<&str> = audits.iter().map(|a| a.resource_type.as_str()).collect();
+    let ids: Vec<&str> = audits.iter().map(|a| a.resource_id.as_str()).collect();
+    let patients: Vec<&str> = audits.iter().map(|a| a.patient_id.as_str()).collect();
+    let ats: Vec<DateTime<Utc>> = audits.iter().map(|a| a.at).collect();
+    sqlx::query(
+        "INSERT INTO audit_log (user_id, action, resource_type, resource_id, patient_id, at)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])",
+    )
+    .bind(users)
+    .bind(actions)
+    .bind(types)
+    .bind(ids)
+    .bind(patients)
+    .bind(ats)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! PostgreSQL: the host's schema, read-model tables created from the views
+//! plugins declare, and applying a batch in one transaction.
+
+mod commit;
+mod overlay;
+pub mod queries;
+mod views;
+
+pub use commit::{Batch, NewAudit, NewDeadLetter, NewNotification};
+pub use overlay::{ApplyFailure, Overlay};
+pub use views::{ViewError, ensure_views, table_name};
+
+use anyhow::Context;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+/// Connects, creating the database if it does not exist, and migrates the
+/// host's own tables: an empty database is a valid start.
+pub async fn connect(database_url: &str) -> anyhow::Result<PgPool> {
+    use sqlx::migrate::MigrateDatabase;
+    if !sqlx::Postgres::database_exists(database_url)
+        .await
+        .unwrap_or(false)
+    {
+        sqlx::Postgres::create_database(database_url)
+            .await
+            .or_else(|e| match &e {
+                // Another process created it between the check and here.
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("42P04") => Ok(()),
+                _ => Err(e),
+            })
+            .context("creating the database")?;
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .connect(database_url)
+        .await
+        .context("connecting to PostgreSQL")?;
+    sqlx::migrate!("./migrations")
+        .run(&pool)
+        .await
+        .context("migrating the schema")?;
+    Ok(pool)
+}

@@ -1,0 +1,131 @@
+//! What the API reads. View names here are constants of the API, never input.
+
+use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, PgPool};
+
+use super::views::table_name;
+
+/// One document of a view.
+pub async fn document(pool: &PgPool, view: &str, key: &str) -> Result<Option<Value>, sqlx::Error> {
+    sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT doc FROM {} WHERE key = $1",
+        table_name(view)
+    )))
+    .bind(key)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A patient's documents in a view (by its `patientId` index), newest first.
+pub async fn by_patient(
+    pool: &PgPool,
+    view: &str,
+    patient_id: &str,
+    order_field: &str,
+) -> Result<Vec<Value>, sqlx::Error> {
+    sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT doc FROM {} WHERE doc->>'patientId' = $1 ORDER BY doc->>$2 DESC NULLS LAST, key",
+        table_name(view)
+    )))
+    .bind(patient_id)
+    .bind(order_field)
+    .fetch_all(pool)
+    .await
+}
+
+/// A notification as clients receive it: the stored body with its id, seq,
+/// eventId and createdAt, and its acknowledgement state.
+pub const NOTIFICATION_JSON: &str = "body || jsonb_build_object(
+        'notificationId', notification_id, 'seq', seq, 'eventId', event_id,
+        'userId', user_id, 'createdAt', created_at,
+        'acknowledged', CASE WHEN acknowledged_at IS NULL THEN NULL ELSE jsonb_build_object(
+            'at', acknowledged_at, 'by', acknowledged_by, 'device', acknowledged_device) END)";
+
+/// A patient's urgent notifications (critical alerts), newest first.
+pub async fn alerts(pool: &PgPool, patient_id: &str) -> Result<Vec<Value>, sqlx::Error> {
+    sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT {NOTIFICATION_JSON} FROM notifications
+         WHERE patient_id = $1 AND priority = 'urgent' ORDER BY created_at DESC, seq DESC"
+    )))
+    .bind(patient_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// A dead letter as stored.
+#[derive(sqlx::FromRow)]
+struct DeadLetterRow {
+    id: i64,
+    plugin: String,
+    stream_seq: i64,
+    subject: String,
+    event_id: Option<String>,
+    patient_id: Option<String>,
+    reason: String,
+    raw: Vec<u8>,
+    attempts: i32,
+    status: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Dead letters, newest first, optionally of one plugin and status. `raw` is
+/// the message as text (invalid UTF-8 replaced); `rawHex` is exact.
+pub async fn dead_letters(
+    pool: &PgPool,
+    plugin: Option<&str>,
+    status: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Value>, sqlx::Error> {
+    let rows: Vec<DeadLetterRow> = sqlx::query_as(
+        "SELECT id, plugin, stream_seq, subject, event_id, patient_id, reason, raw, attempts, status, created_at
+         FROM dead_letters
+         WHERE ($1::text IS NULL OR plugin = $1) AND ($2::text IS NULL OR status = $2)
+         ORDER BY id DESC LIMIT $3",
+    )
+    .bind(plugin)
+    .bind(status)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            json!({
+                "id": r.id, "plugin": r.plugin, "streamSeq": r.stream_seq, "subject": r.subject,
+                "eventId": r.event_id, "patientId": r.patient_id, "reason": r.reason,
+                "attempts": r.attempts, "status": r.status, "createdAt": r.created_at,
+                "raw": String::from_utf8_lossy(&r.raw), "rawHex": hex::encode(&r.raw),
+            })
+        })
+        .collect())
+}
+
+/// Marks a dead letter for re-drive; returns its plugin, or why not.
+pub async fn request_retry(
+    pool: &PgPool,
+    id: i64,
+) -> Result<Result<String, Option<String>>, sqlx::Error> {
+    let updated: Option<String> = sqlx::query_scalar(
+        "UPDATE dead_letters SET status = 'retrying', updated_at = now()
+         WHERE id = $1 AND status = 'dead' RETURNING plugin",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(plugin) = updated {
+        return Ok(Ok(plugin));
+    }
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM dead_letters WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(Err(status))
+}
+
+/// Each plugin's checkpoint and counts.
+pub async fn checkpoints(pool: &PgPool) -> Result<Vec<(String, i64, i64, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT plugin, seq, applied, dead_lettered FROM checkpoints")
+        .fetch_all(pool)
+        .await
+}

@@ -1,0 +1,126 @@
+//! The HTTP API's contract: tokens, roles, JSON errors, the audit trail.
+
+mod common;
+
+use common::{SEED, TestEnv};
+use projector::api::{Claims, issue_token};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_roles_errors_and_audit() {
+    let env = TestEnv::new("api").await;
+    env.publish(SEED).await;
+    let host = env.start().await;
+    env.settle(&host).await;
+    let chart = "/api/aggregate/patients/p-john-doe";
+
+    let (status, body) = env.get(&host, chart, None).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+    let forged = issue_token(
+        "another-secret",
+        &Claims {
+            sub: "u".into(),
+            name: String::new(),
+            role: "admin".into(),
+            exp: u64::MAX / 2,
+        },
+    )
+    .unwrap();
+    assert_eq!(env.get(&host, chart, Some(&forged)).await.0, 401);
+    let expired = issue_token(
+        &env.config.jwt_secret,
+        &Claims {
+            sub: "u".into(),
+            name: String::new(),
+            role: "admin".into(),
+            exp: chrono::Utc::now().timestamp() as u64 - 5,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        env.get(&host, chart, Some(&expired)).await.0,
+        401,
+        "no leeway on expiry"
+    );
+
+    let provider = env.token("u-dr-smith", "provider");
+    assert_eq!(env.get(&host, chart, Some(&provider)).await.0, 200);
+    let (status, body) = env
+        .get(&host, "/api/aggregate/patients/nobody", Some(&provider))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    let (status, body) = env.get(&host, "/api/plugins", Some(&provider)).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
+    assert_eq!(
+        env.get(&host, "/api/dead-letters", Some(&provider)).await.0,
+        403
+    );
+    let (status, body) = env
+        .get(
+            &host,
+            "/api/aggregate/patients/p-john-doe/xrays",
+            Some(&provider),
+        )
+        .await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    let (status, body) = env.get(&host, "/api/nothing-here", Some(&provider)).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    let admin = env.token("u-admin", "admin");
+    let (status, body) = env
+        .get(&host, "/api/dead-letters?limit=lots", Some(&admin))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")));
+
+    // A patient reads only their own chart.
+    let own = env.token("p-john-doe", "patient");
+    assert_eq!(env.get(&host, chart, Some(&own)).await.0, 200);
+    assert_eq!(
+        env.get(&host, &format!("{chart}/labs"), Some(&own)).await.0,
+        200
+    );
+    let other = env.token("p-someone-else", "patient");
+    assert_eq!(env.get(&host, chart, Some(&other)).await.0, 403);
+    assert_eq!(
+        env.get(&host, &format!("{chart}/medications"), Some(&other))
+            .await
+            .0,
+        403
+    );
+
+    // Probes need no token.
+    assert_eq!(env.get(&host, "/healthz", None).await.0, 200);
+    let (status, ready) = env.get(&host, "/readyz", None).await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["checks"]["postgres"], true);
+
+    // Every authenticated request is in the audit log, refused ones too.
+    let pool = env.pool().await;
+    /// user, action, resource id, address, status
+    type Row = (String, String, String, Option<String>, Option<i32>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT user_id, action, resource_id, ip_address, status FROM audit_log
+         WHERE patient_id = 'p-john-doe' AND action LIKE 'GET %' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let seen: Vec<(&str, i32)> = rows
+        .iter()
+        .map(|r| (r.0.as_str(), r.4.unwrap_or(0)))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("u-dr-smith", 200),
+            ("u-dr-smith", 404),
+            ("p-john-doe", 200),
+            ("p-john-doe", 200),
+            ("p-someone-else", 403),
+            ("p-someone-else", 403)
+        ]
+    );
+    assert_eq!(rows[0].1, "GET /api/aggregate/patients/{patientId}");
+    assert_eq!(rows[0].2, "p-john-doe");
+    assert_eq!(rows[0].3.as_deref(), Some("127.0.0.1"));
+    host.stop();
+    env.cleanup().await;
+}

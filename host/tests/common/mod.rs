@@ -1,0 +1,201 @@
+//! Shared set-up of the integration tests: each test gets its own stream,
+//! subject prefix and database on the machine's real NATS and PostgreSQL.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use projector::api::{Claims, issue_token};
+use projector::config::Config;
+use projector::ingest;
+use projector::publish::Publisher;
+use projector::serve::Host;
+use serde_json::Value;
+use sqlx::{AssertSqlSafe, PgPool};
+
+/// The seed's event flow: one patient through every event type.
+pub const SEED: &str = include_str!("../../../fixtures/seed-flow.jsonl");
+
+/// One test's private slice of NATS and PostgreSQL.
+pub struct TestEnv {
+    pub config: Config,
+    pub tag: String,
+    pub js: async_nats::jetstream::Context,
+}
+
+impl TestEnv {
+    /// A fresh stream, prefix and database for the test `name`.
+    pub async fn new(name: &str) -> Self {
+        let tag = format!(
+            "t_{name}_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let mut config = Config::from_env().expect("config");
+        config.stream_name = tag.to_uppercase();
+        config.subject_prefix = format!("{tag}.");
+        config.database_url = config.database_url_named(&tag);
+        config.http_addr = "127.0.0.1:0".parse().unwrap();
+        config.plugins_dir = plugins_dir();
+        config.ack_wait = Duration::from_secs(1);
+        config.jwt_secret = "test-secret".into();
+        let client = async_nats::connect(&config.nats_url)
+            .await
+            .expect("NATS is running (scripts/services)");
+        let js = async_nats::jetstream::new(client);
+        ingest::ensure_stream(&js, &config).await.expect("stream");
+        Self { config, tag, js }
+    }
+
+    /// A publisher on this test's subjects.
+    pub fn publisher(&self) -> Publisher {
+        Publisher::new(self.js.clone(), &self.config.subject_prefix)
+    }
+
+    /// Publishes a JSON-lines text.
+    pub async fn publish(&self, text: &str) {
+        self.publisher().publish_jsonl(text).await.expect("publish");
+    }
+
+    /// Starts a host in this process.
+    pub async fn start(&self) -> Host {
+        Host::start(self.config.clone()).await.expect("host starts")
+    }
+
+    /// Waits until every plugin of the host has nothing left to apply.
+    pub async fn settle(&self, host: &Host) {
+        let stream = self
+            .js
+            .get_stream(&self.config.stream_name)
+            .await
+            .expect("stream");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut lag = 0;
+            for name in host.registry.names() {
+                lag += ingest::lag(&stream, &name).await.unwrap_or(1);
+            }
+            if lag == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "projection did not catch up: lag {lag}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A token for `sub` with `role`, valid for an hour.
+    pub fn token(&self, sub: &str, role: &str) -> String {
+        let exp = chrono::Utc::now().timestamp() as u64 + 3600;
+        issue_token(
+            &self.config.jwt_secret,
+            &Claims {
+                sub: sub.into(),
+                name: sub.into(),
+                role: role.into(),
+                exp,
+            },
+        )
+        .expect("token")
+    }
+
+    /// GET with a token; returns the status and the JSON body.
+    pub async fn get(&self, host: &Host, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = reqwest::Client::new().get(format!("http://{}{path}", host.http_addr));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST with a token.
+    pub async fn post(&self, host: &Host, path: &str, token: &str) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(format!("http://{}{path}", host.http_addr))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A pool on this test's database.
+    pub async fn pool(&self) -> PgPool {
+        PgPool::connect(&self.config.database_url)
+            .await
+            .expect("database")
+    }
+
+    /// Deletes the stream and the database.
+    pub async fn cleanup(self) {
+        let _ = self.js.delete_stream(&self.config.stream_name).await;
+        let admin_url = self.config.database_url_named("postgres");
+        if let Ok(admin) = PgPool::connect(&admin_url).await {
+            let _ = sqlx::query(AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.tag
+            )))
+            .execute(&admin)
+            .await;
+        }
+    }
+}
+
+/// Where scripts/build-plugins puts the plugins.
+pub fn plugins_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins-dist");
+    assert!(
+        dir.join("patient.wasm").exists(),
+        "plugins are not built: run scripts/build-plugins"
+    );
+    dir
+}
+
+/// Every document of every view, by table, for comparing states.
+pub async fn snapshot(pool: &PgPool) -> Vec<(String, String, Value)> {
+    let tables: Vec<String> = sqlx::query_scalar("SELECT 'view_' || name FROM views ORDER BY name")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for table in tables {
+        let rows: Vec<(String, Value)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT key, doc FROM {table} ORDER BY key"
+        )))
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        out.extend(rows.into_iter().map(|(k, d)| (table.clone(), k, d)));
+    }
+    out
+}
+
+/// The chart SPEC implies for the seed flow.
+pub fn assert_seed_chart(chart: &Value) {
+    assert_eq!(chart["patientId"], "p-john-doe");
+    assert_eq!(chart["mrn"], "MRN-100234");
+    assert_eq!(chart["name"]["family"], "Doe");
+    assert_eq!(chart["birthDate"], "1970-01-01");
+    assert_eq!(chart["gender"], "male");
+    assert_eq!(
+        chart["allergies"].as_array().map(Vec::len),
+        Some(1),
+        "{chart}"
+    );
+    assert_eq!(chart["allergies"][0]["substance"]["display"], "Penicillin");
+    assert_eq!(chart["medications"].as_array().map(Vec::len), Some(2));
+    assert_eq!(chart["medications"][0]["status"], "dispensed");
+    assert_eq!(chart["latestVitals"]["recordedAt"], "2026-11-26T11:35:00Z");
+    assert_eq!(chart["activeDiagnoses"].as_array().map(Vec::len), Some(2));
+    assert_eq!(chart["encounterSummary"]["count"], 1);
+    assert_eq!(chart["pendingOrders"]["lab"], 0);
+    assert_eq!(chart["pendingOrders"]["imaging"], 0);
+    assert_eq!(chart["criticalAlerts"], 5);
+    assert_eq!(chart["unreadResults"], 1);
+    assert_eq!(chart["lastEventId"], "seed-0025");
+}
