@@ -12,14 +12,16 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::ingest::{self, Projection};
+use crate::ingest::{self, Projection, ProjectionState};
 use crate::runtime::{Limits, Plugin, Runtime};
 use crate::{api, store};
 
-/// A loaded plugin and the handle that wakes its projection to re-drive.
+/// A loaded plugin, the handle that wakes its projection to re-drive, and
+/// how its projection fares.
 struct Entry {
     plugin: Plugin,
     redrive: Arc<Notify>,
+    state: Arc<ProjectionState>,
 }
 
 /// The plugins this host runs.
@@ -29,15 +31,25 @@ pub struct Registry {
 }
 
 impl Registry {
-    fn insert(&self, plugin: Plugin, redrive: Arc<Notify>) {
+    fn insert(&self, plugin: Plugin, redrive: Arc<Notify>, state: Arc<ProjectionState>) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        entries.insert(plugin.name().to_owned(), Entry { plugin, redrive });
+        entries.insert(
+            plugin.name().to_owned(),
+            Entry {
+                plugin,
+                redrive,
+                state,
+            },
+        );
     }
 
-    /// The loaded plugins, by name.
-    pub fn plugins(&self) -> Vec<Plugin> {
+    /// The loaded plugins, by name, with their projections' state.
+    pub fn plugins(&self) -> Vec<(Plugin, Arc<ProjectionState>)> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries.values().map(|e| e.plugin.clone()).collect()
+        entries
+            .values()
+            .map(|e| (e.plugin.clone(), e.state.clone()))
+            .collect()
     }
 
     /// Names of the loaded plugins.
@@ -84,13 +96,15 @@ impl Host {
         let mut tasks = Vec::new();
         for plugin in load_plugins(&runtime, &pool, &config.plugins_dir).await? {
             let redrive = Arc::new(Notify::new());
-            registry.insert(plugin.clone(), redrive.clone());
+            let state = Arc::new(ProjectionState::default());
+            registry.insert(plugin.clone(), redrive.clone(), state.clone());
             let projection = Projection::new(
                 plugin,
                 pool.clone(),
                 stream.clone(),
                 config.clone(),
                 redrive,
+                state,
             );
             tasks.push(tokio::spawn(projection.run()));
         }

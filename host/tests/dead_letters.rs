@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{SEED, TestEnv, assert_seed_chart};
+use projector::serve::Host;
 use serde_json::Value;
 
 fn seed_line(event_id: &str) -> String {
@@ -143,32 +144,14 @@ async fn a_redriven_dead_letter_that_now_applies_is_resolved() {
     .unwrap();
     let admin = env.token("u-admin", "admin");
     let nurse = env.token("u-nurse", "nurse");
-    let (_, chart) = env
-        .get(&host, "/api/aggregate/patients/p-john-doe", Some(&nurse))
-        .await;
-    assert_eq!(
-        (
-            chart["pendingOrders"]["lab"].as_i64(),
-            chart["unreadResults"].as_i64()
-        ),
-        (Some(1), Some(0))
-    );
+    assert_eq!(pending_and_unread(&env, &host, &nurse).await, (1, 0));
 
     let (status, _) = env
         .post(&host, &format!("/api/dead-letters/{id}/retry"), &admin)
         .await;
     assert_eq!(status, 202);
     wait_for_status(&env, &host, &admin, id, "resolved").await;
-    let (_, chart) = env
-        .get(&host, "/api/aggregate/patients/p-john-doe", Some(&nurse))
-        .await;
-    assert_eq!(
-        (
-            chart["pendingOrders"]["lab"].as_i64(),
-            chart["unreadResults"].as_i64()
-        ),
-        (Some(0), Some(1))
-    );
+    assert_eq!(pending_and_unread(&env, &host, &nurse).await, (0, 1));
     // Resolved letters cannot be re-driven again.
     let (status, body) = env
         .post(&host, &format!("/api/dead-letters/{id}/retry"), &admin)
@@ -178,13 +161,19 @@ async fn a_redriven_dead_letter_that_now_applies_is_resolved() {
     env.cleanup().await;
 }
 
-async fn wait_for_status(
-    env: &TestEnv,
-    host: &projector::serve::Host,
-    admin: &str,
-    id: i64,
-    want: &str,
-) -> Value {
+/// The chart's pending lab orders and unread results.
+async fn pending_and_unread(env: &TestEnv, host: &Host, token: &str) -> (i64, i64) {
+    let (_, chart) = env
+        .get(host, "/api/aggregate/patients/p-john-doe", Some(token))
+        .await;
+    let count = |v: &Value| v.as_i64().unwrap_or(-1);
+    (
+        count(&chart["pendingOrders"]["lab"]),
+        count(&chart["unreadResults"]),
+    )
+}
+
+async fn wait_for_status(env: &TestEnv, host: &Host, admin: &str, id: i64, want: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, letters) = env

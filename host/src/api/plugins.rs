@@ -27,15 +27,16 @@ async fn list(
         .map(|(plugin, seq, applied, dead)| (plugin, (seq, applied, dead)))
         .collect();
     let mut out = Vec::new();
-    for plugin in state.registry.plugins() {
+    for (plugin, projection) in state.registry.plugins() {
         let info = &plugin.info;
         let (checkpoint, applied, dead_lettered) =
             checkpoints.get(&info.name).copied().unwrap_or_default();
         let lag = ingest::lag(&state.stream, &info.name).await.ok();
+        let (projection_state, error) = projection.describe();
         out.push(json!({
             "name": info.name, "version": info.version, "hash": plugin.hash,
             "subjects": info.subjects, "views": info.views.iter().map(|v| &v.name).collect::<Vec<_>>(),
-            "state": "running", "checkpoint": checkpoint, "lag": lag,
+            "state": projection_state, "error": error, "checkpoint": checkpoint, "lag": lag,
             "applied": applied, "deadLettered": dead_lettered,
         }));
     }

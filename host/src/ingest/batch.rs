@@ -91,7 +91,8 @@ pub async fn project(
             }
         };
         if let Some(reason) = failure {
-            tracing::warn!(plugin = plugin.name(), seq = item.seq, event_id = %event.envelope.event_id, %reason, "dead-lettered");
+            // The reason can quote payload values: it goes to the database, not the log.
+            tracing::warn!(plugin = plugin.name(), seq = item.seq, event_id = %event.envelope.event_id, "dead-lettered");
             batch
                 .dead_letters
                 .push(dead_letter(&item, Some(&event), reason, attempts as i32));

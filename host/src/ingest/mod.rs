@@ -5,5 +5,5 @@ mod batch;
 mod projection;
 mod stream;
 
-pub use projection::Projection;
+pub use projection::{Projection, ProjectionState};
 pub use stream::{consumer_name, ensure_stream, lag, stream_subjects};

@@ -18,6 +18,31 @@ use crate::runtime::Plugin;
 /// at the worst moment would.
 const FAULT_ENV: &str = "PROJECTOR_FAULT";
 
+/// What a projection is doing, for `GET /api/plugins`.
+#[derive(Debug, Default)]
+pub struct ProjectionState {
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+impl ProjectionState {
+    /// `running`, or `retrying` with the error that stopped the last batch.
+    pub fn describe(&self) -> (&'static str, Option<String>) {
+        match self
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            None => ("running", None),
+            Some(error) => ("retrying", Some(error)),
+        }
+    }
+
+    fn set(&self, failure: Option<String>) {
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = failure;
+    }
+}
+
 /// Runs one plugin over the stream.
 pub struct Projection {
     plugin: Plugin,
@@ -25,16 +50,19 @@ pub struct Projection {
     stream: stream::Stream,
     config: Arc<Config>,
     redrive: Arc<Notify>,
+    state: Arc<ProjectionState>,
 }
 
 impl Projection {
-    /// A projection for `plugin`; `redrive` wakes it to re-drive dead letters.
+    /// A projection for `plugin`; `redrive` wakes it to re-drive dead
+    /// letters; it reports how it fares in `state`.
     pub fn new(
         plugin: Plugin,
         pool: PgPool,
         stream: stream::Stream,
         config: Arc<Config>,
         redrive: Arc<Notify>,
+        state: Arc<ProjectionState>,
     ) -> Self {
         Self {
             plugin,
@@ -42,6 +70,7 @@ impl Projection {
             stream,
             config,
             redrive,
+            state,
         }
     }
 
@@ -49,6 +78,7 @@ impl Projection {
     pub async fn run(self) {
         loop {
             if let Err(e) = self.consume().await {
+                self.state.set(Some(format!("{e:#}")));
                 tracing::error!(
                     plugin = self.plugin.name(),
                     error = format!("{e:#}"),
@@ -84,6 +114,7 @@ impl Projection {
                         messages.push(message.map_err(|e| anyhow::anyhow!("{e}"))?);
                     }
                     self.apply_messages(messages).await?;
+                    self.state.set(None);
                 }
                 () = self.redrive.notified() => self.redrive_dead_letters().await?,
             }
@@ -112,11 +143,23 @@ impl Projection {
             .collect();
         items.sort_by_key(|i| i.seq);
         items.dedup_by_key(|i| i.seq);
-        let outcome =
-            match batch::project(&self.plugin, &self.pool, self.config.max_attempts, items).await {
-                Ok(batch) => batch.commit(&self.pool).await.map_err(anyhow::Error::from),
-                Err(e) => Err(e),
-            };
+        let started = std::time::Instant::now();
+        let outcome = match batch::project(
+            &self.plugin,
+            &self.pool,
+            self.config.max_attempts,
+            items,
+        )
+        .await
+        {
+            Ok(batch) => {
+                let projected = started.elapsed();
+                let result = batch.commit(&self.pool).await.map_err(anyhow::Error::from);
+                tracing::debug!(plugin = self.plugin.name(), messages = messages.len(), ?projected, total = ?started.elapsed(), "batch committed");
+                result
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = outcome {
             for m in &messages {
                 let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
