@@ -26,6 +26,8 @@ pub struct Config {
     pub subject_prefix: String,
     /// `BATCH_SIZE`: the most events applied in one transaction.
     pub batch_size: usize,
+    /// `BATCH_LINGER_MS`: how long a batch waits for more events after its first.
+    pub batch_linger: Duration,
     /// `ACK_WAIT_SECS`: how long JetStream waits for an ack before redelivering.
     pub ack_wait: Duration,
     /// `PLUGIN_CALL_TIMEOUT_MS`: the deadline of one `handle` call.
@@ -51,6 +53,7 @@ impl Config {
             stream_name: var("STREAM_NAME", "EMR_EVENTS"),
             subject_prefix: var("SUBJECT_PREFIX", ""),
             batch_size: parse("BATCH_SIZE", "500")?,
+            batch_linger: Duration::from_millis(parse("BATCH_LINGER_MS", "5")?),
             ack_wait: Duration::from_secs(parse("ACK_WAIT_SECS", "30")?),
             call_timeout: Duration::from_millis(parse("PLUGIN_CALL_TIMEOUT_MS", "1000")?),
             plugin_memory_bytes: parse::<usize>("PLUGIN_MEMORY_MB", "64")? << 20,

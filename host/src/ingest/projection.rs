@@ -97,28 +97,47 @@ impl Projection {
             &self.plugin.info.subjects,
         )
         .await?;
-        let messages = consumer
+        let mut messages = consumer
             .stream()
             .max_messages_per_batch(self.config.batch_size)
             .messages()
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut chunks = messages.ready_chunks(self.config.batch_size);
         self.redrive_dead_letters().await?;
         loop {
             tokio::select! {
-                chunk = chunks.next() => {
-                    let Some(chunk) = chunk else { return Ok(()) };
-                    let mut messages = Vec::with_capacity(chunk.len());
-                    for message in chunk {
-                        messages.push(message.map_err(|e| anyhow::anyhow!("{e}"))?);
-                    }
-                    self.apply_messages(messages).await?;
+                first = messages.next() => {
+                    let Some(first) = first else { return Ok(()) };
+                    let batch = self.gather(first, &mut messages).await?;
+                    self.apply_messages(batch).await?;
                     self.state.set(None);
                 }
                 () = self.redrive.notified() => self.redrive_dead_letters().await?,
             }
         }
+    }
+
+    /// A batch: the first message, then what arrives within `BATCH_LINGER_MS`
+    /// of it, up to `BATCH_SIZE`. Under a backlog batches fill at once; a
+    /// lone event waits at most the linger.
+    async fn gather<S, E>(
+        &self,
+        first: Result<jetstream::Message, E>,
+        messages: &mut S,
+    ) -> anyhow::Result<Vec<jetstream::Message>>
+    where
+        S: futures::Stream<Item = Result<jetstream::Message, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let deadline = tokio::time::Instant::now() + self.config.batch_linger;
+        let mut batch = vec![first.map_err(|e| anyhow::anyhow!("{e}"))?];
+        while batch.len() < self.config.batch_size {
+            match tokio::time::timeout_at(deadline, messages.next()).await {
+                Ok(Some(message)) => batch.push(message.map_err(|e| anyhow::anyhow!("{e}"))?),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Ok(batch)
     }
 
     /// Applies a batch of stream messages, then acks them. If the commit

@@ -48,7 +48,9 @@ impl Runtime {
             .total_core_instances(256)
             .total_memories(256)
             .total_tables(256)
-            .max_memory_size(limits.memory_bytes);
+            .max_memory_size(limits.memory_bytes)
+            .async_stack_keep_resident(1 << 20)
+            .linear_memory_keep_resident(1 << 20);
         let mut config = Config::new();
         config
             .wasm_component_model(true)
