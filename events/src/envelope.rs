@@ -133,7 +133,7 @@ impl Envelope {
         }
         let envelope: Envelope = serde_json::from_value(value)
             .map_err(|e| EventError::InvalidEnvelope(e.to_string()))?;
-        let payload = Payload::from_json(&envelope.event_type, envelope.payload.clone())?;
+        let payload = Payload::from_json(&envelope.event_type, &envelope.payload)?;
         Ok(Event { envelope, payload })
     }
 }

@@ -631,16 +631,37 @@ macro_rules! payloads {
                 match self { $(Self::$variant(_) => $fhir,)+ }
             }
 
-            /// Parses the payload of an event of type `event_type`.
-            pub fn from_json(event_type: &str, payload: Value) -> Result<Self, EventError> {
-                let invalid = |e: serde_json::Error| EventError::InvalidPayload {
+            /// Parses the payload of an event of type `event_type` from any
+            /// serde deserializer (a `&Value`, or JSON text, below).
+            pub fn deserialize<'de, D>(event_type: &str, payload: D) -> Result<Self, EventError>
+            where
+                D: serde::Deserializer<'de>,
+                D::Error: std::fmt::Display,
+            {
+                let invalid = |e: D::Error| EventError::InvalidPayload {
                     event_type: event_type.to_owned(),
                     reason: e.to_string(),
                 };
                 match event_type {
-                    $($event_type => serde_json::from_value(payload).map(Self::$variant).map_err(invalid),)+
+                    $($event_type => <$ty>::deserialize(payload).map(Self::$variant).map_err(invalid),)+
                     other => Err(EventError::UnknownType(other.to_owned())),
                 }
+            }
+
+            /// Parses a payload already read as JSON.
+            pub fn from_json(event_type: &str, payload: &Value) -> Result<Self, EventError> {
+                Self::deserialize(event_type, payload)
+            }
+
+            /// Parses a payload from JSON text, with no intermediate `Value`.
+            pub fn from_json_str(event_type: &str, text: &str) -> Result<Self, EventError> {
+                let mut reader = serde_json::Deserializer::from_str(text);
+                let payload = Self::deserialize(event_type, &mut reader)?;
+                reader.end().map_err(|e| EventError::InvalidPayload {
+                    event_type: event_type.to_owned(),
+                    reason: e.to_string(),
+                })?;
+                Ok(payload)
             }
 
             /// The payload as JSON.

@@ -55,6 +55,8 @@ CREATE TABLE notifications (
     requires_ack     boolean NOT NULL,
     dedupe_key       text NOT NULL,
     body             jsonb NOT NULL,
+    -- When the event that caused it happened; alerts are listed by it.
+    event_at         timestamptz NOT NULL,
     created_at       timestamptz NOT NULL DEFAULT now(),
     acknowledged_at  timestamptz,
     acknowledged_by  text,
@@ -62,7 +64,7 @@ CREATE TABLE notifications (
     UNIQUE (user_id, dedupe_key),
     UNIQUE (user_id, seq)
 );
-CREATE INDEX notifications_patient ON notifications (patient_id, created_at DESC);
+CREATE INDEX notifications_patient ON notifications (patient_id, event_at DESC);
 
 -- The last notification seq handed out per user.
 CREATE TABLE notification_seqs (

@@ -180,6 +180,7 @@ fn record(batch: &mut Batch, item: &Item, event: &Event, outcome: projector_sdk:
     if let Some(id) = item.redrive {
         batch.resolved.push(id);
     }
+    let at = envelope.timestamp.instant().to_utc();
     batch.notifications.extend(
         outcome
             .notifications
@@ -187,10 +188,10 @@ fn record(batch: &mut Batch, item: &Item, event: &Event, outcome: projector_sdk:
             .map(|intent| NewNotification {
                 event_id: envelope.event_id.to_string(),
                 patient_id: envelope.patient_id.to_string(),
+                at,
                 intent,
             }),
     );
-    let at = envelope.timestamp.instant().to_utc();
     batch
         .audits
         .extend(outcome.audits.into_iter().map(|a| NewAudit {

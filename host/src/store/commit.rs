@@ -38,6 +38,8 @@ pub struct NewNotification {
     pub event_id: String,
     /// Its patient.
     pub patient_id: String,
+    /// When the event happened.
+    pub at: DateTime<Utc>,
     /// What the plugin asked for.
     pub intent: Notification,
 }
@@ -263,6 +265,7 @@ async fn insert_notifications(
     let mut acks = Vec::new();
     let mut dedupe = Vec::new();
     let mut bodies = Vec::new();
+    let mut event_ats = Vec::new();
     for n in fresh {
         let seq = next.get_mut(&n.intent.recipient).map(|s| {
             *s += 1;
@@ -281,13 +284,14 @@ async fn insert_notifications(
         acks.push(n.intent.requires_ack);
         dedupe.push(n.intent.dedupe_key.clone());
         bodies.push(body(&n.intent));
+        event_ats.push(n.at);
         user_ids.push(n.intent.recipient);
     }
     sqlx::query(
         "INSERT INTO notifications
-            (notification_id, user_id, seq, event_id, patient_id, kind, priority, requires_ack, dedupe_key, body)
+            (notification_id, user_id, seq, event_id, patient_id, kind, priority, requires_ack, dedupe_key, body, event_at)
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-                              $7::text[], $8::bool[], $9::text[], $10::jsonb[])
+                              $7::text[], $8::bool[], $9::text[], $10::jsonb[], $11::timestamptz[])
          ON CONFLICT DO NOTHING",
     )
     .bind(ids)
@@ -300,6 +304,7 @@ async fn insert_notifications(
     .bind(acks)
     .bind(dedupe)
     .bind(bodies)
+    .bind(event_ats)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -56,10 +56,9 @@ pub fn describe<P: Plugin>() -> wit::PluginInfo {
 
 /// `handle` for a plugin type: typed event in, WIT outcome out.
 pub fn handle<P: Plugin>(e: wit::Event) -> WitHandled {
-    let payload: Value =
-        serde_json::from_str(&e.payload).map_err(|err| format!("payload: {err}"))?;
     let event = crate::Event {
-        payload: Payload::from_json(&e.event_type, payload).map_err(|err| err.to_string())?,
+        payload: Payload::from_json_str(&e.event_type, &e.payload)
+            .map_err(|err| err.to_string())?,
         timestamp: Timestamp::parse(&e.timestamp)?,
         portal_type: serde_json::from_value::<PortalType>(Value::String(e.portal_type))
             .map_err(|err| format!("portal type: {err}"))?,
