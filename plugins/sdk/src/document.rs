@@ -112,10 +112,13 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-/// The value at a dotted path, creating missing objects on the way (as null).
+/// The value at a dotted path (null if absent), creating missing objects on the way.
 fn slot_at<'a>(root: &'a mut Value, path: &str) -> Result<&'a mut Value, ApplyError> {
     let mut here = root;
     for part in path.split('.') {
+        if here.is_null() {
+            *here = Value::Object(Map::new());
+        }
         let object = here
             .as_object_mut()
             .ok_or_else(|| ApplyError::PathBlocked(path.to_owned()))?;
