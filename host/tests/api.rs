@@ -64,6 +64,10 @@ async fn tokens_roles_errors_and_audit() {
     assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
     let (status, body) = env.get(&host, "/api/nothing-here", Some(&provider)).await;
     assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    let (status, body) = env
+        .get(&host, "/api/aggregate/patients/%FF%FE", Some(&provider))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")));
     let admin = env.token("u-admin", "admin");
     let (status, body) = env
         .get(&host, "/api/dead-letters?limit=lots", Some(&admin))

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -26,7 +27,7 @@ fn resource_type(route: &str) -> &'static str {
 /// be written, the response is withheld (503): no unaudited reads.
 pub async fn audit_request(
     State(state): State<AppState>,
-    params: RawPathParams,
+    params: Result<RawPathParams, RawPathParamsRejection>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -41,16 +42,26 @@ pub async fn audit_request(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string());
     let action = format!("{} {}", request.method(), route);
-    let resource_id = params
-        .iter()
-        .last()
-        .map(|(_, v)| v.to_owned())
-        .unwrap_or_default();
-    let patient_id = params
-        .iter()
-        .find(|(k, _)| *k == "patientId")
-        .map(|(_, v)| v.to_owned());
-    let response = next.run(request).await;
+    // A path that cannot be decoded (invalid UTF-8) is refused here, as JSON.
+    let (resource_id, patient_id, response) = match params {
+        Ok(params) => (
+            params
+                .iter()
+                .last()
+                .map(|(_, v)| v.to_owned())
+                .unwrap_or_default(),
+            params
+                .iter()
+                .find(|(k, _)| *k == "patientId")
+                .map(|(_, v)| v.to_owned()),
+            next.run(request).await,
+        ),
+        Err(e) => (
+            String::new(),
+            None,
+            ApiError::bad_request(format!("invalid path: {}", e.body_text())).into_response(),
+        ),
+    };
     let Some(claims) = claims else {
         return response;
     };
