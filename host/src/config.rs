@@ -17,6 +17,16 @@ pub struct Config {
     pub jwt_secret: String,
     /// `HTTP_ADDR`
     pub http_addr: SocketAddr,
+    /// `WS_ADDR`: Socket.IO and `/ws` notifications.
+    pub ws_addr: SocketAddr,
+    /// `RESEND_INTERVAL`: how often an unacknowledged urgent notification
+    /// is sent again (e.g. `30s`).
+    pub resend_interval: Duration,
+    /// `ESCALATE_AFTER`: how long an urgent notification may stay
+    /// unacknowledged before it goes to the covering role (e.g. `5m`).
+    pub escalate_after: Duration,
+    /// `ESCALATION_ROLE`: the covering role escalations go to.
+    pub escalation_role: String,
     /// `PLUGINS_DIR`: where the `.wasm` plugins are loaded from.
     pub plugins_dir: PathBuf,
     /// `STREAM_NAME`: the JetStream stream (default `EMR_EVENTS`).
@@ -49,6 +59,10 @@ impl Config {
             ),
             jwt_secret: var("JWT_SECRET", "dev-only-secret-change-me"),
             http_addr: parse("HTTP_ADDR", "0.0.0.0:3020")?,
+            ws_addr: parse("WS_ADDR", "0.0.0.0:3021")?,
+            resend_interval: duration("RESEND_INTERVAL", "30s")?,
+            escalate_after: duration("ESCALATE_AFTER", "5m")?,
+            escalation_role: var("ESCALATION_ROLE", "charge_nurse"),
             plugins_dir: PathBuf::from(var("PLUGINS_DIR", "./plugins-dist")),
             stream_name: var("STREAM_NAME", "EMR_EVENTS"),
             subject_prefix: var("SUBJECT_PREFIX", ""),
@@ -94,6 +108,19 @@ where
     var(name, default)
         .parse()
         .with_context(|| format!("environment variable {name}"))
+}
+
+/// A duration such as `500ms`, `30s` or `5m`.
+fn duration(name: &str, default: &str) -> anyhow::Result<Duration> {
+    let value = var(name, default);
+    let duration = humantime::parse_duration(&value).with_context(|| {
+        format!("environment variable {name}: `{value}` is not a duration like 30s or 5m")
+    })?;
+    anyhow::ensure!(
+        !duration.is_zero(),
+        "environment variable {name} must be more than zero"
+    );
+    Ok(duration)
 }
 
 #[cfg(test)]

@@ -3,12 +3,14 @@
 //!
 //! The data flows `ingest` (JetStream consumers, batches, dead letters) →
 //! `runtime` (wasmtime components) → `store` (one Postgres transaction per
-//! batch); `api` reads the store over HTTP.
+//! batch); `api` reads the store over HTTP; `notify` pushes the
+//! notifications each batch stores to clinicians' devices.
 
 pub mod api;
 pub mod bench;
 pub mod config;
 pub mod ingest;
+pub mod notify;
 pub mod publish;
 pub mod runtime;
 pub mod serve;

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::ingest::{self, Projection, ProjectionState};
+use crate::notify::Notifier;
 use crate::runtime::{Limits, Plugin, Runtime};
 use crate::{api, store};
 
@@ -71,6 +72,10 @@ impl Registry {
 pub struct Host {
     /// Where the HTTP API listens (useful with port 0).
     pub http_addr: SocketAddr,
+    /// Where Socket.IO and `/ws` listen.
+    pub ws_addr: SocketAddr,
+    /// The notification devices connected here.
+    pub notifier: Notifier,
     /// The database pool.
     pub pool: PgPool,
     /// The plugins loaded.
@@ -93,7 +98,8 @@ impl Host {
             memory_bytes: config.plugin_memory_bytes,
         })?;
         let registry = Arc::new(Registry::default());
-        let mut tasks = Vec::new();
+        let (notifier, mut tasks) =
+            Notifier::start(pool.clone(), nats.clone(), config.clone()).await?;
         for plugin in load_plugins(&runtime, &pool, &config.plugins_dir).await? {
             let redrive = Arc::new(Notify::new());
             let state = Arc::new(ProjectionState::default());
@@ -105,13 +111,10 @@ impl Host {
                 config.clone(),
                 redrive,
                 state,
+                notifier.clone(),
             );
             tasks.push(tokio::spawn(projection.run()));
         }
-        let listener = tokio::net::TcpListener::bind(config.http_addr)
-            .await
-            .with_context(|| format!("binding {}", config.http_addr))?;
-        let http_addr = listener.local_addr()?;
         let app = api::router(api::AppState {
             pool: pool.clone(),
             config: config.clone(),
@@ -119,15 +122,14 @@ impl Host {
             nats,
             stream,
         });
-        tasks.push(tokio::spawn(async move {
-            let service = app.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(listener, service).await {
-                tracing::error!(error = %e, "HTTP server stopped");
-            }
-        }));
-        tracing::info!(%http_addr, plugins = ?registry.names(), "projector host started");
+        let (http_addr, http) = serve(config.http_addr, app).await?;
+        let (ws_addr, ws) = serve(config.ws_addr, notifier.router()).await?;
+        tasks.extend([http, ws]);
+        tracing::info!(%http_addr, %ws_addr, plugins = ?registry.names(), "projector host started");
         Ok(Self {
             http_addr,
+            ws_addr,
+            notifier,
             pool,
             registry,
             tasks,
@@ -140,6 +142,24 @@ impl Host {
             task.abort();
         }
     }
+}
+
+/// Serves a router on an address (port 0 picks one); returns where.
+async fn serve(
+    address: SocketAddr,
+    app: axum::Router,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding {address}"))?;
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service).await {
+            tracing::error!(error = %e, address = %bound, "server stopped");
+        }
+    });
+    Ok((bound, task))
 }
 
 /// Loads every `.wasm` in the folder, in name order. A file that fails to

@@ -178,6 +178,7 @@ async fn a_host_killed_between_commit_and_ack_applies_nothing_twice() {
         .env("SUBJECT_PREFIX", &env.config.subject_prefix)
         .env("PLUGINS_DIR", &env.config.plugins_dir)
         .env("HTTP_ADDR", "127.0.0.1:0")
+        .env("WS_ADDR", "127.0.0.1:0")
         .env("ACK_WAIT_SECS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

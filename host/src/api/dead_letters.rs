@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, Claims};
+use super::{ApiError, AppState, Claims, params};
 use crate::store::queries;
 
 pub fn router() -> Router<AppState> {
@@ -30,14 +30,7 @@ async fn list(
     Query(filter): Query<Filter>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
     claims.require_admin()?;
-    let limit = match filter.limit.as_deref() {
-        None => 100,
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::bad_request("limit must be a number from 1 to 1000"))?,
-    };
+    let limit = params::limit(filter.limit.as_deref())?;
     if let Some(status) = filter.status.as_deref()
         && !["dead", "retrying", "resolved"].contains(&status)
     {

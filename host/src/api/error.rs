@@ -47,6 +47,11 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
 
+    /// What went wrong, for clients that are not sent the JSON body.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The status, for the audit log.
     pub fn status(&self) -> StatusCode {
         self.status

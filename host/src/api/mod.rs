@@ -6,10 +6,12 @@ mod auth;
 mod dead_letters;
 mod error;
 mod health;
+mod notifications;
+mod params;
 mod patients;
 mod plugins;
 
-pub use auth::{Claims, issue_token};
+pub use auth::{Claims, issue_token, verify_token};
 pub use error::ApiError;
 
 use std::sync::Arc;
@@ -42,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .merge(patients::router())
         .merge(plugins::router())
         .merge(dead_letters::router())
+        .merge(notifications::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             audit::audit_request,

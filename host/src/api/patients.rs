@@ -6,7 +6,7 @@ use axum::{Json, Router};
 use serde_json::Value;
 
 use super::{ApiError, AppState, Claims};
-use crate::store::queries;
+use crate::store::{outbox, queries};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -35,7 +35,7 @@ async fn alerts(
     Path(patient_id): Path<String>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
     claims.require_chart_access(&patient_id)?;
-    Ok(Json(queries::alerts(&state.pool, &patient_id).await?))
+    Ok(Json(outbox::alerts(&state.pool, &patient_id).await?))
 }
 
 /// The views behind `/labs`, `/imaging`, `/medications` and `/encounters`,

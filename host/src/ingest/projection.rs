@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use super::batch::{self, Item};
 use super::stream::ensure_consumer;
 use crate::config::Config;
+use crate::notify::Notifier;
 use crate::runtime::Plugin;
 
 /// Environment variable for fault injection in tests: when `crash-after-commit`,
@@ -51,11 +52,13 @@ pub struct Projection {
     config: Arc<Config>,
     redrive: Arc<Notify>,
     state: Arc<ProjectionState>,
+    notifier: Notifier,
 }
 
 impl Projection {
     /// A projection for `plugin`; `redrive` wakes it to re-drive dead
-    /// letters; it reports how it fares in `state`.
+    /// letters; it reports how it fares in `state`; `notifier` pushes the
+    /// notifications each batch commits.
     pub fn new(
         plugin: Plugin,
         pool: PgPool,
@@ -63,6 +66,7 @@ impl Projection {
         config: Arc<Config>,
         redrive: Arc<Notify>,
         state: Arc<ProjectionState>,
+        notifier: Notifier,
     ) -> Self {
         Self {
             plugin,
@@ -71,6 +75,7 @@ impl Projection {
             config,
             redrive,
             state,
+            notifier,
         }
     }
 
@@ -179,12 +184,15 @@ impl Projection {
             }
             Err(e) => Err(e),
         };
-        if let Err(e) = outcome {
-            for m in &messages {
-                let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+        let notifications = match outcome {
+            Ok(notifications) => notifications,
+            Err(e) => {
+                for m in &messages {
+                    let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                }
+                return Err(e.context("applying a batch"));
             }
-            return Err(e.context("applying a batch"));
-        }
+        };
         if std::env::var(FAULT_ENV).as_deref() == Ok("crash-after-commit") {
             tracing::error!(
                 plugin = self.plugin.name(),
@@ -192,6 +200,7 @@ impl Projection {
             );
             std::process::abort();
         }
+        self.notifier.push(notifications);
         for m in &messages {
             m.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
         }
@@ -221,7 +230,7 @@ impl Projection {
             .collect();
         let batch =
             batch::project(&self.plugin, &self.pool, self.config.max_attempts, items).await?;
-        batch.commit(&self.pool).await?;
+        self.notifier.push(batch.commit(&self.pool).await?);
         Ok(())
     }
 }

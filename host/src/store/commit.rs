@@ -3,13 +3,11 @@
 //! commit together or not at all. Each kind is one statement (UNNEST arrays),
 //! so round trips grow with the tables touched, not the events.
 
-use std::collections::{BTreeMap, HashSet};
-
 use chrono::{DateTime, Utc};
-use projector_sdk::{Notification, Priority, Value};
+use projector_sdk::Value;
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
-use uuid::Uuid;
 
+use super::outbox::{self, NewNotification};
 use super::overlay::{Overlay, ViewWrites};
 
 /// An event the plugin could not apply.
@@ -29,19 +27,6 @@ pub struct NewDeadLetter {
     pub raw: Vec<u8>,
     /// How many times it was tried.
     pub attempts: i32,
-}
-
-/// A notification intent with the event that caused it.
-#[derive(Debug, Clone)]
-pub struct NewNotification {
-    /// The event.
-    pub event_id: String,
-    /// Its patient.
-    pub patient_id: String,
-    /// When the event happened.
-    pub at: DateTime<Utc>,
-    /// What the plugin asked for.
-    pub intent: Notification,
 }
 
 /// An audit entry with the event's user, patient and time.
@@ -96,8 +81,9 @@ impl Batch {
         }
     }
 
-    /// Commits the batch in one transaction.
-    pub async fn commit(self, pool: &PgPool) -> Result<(), sqlx::Error> {
+    /// Commits the batch in one transaction; returns the notifications it
+    /// stored, as clients see them, to push once committed.
+    pub async fn commit(self, pool: &PgPool) -> Result<Vec<Value>, sqlx::Error> {
         let mut tx = pool.begin().await?;
         if let Some(views) = self.views {
             for writes in views.into_writes() {
@@ -121,7 +107,7 @@ impl Batch {
                 .execute(&mut *tx)
                 .await?;
         }
-        insert_notifications(&mut tx, self.notifications).await?;
+        let notifications = outbox::insert(&mut tx, self.notifications).await?;
         insert_audits(&mut tx, &self.audits).await?;
         sqlx::query(
             "INSERT INTO checkpoints (plugin, seq, applied, dead_lettered) VALUES ($1, $2, $3, $4)
@@ -137,7 +123,8 @@ impl Batch {
         .bind(self.dead_letters.len() as i64)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(notifications)
     }
 }
 
@@ -205,132 +192,7 @@ async fn insert_dead_letters(
     Ok(())
 }
 
-/// Stores notifications not stored before (per user and dedupe key), each
-/// with the user's next `seq`. Users' counters are locked in sorted order so
-/// plugins committing at once cannot deadlock.
-async fn insert_notifications(
-    tx: &mut Transaction<'_, Postgres>,
-    notifications: Vec<NewNotification>,
-) -> Result<(), sqlx::Error> {
-    let mut seen = HashSet::new();
-    let mut fresh: Vec<NewNotification> = notifications
-        .into_iter()
-        .filter(|n| seen.insert((n.intent.recipient.clone(), n.intent.dedupe_key.clone())))
-        .collect();
-    if fresh.is_empty() {
-        return Ok(());
-    }
-    let users: Vec<&str> = fresh.iter().map(|n| n.intent.recipient.as_str()).collect();
-    let keys: Vec<&str> = fresh.iter().map(|n| n.intent.dedupe_key.as_str()).collect();
-    let stored: Vec<(String, String)> = sqlx::query_as(
-        "SELECT n.user_id, n.dedupe_key FROM notifications n
-         JOIN UNNEST($1::text[], $2::text[]) AS c(u, k) ON n.user_id = c.u AND n.dedupe_key = c.k",
-    )
-    .bind(&users)
-    .bind(&keys)
-    .fetch_all(&mut **tx)
-    .await?;
-    let stored: HashSet<(String, String)> = stored.into_iter().collect();
-    fresh.retain(|n| !stored.contains(&(n.intent.recipient.clone(), n.intent.dedupe_key.clone())));
-    if fresh.is_empty() {
-        return Ok(());
-    }
-    let mut per_user: BTreeMap<String, i64> = BTreeMap::new();
-    for n in &fresh {
-        *per_user.entry(n.intent.recipient.clone()).or_default() += 1;
-    }
-    let (users, counts): (Vec<&String>, Vec<i64>) = per_user.iter().map(|(u, c)| (u, *c)).unzip();
-    let last: Vec<(String, i64)> = sqlx::query_as(
-        "INSERT INTO notification_seqs (user_id, last_seq) SELECT * FROM UNNEST($1::text[], $2::bigint[])
-         ON CONFLICT (user_id) DO UPDATE SET last_seq = notification_seqs.last_seq + EXCLUDED.last_seq
-         RETURNING user_id, last_seq",
-    )
-    .bind(&users)
-    .bind(&counts)
-    .fetch_all(&mut **tx)
-    .await?;
-    // Each user's next seq: the first of the block just reserved.
-    let mut next: BTreeMap<String, i64> = BTreeMap::new();
-    for (user, last) in last {
-        let count = per_user.get(&user).copied().unwrap_or(0);
-        next.insert(user, last - count + 1);
-    }
-    let mut ids = Vec::new();
-    let mut user_ids = Vec::new();
-    let mut seqs = Vec::new();
-    let mut event_ids = Vec::new();
-    let mut patient_ids = Vec::new();
-    let mut kinds = Vec::new();
-    let mut priorities = Vec::new();
-    let mut acks = Vec::new();
-    let mut dedupe = Vec::new();
-    let mut bodies = Vec::new();
-    let mut event_ats = Vec::new();
-    for n in fresh {
-        let seq = next.get_mut(&n.intent.recipient).map(|s| {
-            *s += 1;
-            *s - 1
-        });
-        let Some(seq) = seq else { continue };
-        ids.push(Uuid::new_v4());
-        seqs.push(seq);
-        event_ids.push(n.event_id);
-        patient_ids.push(n.patient_id);
-        kinds.push(n.intent.kind.clone());
-        priorities.push(match n.intent.priority {
-            Priority::Normal => "normal",
-            Priority::Urgent => "urgent",
-        });
-        acks.push(n.intent.requires_ack);
-        dedupe.push(n.intent.dedupe_key.clone());
-        bodies.push(body(&n.intent));
-        event_ats.push(n.at);
-        user_ids.push(n.intent.recipient);
-    }
-    sqlx::query(
-        "INSERT INTO notifications
-            (notification_id, user_id, seq, event_id, patient_id, kind, priority, requires_ack, dedupe_key, body, event_at)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-                              $7::text[], $8::bool[], $9::text[], $10::jsonb[], $11::timestamptz[])
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(ids)
-    .bind(user_ids)
-    .bind(seqs)
-    .bind(event_ids)
-    .bind(patient_ids)
-    .bind(kinds)
-    .bind(priorities)
-    .bind(acks)
-    .bind(dedupe)
-    .bind(bodies)
-    .bind(event_ats)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// The notification as clients receive it (SPEC's seed shapes), less the
-/// fields the table holds as columns (id, seq, eventId, createdAt).
-fn body(n: &Notification) -> Value {
-    let mut body = serde_json::json!({
-        "type": n.kind,
-        "priority": match n.priority { Priority::Normal => "normal", Priority::Urgent => "urgent" },
-        "title": n.title,
-        "message": n.message,
-    });
-    if let (Some(body), Some(data)) = (body.as_object_mut(), n.data.as_object()) {
-        for (k, v) in data {
-            body.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-        if n.requires_ack {
-            body.insert("requiresAcknowledgment".into(), Value::Bool(true));
-        }
-    }
-    body
-}
-
-async fn insert_audits(
+pub(crate) async fn insert_audits(
     tx: &mut Transaction<'_, Postgres>,
     audits: &[NewAudit],
 ) -> Result<(), sqlx::Error> {

@@ -2,11 +2,13 @@
 //! plugins declare, and applying a batch in one transaction.
 
 mod commit;
+pub mod outbox;
 mod overlay;
 pub mod queries;
 mod views;
 
-pub use commit::{Batch, NewAudit, NewDeadLetter, NewNotification};
+pub use commit::{Batch, NewAudit, NewDeadLetter};
+pub use outbox::NewNotification;
 pub use overlay::{ApplyFailure, Overlay};
 pub use views::{ViewError, ensure_views, table_name};
 

@@ -33,25 +33,6 @@ pub async fn by_patient(
     .await
 }
 
-/// A notification as clients receive it: the stored body with its id, seq,
-/// eventId and createdAt, and its acknowledgement state.
-pub const NOTIFICATION_JSON: &str = "body || jsonb_build_object(
-        'notificationId', notification_id, 'seq', seq, 'eventId', event_id,
-        'userId', user_id, 'createdAt', created_at, 'eventAt', event_at,
-        'acknowledged', CASE WHEN acknowledged_at IS NULL THEN NULL ELSE jsonb_build_object(
-            'at', acknowledged_at, 'by', acknowledged_by, 'device', acknowledged_device) END)";
-
-/// A patient's urgent notifications (critical alerts), newest event first.
-pub async fn alerts(pool: &PgPool, patient_id: &str) -> Result<Vec<Value>, sqlx::Error> {
-    sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT {NOTIFICATION_JSON} FROM notifications
-         WHERE patient_id = $1 AND priority = 'urgent' ORDER BY event_at DESC, seq DESC"
-    )))
-    .bind(patient_id)
-    .fetch_all(pool)
-    .await
-}
-
 /// A dead letter as stored.
 #[derive(sqlx::FromRow)]
 struct DeadLetterRow {

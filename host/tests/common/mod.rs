@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod clients;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -36,6 +38,7 @@ impl TestEnv {
         config.subject_prefix = format!("{tag}.");
         config.database_url = config.database_url_named(&tag);
         config.http_addr = "127.0.0.1:0".parse().unwrap();
+        config.ws_addr = "127.0.0.1:0".parse().unwrap();
         config.plugins_dir = plugins_dir();
         config.ack_wait = Duration::from_secs(1);
         config.jwt_secret = "test-secret".into();

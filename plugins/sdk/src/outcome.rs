@@ -70,6 +70,16 @@ pub enum Priority {
     Urgent,
 }
 
+impl Priority {
+    /// The name clients see in a notification's `priority` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Normal => "normal",
+            Priority::Urgent => "urgent",
+        }
+    }
+}
+
 /// A notification for one clinician.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notification {

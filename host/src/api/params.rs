@@ -1,0 +1,15 @@
+//! Query parameters shared by the listings, checked into clear 400s.
+
+use super::ApiError;
+
+/// `limit`: 1 to 1000, 100 when absent.
+pub fn limit(text: Option<&str>) -> Result<i64, ApiError> {
+    match text {
+        None => Ok(100),
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::bad_request("limit must be a number from 1 to 1000")),
+    }
+}

@@ -1,0 +1,328 @@
+//! The devices connected to this instance, by room, and the order in which
+//! each gets its notifications: what it missed first, then live ones, each
+//! once.
+//!
+//! Rooms are `user:<sub>` (every device of a user) and `role:<role>` (every
+//! device of a role, for escalations). Socket.IO sockets and plain
+//! WebSockets are both [`Device`]s here, so both get the same messages in
+//! the same order.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde_json::Value;
+
+/// Where a connected client's messages go (a Socket.IO socket, a WebSocket).
+pub trait Device: Send + Sync {
+    /// Sends one event; false when the device is gone or cannot keep up.
+    fn send(&self, event: &str, data: &Value) -> bool;
+    /// Closes the connection (the client reconnects with `lastSeq`).
+    fn close(&self);
+}
+
+/// The Socket.IO event of a normal notification.
+pub const NOTIFICATION_EVENT: &str = "notification";
+/// The Socket.IO event of an urgent one.
+pub const CRITICAL_EVENT: &str = "critical_alert";
+/// Sent to a user's devices when one of them acknowledged a notification.
+pub const ACKNOWLEDGED_EVENT: &str = "notification_acknowledged";
+
+/// The room of a notification's recipient (`user_id` column): roles are
+/// stored as `role:<role>`, users as their id.
+pub fn room_of(recipient: &str) -> String {
+    if recipient.starts_with("role:") {
+        recipient.to_owned()
+    } else {
+        format!("user:{recipient}")
+    }
+}
+
+/// The recipient (`user_id` column) whose notifications a room gets.
+pub fn recipient_of(room: &str) -> &str {
+    room.strip_prefix("user:").unwrap_or(room)
+}
+
+/// A stored notification on its way to devices.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The room it goes to.
+    pub room: String,
+    /// Its recipient's seq.
+    pub seq: i64,
+    /// Urgent ones go out as `critical_alert`.
+    pub urgent: bool,
+    /// The notification as clients see it.
+    pub body: Arc<Value>,
+}
+
+impl Delivery {
+    /// Reads a notification as the outbox returns it; `None` if it lacks
+    /// the fields every stored notification has.
+    pub fn from_json(body: Value) -> Option<Self> {
+        Some(Self {
+            room: room_of(body.get("userId")?.as_str()?),
+            seq: body.get("seq")?.as_i64()?,
+            urgent: body.get("priority")?.as_str()? == "urgent",
+            body: Arc::new(body),
+        })
+    }
+
+    /// The event it is sent as.
+    pub fn event(&self) -> &'static str {
+        if self.urgent {
+            CRITICAL_EVENT
+        } else {
+            NOTIFICATION_EVENT
+        }
+    }
+}
+
+/// How many recent notifications a connection remembers, so one pushed
+/// twice (a sweep racing a push) reaches it once.
+const RECENT: usize = 32;
+
+/// One connected device.
+pub struct Conn {
+    id: u64,
+    rooms: [String; 2],
+    device: Box<dyn Device>,
+    state: Mutex<ConnState>,
+}
+
+/// Until the device has its replay it is not live: deliveries wait in
+/// `pending`, then go out after the replay, skipping what it already got.
+struct ConnState {
+    live: bool,
+    pending: Vec<Delivery>,
+    /// Per room: seqs at or below are the client's already.
+    floor: [i64; 2],
+    recent: VecDeque<(u8, i64)>,
+}
+
+impl Conn {
+    /// Its user's room, then its role's.
+    pub fn rooms(&self) -> &[String; 2] {
+        &self.rooms
+    }
+
+    fn room_index(&self, room: &str) -> Option<u8> {
+        self.rooms.iter().position(|r| r == room).map(|i| i as u8)
+    }
+
+    /// Sends a delivery unless the device has it already; false if the
+    /// device failed.
+    fn send_once(&self, state: &mut ConnState, delivery: &Delivery) -> bool {
+        let Some(room) = self.room_index(&delivery.room) else {
+            return true;
+        };
+        if delivery.seq <= state.floor[room as usize]
+            || state.recent.contains(&(room, delivery.seq))
+        {
+            return true;
+        }
+        if state.recent.len() == RECENT {
+            state.recent.pop_front();
+        }
+        state.recent.push_back((room, delivery.seq));
+        self.device.send(delivery.event(), &delivery.body)
+    }
+
+    /// Sends what the device missed (in seq order), then what arrived
+    /// meanwhile, then unacknowledged urgent ones again; from here on
+    /// deliveries go straight out. False if the device failed.
+    pub fn go_live(&self, missed: &[Delivery], unacknowledged: &[Delivery]) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ok = missed.iter().all(|d| self.send_once(&mut state, d));
+        if let Some(last) = missed.last()
+            && let Some(room) = self.room_index(&last.room)
+        {
+            state.floor[room as usize] = state.floor[room as usize].max(last.seq);
+        }
+        let mut pending = std::mem::take(&mut state.pending);
+        pending.sort_by_key(|d| d.seq);
+        ok = ok && pending.iter().all(|d| self.send_once(&mut state, d));
+        state.live = true;
+        ok && unacknowledged.iter().all(|d| {
+            let room = self.room_index(&d.room);
+            let sent = room.is_some_and(|r| state.recent.contains(&(r, d.seq)));
+            sent || self.device.send(d.event(), &d.body)
+        })
+    }
+
+    fn deliver(&self, delivery: &Delivery) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.live {
+            self.send_once(&mut state, delivery)
+        } else {
+            state.pending.push(delivery.clone());
+            true
+        }
+    }
+
+    fn resend(&self, delivery: &Delivery) -> bool {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        !state.live || self.device.send(delivery.event(), &delivery.body)
+    }
+}
+
+/// The connections of this instance, by room.
+#[derive(Default)]
+pub struct Hub {
+    rooms: RwLock<HashMap<String, Vec<Arc<Conn>>>>,
+    next_id: AtomicU64,
+}
+
+impl Hub {
+    /// Adds a device to its user's and its role's rooms. It is not live
+    /// until [`Conn::go_live`]; `last_seq` is the newest seq of its user's
+    /// room it already has.
+    pub fn register(
+        &self,
+        user: &str,
+        role: &str,
+        last_seq: i64,
+        device: Box<dyn Device>,
+    ) -> Arc<Conn> {
+        let conn = Arc::new(Conn {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            rooms: [format!("user:{user}"), format!("role:{role}")],
+            device,
+            state: Mutex::new(ConnState {
+                live: false,
+                pending: Vec::new(),
+                floor: [last_seq, 0],
+                recent: VecDeque::new(),
+            }),
+        });
+        let mut rooms = self.rooms.write().unwrap_or_else(|e| e.into_inner());
+        for room in &conn.rooms {
+            rooms.entry(room.clone()).or_default().push(conn.clone());
+        }
+        conn
+    }
+
+    /// Removes a connection from its rooms.
+    pub fn unregister(&self, conn: &Conn) {
+        let mut rooms = self.rooms.write().unwrap_or_else(|e| e.into_inner());
+        for room in &conn.rooms {
+            if let Some(conns) = rooms.get_mut(room) {
+                conns.retain(|c| c.id != conn.id);
+                if conns.is_empty() {
+                    rooms.remove(room);
+                }
+            }
+        }
+    }
+
+    fn members(&self, room: &str) -> Vec<Arc<Conn>> {
+        let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
+        rooms.get(room).cloned().unwrap_or_default()
+    }
+
+    /// Calls `send` for each connection of the room; one that fails is
+    /// closed and removed (it recovers by reconnecting with `lastSeq`).
+    fn each(&self, room: &str, send: impl Fn(&Conn) -> bool) {
+        for conn in self.members(room) {
+            if !send(&conn) {
+                self.drop_conn(&conn);
+            }
+        }
+    }
+
+    /// Closes and removes a connection whose device failed.
+    pub fn drop_conn(&self, conn: &Conn) {
+        self.unregister(conn);
+        conn.device.close();
+    }
+
+    /// A new notification: to every device of its room, once, in order.
+    pub fn deliver(&self, delivery: &Delivery) {
+        self.each(&delivery.room, |c| c.deliver(delivery));
+    }
+
+    /// An unacknowledged urgent notification again, to every live device.
+    pub fn resend(&self, delivery: &Delivery) {
+        self.each(&delivery.room, |c| c.resend(delivery));
+    }
+
+    /// Any other event to every device of a room.
+    pub fn broadcast(&self, room: &str, event: &str, data: &Value) {
+        self.each(room, |c| c.device.send(event, data));
+    }
+
+    /// The rooms with at least one device here.
+    pub fn rooms(&self) -> Vec<String> {
+        let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
+        rooms.keys().cloned().collect()
+    }
+
+    /// How many devices are connected here.
+    pub fn connections(&self) -> usize {
+        let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
+        rooms
+            .iter()
+            .filter(|(room, _)| room.starts_with("user:"))
+            .map(|(_, conns)| conns.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A device that records what it was sent.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<(String, i64)>>>);
+
+    impl Device for Recorder {
+        fn send(&self, event: &str, data: &Value) -> bool {
+            let seq = data["seq"].as_i64().unwrap_or(-1);
+            self.0.lock().unwrap().push((event.to_owned(), seq));
+            true
+        }
+        fn close(&self) {}
+    }
+
+    fn delivery(user: &str, seq: i64, urgent: bool) -> Delivery {
+        Delivery::from_json(serde_json::json!({
+            "userId": user, "seq": seq, "priority": if urgent { "urgent" } else { "normal" },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn missed_then_pending_then_live_each_once_in_order() {
+        let hub = Hub::default();
+        let device = Recorder::default();
+        let conn = hub.register("dr", "provider", 1, Box::new(device.clone()));
+        // Live deliveries while the replay is read wait for it.
+        hub.deliver(&delivery("dr", 4, false));
+        hub.deliver(&delivery("dr", 3, false));
+        assert!(device.0.lock().unwrap().is_empty());
+        let missed = [delivery("dr", 2, false), delivery("dr", 3, false)];
+        assert!(conn.go_live(&missed, &[delivery("dr", 3, false)]));
+        hub.deliver(&delivery("dr", 5, true));
+        hub.deliver(&delivery("dr", 5, true));
+        hub.deliver(&delivery("other", 6, true));
+        let seqs: Vec<i64> = device.0.lock().unwrap().iter().map(|(_, s)| *s).collect();
+        assert_eq!(seqs, [2, 3, 4, 5]);
+        assert_eq!(device.0.lock().unwrap()[3].0, CRITICAL_EVENT);
+    }
+
+    #[test]
+    fn resends_reach_every_live_device_of_the_room() {
+        let hub = Hub::default();
+        let (a, b) = (Recorder::default(), Recorder::default());
+        hub.register("dr", "provider", 0, Box::new(a.clone()))
+            .go_live(&[], &[]);
+        hub.register("dr", "provider", 0, Box::new(b.clone()))
+            .go_live(&[], &[]);
+        hub.resend(&delivery("dr", 1, true));
+        hub.resend(&delivery("dr", 1, true));
+        assert_eq!(a.0.lock().unwrap().len(), 2);
+        assert_eq!(b.0.lock().unwrap().len(), 2);
+        assert_eq!(hub.connections(), 2);
+    }
+}

@@ -1,0 +1,119 @@
+//! The Socket.IO v5 server the seed's frontend talks to: the token in the
+//! handshake's `auth`, `notification` and `critical_alert` events, and
+//! `acknowledge` with a reply.
+
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
+use serde_json::Value;
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::layer::SocketIoLayer;
+
+use super::hub::Device;
+use super::{Notifier, Session};
+
+/// Packets a socket may have queued before it counts as not keeping up: a
+/// reconnecting device's replay goes out at once.
+const BUFFER: usize = 8192;
+
+/// The Socket.IO layer: namespace `/`, authenticated on connect.
+pub fn layer(notifier: Notifier) -> SocketIoLayer {
+    let (layer, io) = SocketIo::builder()
+        .max_buffer_size(BUFFER)
+        .with_state(notifier)
+        .build_layer();
+    io.ns("/", on_connect.with(authenticate));
+    layer
+}
+
+/// Why a handshake was refused; the client sees it in `connect_error`.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Checks `auth.token` (and reads `auth.lastSeq`, `auth.deviceId`) before the
+/// socket joins the namespace.
+async fn authenticate(
+    socket: SocketRef,
+    State(notifier): State<Notifier>,
+    TryData(auth): TryData<Value>,
+) -> Result<(), Refused> {
+    let auth = auth.unwrap_or(Value::Null);
+    let address = socket
+        .req_parts()
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
+    let device = auth
+        .get("deviceId")
+        .and_then(Value::as_str)
+        .map_or_else(|| socket.id.to_string(), str::to_owned);
+    let last_seq = match auth.get("lastSeq") {
+        None | Some(Value::Null) => None,
+        Some(seq) => Some(
+            seq.as_i64()
+                .ok_or_else(|| Refused("auth.lastSeq must be a whole number".into()))?,
+        ),
+    };
+    let session = Session::open(
+        &notifier.0.config.jwt_secret,
+        auth.get("token").and_then(Value::as_str),
+        last_seq,
+        device,
+        address,
+    )
+    .map_err(Refused)?;
+    socket.extensions.insert(session);
+    Ok(())
+}
+
+async fn on_connect(
+    socket: SocketRef,
+    State(notifier): State<Notifier>,
+    Extension(session): Extension<Session>,
+) {
+    socket.on(
+        "acknowledge",
+        async |State(notifier): State<Notifier>,
+               Extension(session): Extension<Session>,
+               TryData(request): TryData<Value>,
+               ack: AckSender| {
+            let reply = notifier
+                .acknowledge(&session, &request.unwrap_or_default())
+                .await;
+            let _ = ack.send(&reply);
+        },
+    );
+    match notifier
+        .open(&session, Box::new(Socket(socket.clone())))
+        .await
+    {
+        Ok(conn) => socket.on_disconnect(async move |State(notifier): State<Notifier>| {
+            notifier.close(&conn);
+        }),
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "socket not connected");
+            let _ = socket.disconnect();
+        }
+    }
+}
+
+/// A Socket.IO socket as a device.
+struct Socket(SocketRef);
+
+impl Device for Socket {
+    fn send(&self, event: &str, data: &Value) -> bool {
+        self.0.emit(event, data).is_ok()
+    }
+
+    fn close(&self) {
+        let _ = self.0.clone().disconnect();
+    }
+}

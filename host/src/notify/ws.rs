@@ -1,0 +1,150 @@
+//! `/ws`: the same notifications as plain WebSocket JSON frames
+//! `{"event": "...", "data": {...}}`, for clients without Socket.IO.
+//! A client acknowledges with `{"event": "acknowledge", "data":
+//! {"notificationId": "..."}, "id": 1}` and gets `{"event": "ack", "id": 1,
+//! "data": {...}}` back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+
+use super::hub::Device;
+use super::{Notifier, Session};
+use crate::api::ApiError;
+
+/// Frames a connection may have queued before it counts as not keeping up.
+const BUFFER: usize = 8192;
+
+/// What the URL may carry.
+#[derive(Debug, Deserialize)]
+pub struct Params {
+    token: Option<String>,
+    #[serde(rename = "lastSeq")]
+    last_seq: Option<i64>,
+    #[serde(rename = "deviceId")]
+    device_id: Option<String>,
+}
+
+/// Checks the token (`Authorization: Bearer` or `?token=`) before the
+/// upgrade: a refusal is an HTTP 401 with a JSON body.
+pub async fn upgrade(
+    State(notifier): State<Notifier>,
+    ConnectInfo(address): ConnectInfo<SocketAddr>,
+    params: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Query(params) = match params {
+        Ok(params) => params,
+        Err(e) => return ApiError::bad_request(e.body_text()).into_response(),
+    };
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim);
+    let device = params
+        .device_id
+        .unwrap_or_else(|| format!("ws-{}", uuid::Uuid::new_v4().simple()));
+    match Session::open(
+        &notifier.0.config.jwt_secret,
+        bearer.or(params.token.as_deref()),
+        params.last_seq,
+        device,
+        Some(address),
+    ) {
+        Ok(session) => upgrade.on_upgrade(move |socket| serve(notifier, session, socket)),
+        Err(reason) => ApiError::unauthorized(reason).into_response(),
+    }
+}
+
+async fn serve(notifier: Notifier, session: Session, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let (frames, mut queue) = mpsc::channel::<Message>(BUFFER);
+    let kick = Arc::new(Notify::new());
+    let device = Connection {
+        frames: frames.clone(),
+        kick: kick.clone(),
+    };
+    let conn = match notifier.open(&session, Box::new(device)).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "WebSocket not connected");
+            let _ = sink.send(Message::Close(None)).await;
+            return;
+        }
+    };
+    let write = async {
+        while let Some(frame) = queue.recv().await {
+            if sink.send(frame).await.is_err() {
+                break;
+            }
+        }
+    };
+    let read = async {
+        while let Some(Ok(message)) = stream.next().await {
+            let reply = match message {
+                Message::Text(text) => handle(&notifier, &session, text.as_str()).await,
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if frames
+                .send(Message::Text(reply.to_string().into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        () = write => {}
+        () = read => {}
+        () = kick.notified() => {}
+    }
+    notifier.close(&conn);
+}
+
+/// Answers one frame from the client.
+async fn handle(notifier: &Notifier, session: &Session, text: &str) -> Value {
+    let Ok(frame) = serde_json::from_str::<Value>(text) else {
+        return json!({"event": "error", "data": {"error": "frames are JSON objects {\"event\", \"data\"}"}});
+    };
+    match frame.get("event").and_then(Value::as_str) {
+        Some("acknowledge") => {
+            let data = notifier
+                .acknowledge(session, frame.get("data").unwrap_or(&Value::Null))
+                .await;
+            json!({"event": "ack", "id": frame.get("id"), "data": data})
+        }
+        _ => {
+            json!({"event": "error", "data": {"error": "unknown event; clients send only `acknowledge`"}})
+        }
+    }
+}
+
+/// A WebSocket as a device: frames go through a bounded queue to the
+/// connection's writer.
+struct Connection {
+    frames: mpsc::Sender<Message>,
+    kick: Arc<Notify>,
+}
+
+impl Device for Connection {
+    fn send(&self, event: &str, data: &Value) -> bool {
+        let frame = json!({"event": event, "data": data}).to_string();
+        self.frames.try_send(Message::Text(frame.into())).is_ok()
+    }
+
+    fn close(&self) {
+        self.kick.notify_one();
+    }
+}

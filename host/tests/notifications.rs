@@ -1,0 +1,526 @@
+//! Clinician notifications end to end: events on the real NATS JetStream,
+//! the compiled plugins, the outbox in the real PostgreSQL, and devices on
+//! the official Socket.IO client and a plain WebSocket.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::clients::{PATIENCE, Received, SocketIo, WebSocket, drain, during, take};
+use common::{SEED, TestEnv};
+use serde_json::{Value, json};
+
+/// The seed flow's notifications for its ordering provider: two results
+/// (normal) and four critical findings (urgent).
+const PROVIDER: &str = "u-dr-smith";
+const NORMAL: usize = 2;
+const URGENT: usize = 4;
+
+/// Quiet long enough that anything still coming would have come.
+const QUIET: Duration = Duration::from_millis(1500);
+
+fn ids(events: &[Received]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|(_, n)| n["notificationId"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn seqs(events: &[Received]) -> Vec<i64> {
+    events
+        .iter()
+        .filter_map(|(_, n)| n["seq"].as_i64())
+        .collect()
+}
+
+/// Waits until the provider has `count` notifications stored.
+async fn stored(env: &TestEnv, count: i64) {
+    let pool = env.pool().await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications WHERE user_id = $1")
+            .bind(PROVIDER)
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0);
+        if n >= count {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} of {count} notifications stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_device_of_the_user_gets_each_notification_and_no_one_else_does() {
+    let env = TestEnv::new("notify_devices").await;
+    let host = env.start().await;
+    let token = env.token(PROVIDER, "provider");
+    let mut laptop =
+        SocketIo::connect(host.ws_addr, json!({"token": token, "deviceId": "laptop"})).await;
+    let mut phone = WebSocket::connect(host.ws_addr, &format!("token={token}"), None)
+        .await
+        .expect("WebSocket accepted");
+    let other = env.token("u-dr-jones", "provider");
+    let mut colleague = SocketIo::connect(host.ws_addr, json!({"token": other})).await;
+
+    env.publish(SEED).await;
+    let on_laptop = take(&mut laptop, NORMAL + URGENT).await;
+    let on_phone = take(&mut phone, NORMAL + URGENT).await;
+    let on_colleague = drain(&mut colleague, QUIET).await;
+    let more = drain(&mut laptop, QUIET).await;
+    assert!(more.is_empty(), "each once: {more:?}");
+
+    assert_eq!(on_laptop.len(), NORMAL + URGENT, "{on_laptop:?}");
+    assert_eq!(ids(&on_laptop), ids(&on_phone), "both devices, same order");
+    assert!(on_colleague.is_empty(), "{on_colleague:?}");
+    let mut in_order = seqs(&on_laptop);
+    in_order.sort();
+    assert_eq!(seqs(&on_laptop), in_order);
+
+    // SPEC's shapes: normal ones as `notification`, urgent as `critical_alert`.
+    let lab = on_laptop
+        .iter()
+        .find(|(_, n)| n["type"] == "lab_result_available")
+        .expect("lab result notification");
+    assert_eq!(lab.0, "notification");
+    for field in [
+        "notificationId",
+        "seq",
+        "eventId",
+        "createdAt",
+        "patientId",
+        "reportId",
+    ] {
+        assert!(!lab.1[field].is_null(), "{field} in {}", lab.1);
+    }
+    assert_eq!(lab.1["priority"], "normal");
+    assert_eq!(lab.1["action"]["type"], "view_lab_result");
+    let critical = on_laptop
+        .iter()
+        .find(|(_, n)| n["type"] == "critical_lab_value")
+        .expect("critical lab notification");
+    assert_eq!(critical.0, "critical_alert");
+    assert_eq!(critical.1["priority"], "urgent");
+    assert_eq!(critical.1["requiresAcknowledgment"], true);
+    assert_eq!(critical.1["patientName"], "John Doe");
+    assert_eq!(critical.1["details"]["testName"], "Potassium");
+    assert_eq!(critical.1["details"]["value"], 6.5);
+    let urgent = on_phone
+        .iter()
+        .filter(|(e, _)| e == "critical_alert")
+        .count();
+    assert_eq!(urgent, URGENT);
+
+    // The same through HTTP, for the caller only.
+    let (status, listed) = env
+        .get(&host, "/api/notifications?after=0", Some(&token))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed.as_array().map(Vec::len), Some(NORMAL + URGENT));
+    let (_, after_two) = env
+        .get(&host, "/api/notifications?after=2", Some(&token))
+        .await;
+    assert_eq!(after_two[0]["seq"], 3);
+    let (_, theirs) = env.get(&host, "/api/notifications", Some(&other)).await;
+    assert_eq!(theirs, json!([]));
+    let (status, bad) = env
+        .get(&host, "/api/notifications?after=x", Some(&token))
+        .await;
+    assert_eq!((status, bad["code"].as_str()), (400, Some("bad_request")));
+
+    laptop.close().await;
+    colleague.close().await;
+    host.stop();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_without_a_valid_token_is_refused() {
+    let env = TestEnv::new("notify_refused").await;
+    let host = env.start().await;
+    let expired = {
+        let exp = chrono::Utc::now().timestamp() as u64 - 10;
+        projector::api::issue_token(
+            &env.config.jwt_secret,
+            &projector::api::Claims {
+                sub: PROVIDER.into(),
+                name: String::new(),
+                role: "provider".into(),
+                exp,
+            },
+        )
+        .unwrap()
+    };
+    for auth in [
+        json!({}),
+        json!({"token": "not-a-jwt"}),
+        json!({"token": expired}),
+    ] {
+        let mut client = SocketIo::start(host.ws_addr, auth.clone()).await;
+        let first = client.first().await;
+        assert_eq!(first["type"], "connect_error", "{auth}: {first}");
+        assert!(first["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let forged = {
+        let mut wrong = env.config.clone();
+        wrong.jwt_secret = "another-secret".into();
+        projector::api::issue_token(
+            &wrong.jwt_secret,
+            &projector::api::Claims {
+                sub: PROVIDER.into(),
+                name: String::new(),
+                role: "provider".into(),
+                exp: chrono::Utc::now().timestamp() as u64 + 60,
+            },
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        WebSocket::connect(host.ws_addr, "", None).await.err(),
+        Some(401)
+    );
+    assert_eq!(
+        WebSocket::connect(host.ws_addr, &format!("token={forged}"), None)
+            .await
+            .err(),
+        Some(401)
+    );
+    assert_eq!(
+        WebSocket::connect(host.ws_addr, "", Some(&expired))
+            .await
+            .err(),
+        Some(401)
+    );
+    host.stop();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_was_away_gets_what_it_missed_in_order() {
+    let env = TestEnv::new("notify_missed").await;
+    env.publish(SEED).await;
+    let host = env.start().await;
+    env.settle(&host).await;
+    stored(&env, (NORMAL + URGENT) as i64).await;
+    let token = env.token(PROVIDER, "provider");
+
+    let mut laptop = SocketIo::connect(host.ws_addr, json!({"token": token, "lastSeq": 2})).await;
+    let missed = take(&mut laptop, NORMAL + URGENT - 2).await;
+    let expected: Vec<i64> = (3..=(NORMAL + URGENT) as i64).collect();
+    assert_eq!(seqs(&missed), expected, "{missed:?}");
+
+    // A device with everything still gets the unacknowledged urgent ones again.
+    let mut phone = WebSocket::connect(
+        host.ws_addr,
+        &format!("lastSeq={}", NORMAL + URGENT),
+        Some(&token),
+    )
+    .await
+    .expect("accepted");
+    let again = drain(&mut phone, QUIET).await;
+    assert_eq!(again.len(), URGENT, "{again:?}");
+    assert!(again.iter().all(|(event, _)| event == "critical_alert"));
+
+    laptop.close().await;
+    host.stop();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urgent_alerts_are_resent_until_acknowledged_on_any_device() {
+    let mut env = TestEnv::new("notify_resend").await;
+    env.config.resend_interval = Duration::from_secs(1);
+    env.publish(SEED).await;
+    let host = env.start().await;
+    env.settle(&host).await;
+    stored(&env, (NORMAL + URGENT) as i64).await;
+    let token = env.token(PROVIDER, "provider");
+    let mut laptop = SocketIo::connect(
+        host.ws_addr,
+        json!({"token": token, "deviceId": "laptop-7"}),
+    )
+    .await;
+    let mut phone = WebSocket::connect(host.ws_addr, "deviceId=phone-2", Some(&token))
+        .await
+        .expect("accepted");
+
+    // On connect, then on every interval.
+    let on_connect = take(&mut laptop, URGENT).await;
+    assert!(
+        on_connect.iter().all(|(e, _)| e == "critical_alert"),
+        "{on_connect:?}"
+    );
+    let target = on_connect[0].1["notificationId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resent = during(&mut laptop, Duration::from_millis(2500)).await;
+    assert!(
+        ids(&resent).contains(&target),
+        "resent on the interval: {resent:?}"
+    );
+
+    let reply = laptop.acknowledge(&target).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["acknowledged"]["by"], PROVIDER);
+    assert_eq!(reply["acknowledged"]["device"], "laptop-7");
+    let again = phone.acknowledge(&target).await;
+    assert_eq!(again["alreadyAcknowledged"], true, "{again}");
+    let unknown = phone.acknowledge(&uuid::Uuid::new_v4().to_string()).await;
+    assert_eq!(unknown["ok"], false);
+
+    // The phone hears of the acknowledgement; neither device gets it
+    // again, while the others keep coming.
+    let _ = during(&mut laptop, Duration::from_millis(200)).await;
+    let phone_then = during(&mut phone, Duration::from_millis(200)).await;
+    assert!(
+        phone_then.iter().any(
+            |(e, d)| e == "notification_acknowledged" && d["notificationId"] == target.as_str()
+        ),
+        "{phone_then:?}"
+    );
+    let laptop_later = during(&mut laptop, Duration::from_millis(2500)).await;
+    let phone_later = during(&mut phone, Duration::from_millis(200)).await;
+    for events in [&laptop_later, &phone_later] {
+        assert!(!ids(events).contains(&target), "{events:?}");
+        assert!(
+            events.iter().any(|(e, _)| e == "critical_alert"),
+            "{events:?}"
+        );
+    }
+    let mut tablet = SocketIo::connect(host.ws_addr, json!({"token": token})).await;
+    let on_connect = take(&mut tablet, URGENT - 1).await;
+    assert_eq!(on_connect.len(), URGENT - 1);
+    assert!(!ids(&on_connect).contains(&target));
+
+    // Audited, and visible on the patient's alerts.
+    let pool = env.pool().await;
+    let audited: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT user_id, resource_id, ip_address FROM audit_log WHERE action = 'acknowledge_notification'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(audited.len(), 1);
+    assert_eq!(audited[0].0, PROVIDER);
+    assert_eq!(audited[0].1, target);
+    assert_eq!(audited[0].2.as_deref(), Some("127.0.0.1"));
+    let (_, alerts) = env
+        .get(
+            &host,
+            "/api/aggregate/patients/p-john-doe/alerts",
+            Some(&token),
+        )
+        .await;
+    let alert = alerts
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["notificationId"] == target.as_str()))
+        .expect("the alert");
+    assert_eq!(alert["acknowledged"]["device"], "laptop-7");
+
+    laptop.close().await;
+    tablet.close().await;
+    host.stop();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacknowledged_alert_is_escalated_to_the_covering_role() {
+    let mut env = TestEnv::new("notify_escalate").await;
+    env.config.escalate_after = Duration::from_secs(2);
+    env.config.escalation_role = "charge_nurse".into();
+    let host = env.start().await;
+    let token = env.token(PROVIDER, "provider");
+    let mut doctor = SocketIo::connect(host.ws_addr, json!({"token": token})).await;
+    let nurse_token = env.token("u-nurse-9", "charge_nurse");
+    let mut nurse = SocketIo::connect(host.ws_addr, json!({"token": nurse_token})).await;
+
+    env.publish(SEED).await;
+    let first = take(&mut doctor, NORMAL + URGENT).await;
+    let urgent: Vec<&Received> = first
+        .iter()
+        .filter(|(e, _)| e == "critical_alert")
+        .collect();
+    assert_eq!(urgent.len(), URGENT, "{first:?}");
+    // One is acknowledged in time; the others are not.
+    let acknowledged = urgent[0].1["notificationId"].as_str().unwrap().to_owned();
+    assert_eq!(doctor.acknowledge(&acknowledged).await["ok"], true);
+
+    let mut escalations = Vec::new();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while escalations.len() < URGENT - 1 && std::time::Instant::now() < deadline {
+        if let Some((event, data)) = nurse.next_event(Duration::from_secs(1)).await
+            && data["type"] == "escalated_alert"
+        {
+            assert_eq!(event, "critical_alert");
+            escalations.push(data);
+        }
+    }
+    assert_eq!(escalations.len(), URGENT - 1, "{escalations:?}");
+    let from: BTreeSet<&str> = escalations
+        .iter()
+        .filter_map(|e| e["escalatedFrom"]["notificationId"].as_str())
+        .collect();
+    assert_eq!(from.len(), URGENT - 1);
+    assert!(!from.contains(acknowledged.as_str()));
+    assert!(
+        escalations
+            .iter()
+            .all(|e| e["patientId"] == "p-john-doe" && e["requiresAcknowledgment"] == true)
+    );
+
+    // The nurse acknowledges an escalation; it is audited like any other.
+    let escalation_id = escalations[0]["notificationId"].as_str().unwrap();
+    assert_eq!(nurse.acknowledge(escalation_id).await["ok"], true);
+    let pool = env.pool().await;
+    let escalated: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'escalate_notification' AND user_id = 'system'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(escalated, (URGENT - 1) as i64);
+    let (_, alerts) = env
+        .get(
+            &host,
+            "/api/aggregate/patients/p-john-doe/alerts",
+            Some(&token),
+        )
+        .await;
+    let originals: Vec<&Value> = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["userId"] == PROVIDER && !a["escalated"].is_null())
+        .collect();
+    assert_eq!(originals.len(), URGENT - 1);
+
+    doctor.close().await;
+    nurse.close().await;
+    host.stop();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_again_notify_no_one_twice() {
+    let env = TestEnv::new("notify_redelivered").await;
+    let host = env.start().await;
+    let token = env.token(PROVIDER, "provider");
+    let mut laptop = SocketIo::connect(host.ws_addr, json!({"token": token})).await;
+    env.publish(SEED).await;
+    let first = take(&mut laptop, NORMAL + URGENT).await;
+    assert_eq!(first.len(), NORMAL + URGENT);
+
+    env.publish(SEED).await;
+    env.settle(&host).await;
+    let second = drain(&mut laptop, QUIET).await;
+    assert!(second.is_empty(), "{second:?}");
+    let pool = env.pool().await;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, (NORMAL + URGENT) as i64);
+
+    laptop.close().await;
+    host.stop();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_on_another_instance_gets_the_notification() {
+    let env = TestEnv::new("notify_instances").await;
+    let projecting = env.start().await;
+    // A second instance that projects nothing and only serves devices.
+    let empty = tempfile_dir(&env.tag);
+    let mut config = env.config.clone();
+    config.plugins_dir = empty.clone();
+    let serving = projector::serve::Host::start(config)
+        .await
+        .expect("second host");
+    assert!(serving.registry.names().is_empty());
+
+    let token = env.token(PROVIDER, "provider");
+    let mut laptop = SocketIo::connect(serving.ws_addr, json!({"token": token})).await;
+    let mut phone = WebSocket::connect(serving.ws_addr, "", Some(&token))
+        .await
+        .expect("accepted");
+    env.publish(SEED).await;
+    let on_laptop = take(&mut laptop, NORMAL + URGENT).await;
+    let on_phone = take(&mut phone, NORMAL + URGENT).await;
+    assert_eq!(on_laptop.len(), NORMAL + URGENT, "{on_laptop:?}");
+    assert_eq!(ids(&on_laptop), ids(&on_phone));
+
+    // An acknowledgement on one instance reaches devices on the other.
+    let mut desk = SocketIo::connect(projecting.ws_addr, json!({"token": token})).await;
+    let _ = drain(&mut desk, Duration::from_millis(500)).await;
+    let target = on_laptop
+        .iter()
+        .find(|(e, _)| e == "critical_alert")
+        .and_then(|(_, n)| n["notificationId"].as_str())
+        .unwrap()
+        .to_owned();
+    assert_eq!(desk.acknowledge(&target).await["ok"], true);
+    let (event, data) = phone
+        .next_event(PATIENCE)
+        .await
+        .expect("acknowledgement announced");
+    assert_eq!(event, "notification_acknowledged");
+    assert_eq!(data["notificationId"], target.as_str());
+
+    laptop.close().await;
+    desk.close().await;
+    serving.stop();
+    projecting.stop();
+    let _ = std::fs::remove_dir_all(empty);
+    env.cleanup().await;
+}
+
+/// An empty plugins folder of the test's own.
+fn tempfile_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("{tag}-plugins"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_committed_by_a_host_that_died_before_pushing_it_is_pushed() {
+    let env = TestEnv::new("notify_sweep").await;
+    let host = env.start().await;
+    let token = env.token(PROVIDER, "provider");
+    let mut laptop = SocketIo::connect(host.ws_addr, json!({"token": token})).await;
+    // As a batch commit leaves it: stored, never handed to NATS.
+    let pool = env.pool().await;
+    sqlx::query(
+        "INSERT INTO notifications (notification_id, user_id, seq, event_id, patient_id, kind, priority,
+                                    requires_ack, dedupe_key, body, event_at, created_at)
+         VALUES (gen_random_uuid(), $1, 1, 'e-1', 'p-1', 'lab_result_available', 'normal', false, 'k-1',
+                 '{\"type\": \"lab_result_available\", \"priority\": \"normal\"}', now(), now() - interval '1 minute')",
+    )
+    .bind(PROVIDER)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let swept = take(&mut laptop, 1).await;
+    assert_eq!(swept.len(), 1);
+    assert_eq!(swept[0].0, "notification");
+    assert_eq!(swept[0].1["eventId"], "e-1");
+    // Recorded as pushed, so the sweep (every second) does not push it again.
+    assert!(
+        drain(&mut laptop, Duration::from_secs(3)).await.is_empty(),
+        "pushed once"
+    );
+    let pushed: bool = sqlx::query_scalar("SELECT pushed_at IS NOT NULL FROM notifications")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(pushed);
+    laptop.close().await;
+    host.stop();
+    env.cleanup().await;
+}
