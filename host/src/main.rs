@@ -42,12 +42,9 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-    /// Measure end-to-end projection throughput and the cost of a plugin call.
-    Bench {
-        /// How many events of backlog to project.
-        #[arg(long, default_value_t = 100_000)]
-        events: usize,
-    },
+    /// Benchmarks (see BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(Bench),
     /// Print the JSON Schema of the events.
     Schema,
     /// Print a signed API token (development and scripts).
@@ -64,6 +61,29 @@ enum Command {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// End-to-end projection throughput and the cost of a plugin call.
+    Projection {
+        /// How many events of backlog to project.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+    },
+    /// Memory per connected Socket.IO client, and critical-alert latency
+    /// from publish to socket under background load.
+    Notify {
+        /// Connected clients.
+        #[arg(long, default_value_t = 5_000)]
+        clients: usize,
+        /// Background events per second while alerts are timed.
+        #[arg(long, default_value_t = 2_000)]
+        rate: u32,
+        /// Critical alerts timed (one every 50 ms).
+        #[arg(long, default_value_t = 200)]
+        alerts: usize,
     },
 }
 
@@ -103,7 +123,21 @@ async fn main() -> anyhow::Result<()> {
             publisher.flush().await?;
             println!("published {} events for {patients} patients", traffic.len());
         }
-        Command::Bench { events } => projector::bench::run(config, events).await?,
+        Command::Bench(Bench::Projection { events }) => {
+            projector::bench::projection::run(config, events).await?
+        }
+        Command::Bench(Bench::Notify {
+            clients,
+            rate,
+            alerts,
+        }) => {
+            let load = projector::bench::notify::Load {
+                clients,
+                rate,
+                alerts,
+            };
+            projector::bench::notify::run(config, load).await?
+        }
         Command::Schema => println!("{:#}", projector_events::schema::document()),
         Command::Token {
             sub,

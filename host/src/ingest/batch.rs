@@ -52,6 +52,10 @@ pub async fn project(
     }
     let mut instance = plugin.instantiate(Some(overlay)).await?;
     for (item, event) in events {
+        // A plugin call never waits, so a batch would hold its worker
+        // thread for its whole length: let other projections and the
+        // notification push run between events.
+        tokio::task::yield_now().await;
         let mut attempts = 0;
         let failure = loop {
             attempts += 1;

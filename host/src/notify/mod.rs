@@ -161,6 +161,8 @@ impl Notifier {
         }
     }
 
+    /// Publishes, then records the notifications as pushed without holding
+    /// up the next push.
     async fn publish(&self, notifications: Vec<Value>) -> anyhow::Result<()> {
         let ids: Vec<Uuid> = notifications
             .iter()
@@ -173,7 +175,12 @@ impl Notifier {
             .await?;
         }
         self.0.nats.flush().await.context("flushing to NATS")?;
-        outbox::mark_pushed(&self.0.pool, &ids).await?;
+        let pool = self.0.pool.clone();
+        tokio::spawn(async move {
+            if let Err(e) = outbox::mark_pushed(&pool, &ids).await {
+                tracing::warn!(error = %e, "notifications pushed but not marked; the sweep will push them again");
+            }
+        });
         Ok(())
     }
 

@@ -1,4 +1,4 @@
-//! `projector bench`: publishes a backlog of simulated traffic to a stream and
+//! `projector bench projection`: publishes a backlog of simulated traffic to a stream and
 //! database of its own, starts the host, and prints events per second until
 //! every plugin's lag is 0; then the cost of one plugin call alone.
 
@@ -91,7 +91,7 @@ pub async fn run(mut config: Config, events: usize) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!(
-        "# reproduce: scripts/build-plugins && cargo run --release -- bench --events {events}"
+        "# reproduce: scripts/build-plugins && cargo run --release -- bench projection --events {events}"
     );
     Ok(())
 }

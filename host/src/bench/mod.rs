@@ -1,0 +1,7 @@
+//! Benchmarks: programs that print figures and the command that reproduces
+//! them (BENCHMARKS.md records them). Each makes its own stream, subject
+//! prefix and database.
+
+pub mod notify;
+pub mod projection;
+mod socketio_client;
