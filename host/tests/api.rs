@@ -128,3 +128,111 @@ async fn tokens_roles_errors_and_audit() {
     host.stop();
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_is_examined_by_patient_user_and_time() {
+    let mut env = TestEnv::new("audit").await;
+    env.config.max_body_bytes = 1024;
+    env.publish(SEED).await;
+    let host = env.start().await;
+    env.settle(&host).await;
+    let before = chrono::Utc::now();
+    let chart = "/api/aggregate/patients/p-john-doe";
+    let smith = env.token("u-dr-smith", "provider");
+    let nurse = env.token("u-nurse-1", "nurse");
+    assert_eq!(env.get(&host, chart, Some(&smith)).await.0, 200);
+    assert_eq!(
+        env.get(&host, &format!("{chart}/labs"), Some(&nurse))
+            .await
+            .0,
+        200
+    );
+    let admin = env.token("u-admin", "admin");
+
+    let (status, entries) = env
+        .get(&host, "/api/audit?patientId=p-john-doe", Some(&admin))
+        .await;
+    assert_eq!(status, 200, "{entries}");
+    let reads: Vec<(&str, &str)> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["userId"].as_str()?, e["action"].as_str()?)))
+        .collect();
+    assert!(
+        reads.contains(&("u-dr-smith", "GET /api/aggregate/patients/{patientId}")),
+        "{reads:?}"
+    );
+    assert!(
+        reads.contains(&(
+            "u-nurse-1",
+            "GET /api/aggregate/patients/{patientId}/{view}"
+        )),
+        "{reads:?}"
+    );
+    let first = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["userId"] == "u-dr-smith"
+                && e["action"].as_str().is_some_and(|a| a.starts_with("GET"))
+        })
+        .unwrap();
+    for field in [
+        "userId",
+        "action",
+        "resourceType",
+        "resourceId",
+        "ipAddress",
+        "at",
+    ] {
+        assert!(!first[field].is_null(), "{field} in {first}");
+    }
+
+    let (_, by_nurse) = env
+        .get(&host, "/api/audit?userId=u-nurse-1", Some(&admin))
+        .await;
+    assert!(
+        by_nurse
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["userId"] == "u-nurse-1")
+    );
+    assert!(!by_nurse.as_array().unwrap().is_empty());
+    let earlier =
+        (before - chrono::Duration::minutes(10)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (_, none) = env
+        .get(
+            &host,
+            &format!("/api/audit?patientId=p-john-doe&to={earlier}"),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(none, serde_json::json!([]));
+    let (status, body) = env
+        .get(&host, "/api/audit?from=yesterday", Some(&admin))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")));
+    let (status, body) = env.get(&host, "/api/audit", Some(&smith)).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
+
+    // A body over MAX_BODY_BYTES is refused before anything reads it.
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/api/dead-letters/1/retry",
+            host.http_addr
+        ))
+        .bearer_auth(&admin)
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "payload_too_large");
+
+    host.stop();
+    env.cleanup().await;
+}

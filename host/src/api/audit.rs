@@ -18,6 +18,8 @@ fn resource_type(route: &str) -> &'static str {
         "Plugin"
     } else if route.starts_with("/api/dead-letters") {
         "DeadLetter"
+    } else if route.starts_with("/api/audit") {
+        "AuditLog"
     } else if route.starts_with("/api/notifications") {
         "Notification"
     } else {

@@ -2,10 +2,12 @@
 //! the probes, every authenticated request audited, JSON errors.
 
 mod audit;
+mod audit_trail;
 mod auth;
 mod dead_letters;
 mod error;
 mod health;
+mod limits;
 mod notifications;
 mod params;
 mod patients;
@@ -45,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .merge(plugins::router())
         .merge(dead_letters::router())
         .merge(notifications::router())
+        .merge(audit_trail::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             audit::audit_request,
@@ -58,5 +61,9 @@ pub fn router(state: AppState) -> Router {
         .merge(authenticated)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit_body,
+        ))
         .with_state(state)
 }

@@ -110,3 +110,38 @@ pub async fn checkpoints(pool: &PgPool) -> Result<Vec<(String, i64, i64, i64)>, 
         .fetch_all(pool)
         .await
 }
+
+/// What to select from the audit trail.
+#[derive(Debug, Default)]
+pub struct AuditFilter {
+    /// Whose data.
+    pub patient_id: Option<String>,
+    /// Who.
+    pub user_id: Option<String>,
+    /// From this time on.
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Up to this time.
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// Audit entries that match, newest first.
+pub async fn audit_entries(pool: &PgPool, filter: &AuditFilter) -> Result<Vec<Value>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT jsonb_build_object('id', id, 'userId', user_id, 'action', action,
+                'resourceType', resource_type, 'resourceId', resource_id, 'patientId', patient_id,
+                'ipAddress', ip_address, 'status', status, 'at', at)
+         FROM audit_log
+         WHERE ($1::text IS NULL OR patient_id = $1) AND ($2::text IS NULL OR user_id = $2)
+           AND ($3::timestamptz IS NULL OR at >= $3) AND ($4::timestamptz IS NULL OR at <= $4)
+         ORDER BY at DESC, id DESC LIMIT $5",
+    )
+    .bind(&filter.patient_id)
+    .bind(&filter.user_id)
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(filter.limit)
+    .fetch_all(pool)
+    .await
+}
