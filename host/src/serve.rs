@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::ingest::{self, Projection, ProjectionState};
+use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::runtime::{Limits, Plugin, Runtime};
 use crate::{api, store};
@@ -98,11 +99,12 @@ impl Host {
             memory_bytes: config.plugin_memory_bytes,
         })?;
         let registry = Arc::new(Registry::default());
+        let metrics = Arc::new(Metrics::default());
         let (notifier, mut tasks) =
-            Notifier::start(pool.clone(), nats.clone(), config.clone()).await?;
+            Notifier::start(pool.clone(), nats.clone(), config.clone(), metrics.clone()).await?;
         for plugin in load_plugins(&runtime, &pool, &config.plugins_dir).await? {
             let redrive = Arc::new(Notify::new());
-            let state = Arc::new(ProjectionState::default());
+            let state = Arc::new(ProjectionState::new(metrics.clone()));
             registry.insert(plugin.clone(), redrive.clone(), state.clone());
             let projection = Projection::new(
                 plugin,
@@ -121,6 +123,8 @@ impl Host {
             registry: registry.clone(),
             nats,
             stream,
+            notifier: notifier.clone(),
+            metrics,
         });
         let (http_addr, http) = serve(config.http_addr, app).await?;
         let (ws_addr, ws) = serve(config.ws_addr, notifier.router()).await?;

@@ -236,3 +236,78 @@ async fn the_audit_trail_is_examined_by_patient_user_and_time() {
     host.stop();
     env.cleanup().await;
 }
+
+/// The value of a metric line in Prometheus text, if present.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_traffic() {
+    let env = TestEnv::new("metrics").await;
+    let host = env.start().await;
+    let scrape = || async {
+        let response = reqwest::get(format!("http://{}/metrics", host.http_addr))
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        response.text().await.unwrap()
+    };
+    let before = scrape().await;
+    assert_eq!(
+        metric(&before, "projector_events_applied_total{plugin=\"lab\"}"),
+        None
+    );
+    assert_eq!(metric(&before, "projector_sockets_connected"), Some(0.0));
+
+    env.publish(SEED).await;
+    env.settle(&host).await;
+    let token = env.token("u-dr-smith", "provider");
+    let _phone = common::clients::WebSocket::connect(host.ws_addr, "", Some(&token))
+        .await
+        .expect("accepted");
+    assert_eq!(
+        env.get(&host, "/api/aggregate/patients/p-john-doe", Some(&token))
+            .await
+            .0,
+        200
+    );
+    let after = scrape().await;
+    let lab_events = SEED
+        .lines()
+        .filter(|l| l.contains("\"eventType\":\"lab."))
+        .count() as f64;
+    assert_eq!(
+        metric(&after, "projector_events_applied_total{plugin=\"lab\"}"),
+        Some(lab_events),
+        "{after}"
+    );
+    assert_eq!(
+        metric(&after, "projector_events_applied_total{plugin=\"patient\"}"),
+        Some(25.0)
+    );
+    assert_eq!(
+        metric(&after, "projector_consumer_lag{plugin=\"patient\"}"),
+        Some(0.0)
+    );
+    assert!(
+        metric(
+            &after,
+            "projector_batch_duration_seconds_count{plugin=\"patient\"}"
+        )
+        .is_some_and(|n| n >= 1.0)
+    );
+    assert_eq!(metric(&after, "projector_sockets_connected"), Some(1.0));
+    assert_eq!(
+        metric(&after, "projector_notifications_pending_acknowledgement"),
+        Some(4.0)
+    );
+    assert!(after.contains(
+        "projector_http_request_duration_seconds_count{method=\"GET\",route=\"/api/aggregate/patients/{patientId}\",status=\"200\"} 1"
+    ), "{after}");
+    assert!(!after.contains("p-john-doe"), "no patient ids in metrics");
+    host.stop();
+    env.cleanup().await;
+}

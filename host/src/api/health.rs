@@ -1,17 +1,68 @@
-//! Liveness and readiness probes (no token).
+//! Liveness and readiness probes and Prometheus metrics (no token: they
+//! carry no patient data).
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::AppState;
+use crate::ingest;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus text: the counters and histograms, and the lag, sockets
+/// and pending acknowledgements as they are now.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut lags = Vec::new();
+    for name in state.registry.names() {
+        if let Ok(lag) = ingest::lag(&state.stream, &name).await {
+            lags.push((name, lag));
+        }
+    }
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM notifications WHERE requires_ack AND acknowledged_at IS NULL",
+    )
+    .fetch_one(&state.pool)
+    .await
+    .unwrap_or(-1);
+    let text = state
+        .metrics
+        .render(&lags, state.notifier.hub().connections(), pending);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// Middleware: records every request's latency by route pattern.
+pub async fn time_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    state.metrics.request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }
 
 /// The process is up.

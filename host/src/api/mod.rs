@@ -23,6 +23,8 @@ use axum::middleware;
 use sqlx::PgPool;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::serve::Registry;
 
 /// What every handler can reach.
@@ -38,6 +40,10 @@ pub struct AppState {
     pub nats: async_nats::Client,
     /// The event stream, for consumer lag.
     pub stream: async_nats::jetstream::stream::Stream,
+    /// The notification devices connected, for metrics.
+    pub notifier: Notifier,
+    /// What `/metrics` serves.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The whole API.
@@ -64,6 +70,10 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             limits::limit_body,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            health::time_request,
         ))
         .with_state(state)
 }

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use super::batch::{self, Item};
 use super::stream::ensure_consumer;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::runtime::Plugin;
 
@@ -19,13 +20,22 @@ use crate::runtime::Plugin;
 /// at the worst moment would.
 const FAULT_ENV: &str = "PROJECTOR_FAULT";
 
-/// What a projection is doing, for `GET /api/plugins`.
-#[derive(Debug, Default)]
+/// What a projection is doing, for `GET /api/plugins`, and the metrics
+/// it moves.
 pub struct ProjectionState {
     failure: std::sync::Mutex<Option<String>>,
+    metrics: Arc<Metrics>,
 }
 
 impl ProjectionState {
+    /// A running projection that records into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            failure: std::sync::Mutex::default(),
+            metrics,
+        }
+    }
+
     /// `running`, or `retrying` with the error that stopped the last batch.
     pub fn describe(&self) -> (&'static str, Option<String>) {
         match self
@@ -178,8 +188,15 @@ impl Projection {
         {
             Ok(batch) => {
                 let projected = started.elapsed();
+                let (applied, dead) = (batch.processed.len(), batch.dead_letters.len());
                 let result = batch.commit(&self.pool).await.map_err(anyhow::Error::from);
-                tracing::debug!(plugin = self.plugin.name(), messages = messages.len(), ?projected, total = ?started.elapsed(), "batch committed");
+                let took = started.elapsed();
+                if result.is_ok() {
+                    self.state
+                        .metrics
+                        .batch(self.plugin.name(), applied, dead, took);
+                }
+                tracing::debug!(plugin = self.plugin.name(), messages = messages.len(), ?projected, total = ?took, "batch committed");
                 result
             }
             Err(e) => Err(e),

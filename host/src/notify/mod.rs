@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use crate::api::{Claims, verify_token};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::store::outbox::{self, Acknowledged, Acknowledger};
 use fanout::Wire;
 use hub::{Conn, Delivery, recipient_of, room_of};
@@ -44,6 +45,7 @@ struct Inner {
     subject: String,
     hub: Hub,
     config: Arc<Config>,
+    metrics: Arc<Metrics>,
     pushes: mpsc::UnboundedSender<Vec<Value>>,
 }
 
@@ -100,6 +102,7 @@ impl Notifier {
         pool: PgPool,
         nats: async_nats::Client,
         config: Arc<Config>,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<(Self, Vec<JoinHandle<()>>)> {
         let subject = fanout::subject(&config.subject_prefix);
         let subscription = nats
@@ -113,6 +116,7 @@ impl Notifier {
             subject,
             hub: Hub::default(),
             config,
+            metrics,
             pushes,
         }));
         let tasks = vec![
@@ -287,6 +291,9 @@ impl Notifier {
         match outbox::acknowledge(&self.0.pool, id, &by).await {
             Ok(Acknowledged::Now(notification)) => {
                 let acknowledged = notification["acknowledged"].clone();
+                if let Some(waited) = waited(&notification) {
+                    self.0.metrics.acknowledged(waited);
+                }
                 if let Err(e) = self.announce(&Wire::Acknowledged { notification }).await {
                     tracing::warn!(error = format!("{e:#}"), "acknowledgement not announced");
                 }
@@ -348,4 +355,12 @@ impl Notifier {
         }
         Ok(())
     }
+}
+
+/// How long a notification waited from being stored to being acknowledged.
+fn waited(notification: &Value) -> Option<std::time::Duration> {
+    let time = |at: &Value| chrono::DateTime::parse_from_rfc3339(at.as_str()?).ok();
+    let created = time(&notification["createdAt"])?;
+    let acknowledged = time(&notification["acknowledged"]["at"])?;
+    (acknowledged - created).to_std().ok()
 }

@@ -1,0 +1,193 @@
+//! Prometheus metrics (`GET /metrics`, text format): what operators watch.
+//! Counters and histograms move as work happens; gauges that describe the
+//! state of the world (lag, sockets, pending acknowledgements) are read
+//! when scraped.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A plugin's label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabel {
+    plugin: String,
+}
+
+/// An HTTP request's labels: the route pattern, never the path (which
+/// holds patient ids).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabel {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Latency buckets from 1 ms to about 16 s.
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// Acknowledgement buckets from 1 s to about 4.5 h.
+fn acknowledgement() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 15))
+}
+
+/// Every metric of one host.
+pub struct Metrics {
+    registry: Registry,
+    applied: Family<PluginLabel, Counter>,
+    dead_lettered: Family<PluginLabel, Counter>,
+    batch_seconds: Histograms<PluginLabel>,
+    lag: Family<PluginLabel, Gauge>,
+    http_seconds: Histograms<RequestLabel>,
+    sockets: Gauge,
+    pending_ack: Gauge,
+    ack_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("projector");
+        let applied = Family::default();
+        registry.register("events_applied", "Events a plugin applied", applied.clone());
+        let dead_lettered = Family::default();
+        registry.register(
+            "events_dead_lettered",
+            "Events a plugin could not apply, stored as dead letters",
+            dead_lettered.clone(),
+        );
+        let batch_seconds: Histograms<PluginLabel> = Family::new_with_constructor(latency);
+        registry.register(
+            "batch_duration_seconds",
+            "Time to project and commit one batch",
+            batch_seconds.clone(),
+        );
+        let lag = Family::default();
+        registry.register(
+            "consumer_lag",
+            "Messages a plugin's consumer has yet to apply",
+            lag.clone(),
+        );
+        let http_seconds: Histograms<RequestLabel> = Family::new_with_constructor(latency);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request",
+            http_seconds.clone(),
+        );
+        let sockets = Gauge::default();
+        registry.register(
+            "sockets_connected",
+            "Notification devices connected to this host",
+            sockets.clone(),
+        );
+        let pending_ack = Gauge::default();
+        registry.register(
+            "notifications_pending_acknowledgement",
+            "Notifications that require an acknowledgement and have none",
+            pending_ack.clone(),
+        );
+        let ack_seconds = acknowledgement();
+        registry.register(
+            "notification_acknowledgement_seconds",
+            "Time from a notification being stored to its first acknowledgement",
+            ack_seconds.clone(),
+        );
+        Self {
+            registry,
+            applied,
+            dead_lettered,
+            batch_seconds,
+            lag,
+            http_seconds,
+            sockets,
+            pending_ack,
+            ack_seconds,
+        }
+    }
+}
+
+impl Metrics {
+    /// Records a committed batch of a plugin.
+    pub fn batch(&self, plugin: &str, applied: usize, dead_lettered: usize, took: Duration) {
+        let label = PluginLabel {
+            plugin: plugin.to_owned(),
+        };
+        self.applied.get_or_create(&label).inc_by(applied as u64);
+        self.dead_lettered
+            .get_or_create(&label)
+            .inc_by(dead_lettered as u64);
+        self.batch_seconds
+            .get_or_create(&label)
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records an answered HTTP request.
+    pub fn request(&self, method: &str, route: &str, status: u16, took: Duration) {
+        let label = RequestLabel {
+            method: method.to_owned(),
+            route: route.to_owned(),
+            status,
+        };
+        self.http_seconds
+            .get_or_create(&label)
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records a first acknowledgement, `waited` after the notification was stored.
+    pub fn acknowledged(&self, waited: Duration) {
+        self.ack_seconds.observe(waited.as_secs_f64());
+    }
+
+    /// The state read at scrape time, then everything as Prometheus text.
+    pub fn render(&self, lags: &[(String, u64)], sockets: usize, pending_ack: i64) -> String {
+        for (plugin, lag) in lags {
+            let label = PluginLabel {
+                plugin: plugin.clone(),
+            };
+            self.lag
+                .get_or_create(&label)
+                .set(i64::try_from(*lag).unwrap_or(i64::MAX));
+        }
+        self.sockets.set(i64::try_from(sockets).unwrap_or(i64::MAX));
+        self.pending_ack.set(pending_ack);
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_what_was_recorded() {
+        let metrics = Metrics::default();
+        metrics.batch("lab", 3, 1, Duration::from_millis(4));
+        metrics.request(
+            "GET",
+            "/api/aggregate/patients/{patientId}",
+            200,
+            Duration::from_millis(2),
+        );
+        let text = metrics.render(&[("lab".into(), 7)], 2, 5);
+        assert!(
+            text.contains("projector_events_applied_total{plugin=\"lab\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("projector_events_dead_lettered_total{plugin=\"lab\"} 1"));
+        assert!(text.contains("projector_consumer_lag{plugin=\"lab\"} 7"));
+        assert!(text.contains("projector_sockets_connected 2"));
+        assert!(text.contains("projector_notifications_pending_acknowledgement 5"));
+        assert!(text.contains("route=\"/api/aggregate/patients/{patientId}\""));
+        assert!(text.contains("projector_batch_duration_seconds_count{plugin=\"lab\"} 1"));
+    }
+}
