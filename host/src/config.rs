@@ -27,6 +27,16 @@ pub struct Config {
     pub escalate_after: Duration,
     /// `ESCALATION_ROLE`: the covering role escalations go to.
     pub escalation_role: String,
+    /// `S3_ENDPOINT`: S3 or MinIO, addressed path-style.
+    pub s3_endpoint: String,
+    /// `S3_REGION`
+    pub s3_region: String,
+    /// `S3_ACCESS_KEY`
+    pub s3_access_key: String,
+    /// `S3_SECRET_KEY`
+    pub s3_secret_key: String,
+    /// `PRESIGN_TTL`: how long a presigned object URL is valid (e.g. `5m`).
+    pub presign_ttl: Duration,
     /// `PLUGINS_DIR`: where the `.wasm` plugins are loaded from.
     pub plugins_dir: PathBuf,
     /// `STREAM_NAME`: the JetStream stream (default `EMR_EVENTS`).
@@ -65,6 +75,11 @@ impl Config {
             resend_interval: duration("RESEND_INTERVAL", "30s")?,
             escalate_after: duration("ESCALATE_AFTER", "5m")?,
             escalation_role: var("ESCALATION_ROLE", "charge_nurse"),
+            s3_endpoint: var("S3_ENDPOINT", "http://127.0.0.1:9000"),
+            s3_region: var("S3_REGION", "us-east-1"),
+            s3_access_key: var("S3_ACCESS_KEY", "minioadmin"),
+            s3_secret_key: var("S3_SECRET_KEY", "minioadmin"),
+            presign_ttl: duration("PRESIGN_TTL", "5m")?,
             plugins_dir: PathBuf::from(var("PLUGINS_DIR", "./plugins-dist")),
             stream_name: var("STREAM_NAME", "EMR_EVENTS"),
             subject_prefix: var("SUBJECT_PREFIX", ""),

@@ -12,6 +12,7 @@ pub mod config;
 pub mod ingest;
 pub mod metrics;
 pub mod notify;
+pub mod objects;
 pub mod publish;
 pub mod runtime;
 pub mod serve;

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::ingest::{self, Projection, ProjectionState};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
+use crate::objects::ObjectStore;
 use crate::runtime::{Limits, Plugin, Runtime};
 use crate::{api, store};
 
@@ -100,8 +101,10 @@ impl Host {
         })?;
         let registry = Arc::new(Registry::default());
         let metrics = Arc::new(Metrics::default());
+        let objects = ObjectStore::new(&config);
         let (notifier, mut tasks) =
             Notifier::start(pool.clone(), nats.clone(), config.clone(), metrics.clone()).await?;
+        tasks.push(tokio::spawn(objects.clone().ensure_buckets_until_done()));
         for plugin in load_plugins(&runtime, &pool, &config.plugins_dir).await? {
             let redrive = Arc::new(Notify::new());
             let state = Arc::new(ProjectionState::new(metrics.clone()));
@@ -125,6 +128,7 @@ impl Host {
             stream,
             notifier: notifier.clone(),
             metrics,
+            objects,
         });
         let (http_addr, http) = serve(config.http_addr, app).await?;
         let (ws_addr, ws) = serve(config.ws_addr, notifier.router()).await?;

@@ -71,21 +71,26 @@ async fn healthz() -> Json<Value> {
 }
 
 /// Ready when NATS and PostgreSQL answer; 503 with what is down otherwise.
+/// Object storage down degrades (images and reports cannot be fetched) but
+/// projection goes on, so the host stays ready and says so.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let postgres = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
+    let (postgres, s3) = tokio::join!(
+        async { sqlx::query("SELECT 1").execute(&state.pool).await.is_ok() },
+        state.objects.ready()
+    );
     let nats = state.nats.connection_state() == async_nats::connection::State::Connected;
     let plugins = state.registry.names().len();
     let ready = postgres && nats;
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let (status, word) = match (ready, s3) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        (true, false) => (StatusCode::OK, "degraded"),
+        (true, true) => (StatusCode::OK, "ready"),
     };
     (
         status,
         Json(json!({
-            "status": if ready { "ready" } else { "unavailable" },
-            "checks": { "postgres": postgres, "nats": nats },
+            "status": word,
+            "checks": { "postgres": postgres, "nats": nats, "s3": s3 },
             "plugins": plugins,
         })),
     )

@@ -9,6 +9,7 @@ mod error;
 mod health;
 mod limits;
 mod notifications;
+mod object_urls;
 mod params;
 mod patients;
 mod plugins;
@@ -25,6 +26,7 @@ use sqlx::PgPool;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
+use crate::objects::ObjectStore;
 use crate::serve::Registry;
 
 /// What every handler can reach.
@@ -44,6 +46,8 @@ pub struct AppState {
     pub notifier: Notifier,
     /// What `/metrics` serves.
     pub metrics: Arc<Metrics>,
+    /// Object storage, for presigned URLs and readiness.
+    pub objects: ObjectStore,
 }
 
 /// The whole API.

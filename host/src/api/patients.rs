@@ -5,7 +5,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::Value;
 
-use super::{ApiError, AppState, Claims};
+use super::{ApiError, AppState, Claims, object_urls};
 use crate::store::{outbox, queries};
 
 pub fn router() -> Router<AppState> {
@@ -59,7 +59,11 @@ async fn records(
     let (view, order_field) = patient_view(&segment)
         .ok_or_else(|| ApiError::not_found(format!("no view `{segment}` for patients")))?;
     claims.require_chart_access(&patient_id)?;
-    Ok(Json(
-        queries::by_patient(&state.pool, view, &patient_id, order_field).await?,
-    ))
+    let mut records = queries::by_patient(&state.pool, view, &patient_id, order_field).await?;
+    match segment.as_str() {
+        "imaging" => object_urls::sign_studies(&state.objects, &mut records).await,
+        "labs" => object_urls::sign_lab_reports(&state.objects, &mut records).await,
+        _ => {}
+    }
+    Ok(Json(records))
 }

@@ -39,6 +39,8 @@ impl TestEnv {
         config.database_url = config.database_url_named(&tag);
         config.http_addr = "127.0.0.1:0".parse().unwrap();
         config.ws_addr = "127.0.0.1:0".parse().unwrap();
+        // No object storage unless the test starts one (`with_s3`).
+        config.s3_endpoint = "http://127.0.0.1:1".into();
         config.plugins_dir = plugins_dir();
         config.ack_wait = Duration::from_secs(1);
         config.jwt_secret = "test-secret".into();
@@ -48,6 +50,48 @@ impl TestEnv {
         let js = async_nats::jetstream::new(client);
         ingest::ensure_stream(&js, &config).await.expect("stream");
         Self { config, tag, js }
+    }
+
+    /// Starts an S3 server of the test's own (s3s-fs, installed by
+    /// scripts/test) on a free port and points the configuration at it; it
+    /// stops when the returned process is dropped.
+    pub async fn with_s3(&mut self) -> tokio::process::Child {
+        let binary = std::env::var("S3S_FS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.projector/tools/bin/s3s-fs")
+            });
+        assert!(
+            binary.exists(),
+            "no S3 server at {}: run scripts/test",
+            binary.display()
+        );
+        let root = std::env::temp_dir().join(format!("{}-s3", self.tag));
+        std::fs::create_dir_all(&root).expect("S3 folder");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let server = tokio::process::Command::new(binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", "test-access", "--secret-key", "test-secret"])
+            .arg(&root)
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("s3s-fs starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "s3s-fs did not listen");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.config.s3_endpoint = format!("http://127.0.0.1:{port}");
+        self.config.s3_access_key = "test-access".into();
+        self.config.s3_secret_key = "test-secret".into();
+        server
     }
 
     /// A publisher on this test's subjects.

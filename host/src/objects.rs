@@ -1,0 +1,158 @@
+//! Object storage (S3 / MinIO, path-style): the private buckets images and
+//! reports live in, and short-lived presigned GET URLs so a client can fetch
+//! an object without credentials of its own. S3 being down degrades the host
+//! (`/readyz` says so); projection goes on.
+
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::types::{
+    ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
+    ServerSideEncryptionRule,
+};
+
+use crate::config::Config;
+
+/// The buckets the host makes sure exist (SPEC), and the plugin artifacts'.
+pub const BUCKETS: [&str; 5] = [
+    "radiology-images",
+    "lab-reports",
+    "patient-documents",
+    "prescriptions",
+    "projector-plugins",
+];
+
+/// The lab-reports bucket, where a lab system may store a report's PDF.
+pub const LAB_REPORTS: &str = "lab-reports";
+
+/// The host's S3 client.
+#[derive(Clone)]
+pub struct ObjectStore {
+    client: Client,
+    presign_ttl: Duration,
+}
+
+impl ObjectStore {
+    /// A client for `S3_ENDPOINT` with the configured credentials. Nothing
+    /// is contacted yet.
+    pub fn new(config: &Config) -> Self {
+        let credentials = Credentials::new(
+            &config.s3_access_key,
+            &config.s3_secret_key,
+            None,
+            None,
+            "projector-config",
+        );
+        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .operation_timeout(Duration::from_secs(10))
+            .build();
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version_latest()
+            .endpoint_url(&config.s3_endpoint)
+            .region(Region::new(config.s3_region.clone()))
+            .credentials_provider(credentials)
+            .force_path_style(true)
+            .timeout_config(timeouts)
+            .build();
+        Self {
+            client: Client::from_conf(conf),
+            presign_ttl: config.presign_ttl,
+        }
+    }
+
+    /// The SDK client (tests and tools upload with it).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates the missing buckets, private (S3 buckets are private unless a
+    /// policy says otherwise; none is set), with default server-side
+    /// encryption where the server supports it.
+    pub async fn ensure_buckets(&self) -> anyhow::Result<()> {
+        let existing = self.client.list_buckets().send().await.map_err(s3_error)?;
+        let existing: Vec<&str> = existing.buckets().iter().filter_map(|b| b.name()).collect();
+        for bucket in BUCKETS.iter().filter(|b| !existing.contains(b)) {
+            self.client
+                .create_bucket()
+                .bucket(*bucket)
+                .send()
+                .await
+                .map_err(s3_error)?;
+            tracing::info!(bucket, "bucket created");
+            if let Err(e) = self.encrypt_by_default(bucket).await {
+                tracing::warn!(
+                    bucket,
+                    error = format!("{e:#}"),
+                    "default encryption not set: the server does not support it"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn encrypt_by_default(&self, bucket: &str) -> anyhow::Result<()> {
+        let by_default = ServerSideEncryptionByDefault::builder()
+            .sse_algorithm(ServerSideEncryption::Aes256)
+            .build()?;
+        let rule = ServerSideEncryptionRule::builder()
+            .apply_server_side_encryption_by_default(by_default)
+            .build();
+        let encryption = ServerSideEncryptionConfiguration::builder()
+            .rules(rule)
+            .build()?;
+        self.client
+            .put_bucket_encryption()
+            .bucket(bucket)
+            .server_side_encryption_configuration(encryption)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        Ok(())
+    }
+
+    /// Whether S3 answers within two seconds.
+    pub async fn ready(&self) -> bool {
+        let answer = self.client.list_buckets().send();
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), answer).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// A GET URL for an object, valid for `PRESIGN_TTL`. Signing is local:
+    /// it does not check that the object exists.
+    pub async fn presign_get(&self, bucket: &str, key: &str) -> Option<String> {
+        let expiry = PresigningConfig::expires_in(self.presign_ttl).ok()?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .presigned(expiry)
+            .await
+            .ok()?;
+        Some(request.uri().to_owned())
+    }
+
+    /// Creates the buckets at start, and keeps trying while S3 is down.
+    pub async fn ensure_buckets_until_done(self) {
+        loop {
+            match self.ensure_buckets().await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "object storage unavailable; retrying in 5 s");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }
+    }
+}
+
+/// An SDK error with its whole chain of causes (its `Display` alone says
+/// only "service error").
+fn s3_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("{}", aws_sdk_s3::error::DisplayErrorContext(e))
+}

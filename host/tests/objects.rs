@@ -1,0 +1,144 @@
+//! Object storage against a real S3 server (s3s-fs): the host's buckets,
+//! presigned URLs on imaging and lab records, and a host that keeps
+//! projecting while S3 is down.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{SEED, TestEnv, assert_seed_chart};
+use projector::objects::{BUCKETS, ObjectStore};
+
+const IMAGE: &str = "p-john-doe/study-1/img-1.dcm";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_fetched_through_presigned_urls_that_expire() {
+    let mut env = TestEnv::new("objects").await;
+    let _s3 = env.with_s3().await;
+    env.config.presign_ttl = Duration::from_secs(3);
+    env.publish(SEED).await;
+    let host = env.start().await;
+    env.settle(&host).await;
+
+    // The host made its buckets.
+    let store = ObjectStore::new(&env.config);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let names = loop {
+        let listed = store
+            .client()
+            .list_buckets()
+            .send()
+            .await
+            .expect("S3 answers");
+        let names: Vec<String> = listed
+            .buckets()
+            .iter()
+            .filter_map(|b| b.name().map(str::to_owned))
+            .collect();
+        if names.len() >= BUCKETS.len() || Instant::now() > deadline {
+            break names;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for bucket in BUCKETS {
+        assert!(names.iter().any(|n| n == bucket), "{bucket} in {names:?}");
+    }
+    let (status, ready) = env.get(&host, "/readyz", None).await;
+    assert_eq!(
+        (status, &ready["status"], &ready["checks"]["s3"]),
+        (200, &"ready".into(), &true.into())
+    );
+
+    // A radiology system stored an image; the study's record points at it.
+    let image = b"DICM not really a DICOM file".to_vec();
+    store
+        .client()
+        .put_object()
+        .bucket("radiology-images")
+        .key(IMAGE)
+        .body(image.clone().into())
+        .send()
+        .await
+        .expect("upload");
+    let token = env.token("u-dr-smith", "provider");
+    let (status, studies) = env
+        .get(
+            &host,
+            "/api/aggregate/patients/p-john-doe/imaging",
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let study = &studies[0];
+    assert_eq!(study["objectKeys"][0], IMAGE);
+    let url = study["objectUrls"][0]
+        .as_str()
+        .expect("a presigned URL")
+        .to_owned();
+    assert!(url.contains("X-Amz-Signature="), "{url}");
+    assert_eq!(
+        study["images"][0]["url"]
+            .as_str()
+            .map(|u| u.contains(IMAGE)),
+        Some(true)
+    );
+    let (_, labs) = env
+        .get(
+            &host,
+            "/api/aggregate/patients/p-john-doe/labs",
+            Some(&token),
+        )
+        .await;
+    assert!(
+        labs[0]["reportUrl"]
+            .as_str()
+            .is_some_and(|u| u.contains("lab-reports/p-john-doe/rep-lab-1.pdf"))
+    );
+
+    let fetched = reqwest::get(&url).await.expect("GET");
+    assert_eq!(fetched.status().as_u16(), 200);
+    assert_eq!(fetched.bytes().await.unwrap().as_ref(), image.as_slice());
+    // Without a signature the bucket is closed.
+    let anonymous = reqwest::get(format!(
+        "{}/radiology-images/{IMAGE}",
+        env.config.s3_endpoint
+    ))
+    .await
+    .expect("GET");
+    assert_eq!(anonymous.status().as_u16(), 403);
+    // And the signature expires.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let expired = reqwest::get(&url).await.expect("GET");
+    assert_eq!(expired.status().as_u16(), 403);
+
+    host.stop();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_object_storage_the_host_is_degraded_and_projects() {
+    let env = TestEnv::new("objects_down").await;
+    env.publish(SEED).await;
+    let host = env.start().await;
+    env.settle(&host).await;
+    let (status, ready) = env.get(&host, "/readyz", None).await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["status"], "degraded");
+    assert_eq!(ready["checks"]["s3"], false);
+    let token = env.token("u-dr-smith", "provider");
+    let (_, chart) = env
+        .get(&host, "/api/aggregate/patients/p-john-doe", Some(&token))
+        .await;
+    assert_seed_chart(&chart);
+    let (status, studies) = env
+        .get(
+            &host,
+            "/api/aggregate/patients/p-john-doe/imaging",
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(studies[0]["objectKeys"][0], IMAGE);
+    host.stop();
+    env.cleanup().await;
+}
