@@ -33,11 +33,13 @@ async fn list(
             checkpoints.get(&info.name).copied().unwrap_or_default();
         let lag = ingest::lag(&state.stream, &info.name).await.ok();
         let (projection_state, error) = projection.describe();
+        let (logs_written, logs_suppressed) = plugin.log_counts();
         out.push(json!({
             "name": info.name, "version": info.version, "hash": plugin.hash,
             "subjects": info.subjects, "views": info.views.iter().map(|v| &v.name).collect::<Vec<_>>(),
             "state": projection_state, "error": error, "checkpoint": checkpoint, "lag": lag,
             "applied": applied, "deadLettered": dead_lettered,
+            "logs": { "written": logs_written, "suppressed": logs_suppressed },
         }));
     }
     Ok(Json(out))

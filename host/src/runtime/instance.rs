@@ -1,5 +1,7 @@
 //! One sandboxed instance of a plugin, serving a whole batch.
 
+use std::sync::Arc;
+
 use projector_sdk::{Outcome, PluginInfo};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
@@ -9,6 +11,7 @@ use super::Runtime;
 use super::bindings::emr::projector::types::Event as WitEvent;
 use super::bindings::{Projection, ProjectionImports, ProjectionPre};
 use super::convert;
+use super::logs::LogLimiter;
 use crate::store::Overlay;
 
 /// Why one `handle` call produced no outcome.
@@ -32,6 +35,7 @@ pub struct HostState {
     table: ResourceTable,
     limits: StoreLimits,
     plugin: String,
+    logs: Arc<LogLimiter>,
     views: Option<Overlay>,
 }
 
@@ -49,6 +53,12 @@ impl super::bindings::emr::projector::types::Host for HostState {}
 impl ProjectionImports for HostState {
     async fn log(&mut self, level: u8, message: String) -> wasmtime::Result<()> {
         let plugin = self.plugin.as_str();
+        let Some(dropped) = self.logs.admit() else {
+            return Ok(());
+        };
+        if dropped > 0 {
+            tracing::warn!(plugin, dropped, "plugin log lines suppressed (rate limit)");
+        }
         let message: String = message.chars().take(2000).collect();
         match level {
             0 => tracing::trace!(plugin, "{message}"),
@@ -84,6 +94,7 @@ impl PluginInstance {
         runtime: &Runtime,
         pre: &ProjectionPre<HostState>,
         plugin: String,
+        logs: Arc<LogLimiter>,
         views: Option<Overlay>,
     ) -> anyhow::Result<Self> {
         let state = HostState {
@@ -94,6 +105,7 @@ impl PluginInstance {
                 .trap_on_grow_failure(true)
                 .build(),
             plugin,
+            logs,
             views,
         };
         let mut store = Store::new(&runtime.engine, state);

@@ -4,6 +4,7 @@
 mod bindings;
 mod convert;
 mod instance;
+mod logs;
 mod plugin;
 
 pub use instance::{CallError, PluginInstance};

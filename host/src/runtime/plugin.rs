@@ -10,6 +10,7 @@ use super::Runtime;
 use super::bindings::ProjectionPre;
 use super::convert;
 use super::instance::{HostState, PluginInstance};
+use super::logs::LogLimiter;
 use crate::store::Overlay;
 
 /// Why a `.wasm` file cannot be loaded as a plugin.
@@ -35,6 +36,7 @@ pub struct Plugin {
     pub hash: String,
     pre: ProjectionPre<HostState>,
     runtime: Runtime,
+    logs: Arc<LogLimiter>,
 }
 
 impl Plugin {
@@ -54,6 +56,7 @@ impl Plugin {
             hash,
             pre,
             runtime: runtime.clone(),
+            logs: Arc::default(),
         };
         let mut instance = plugin
             .instantiate(None)
@@ -75,6 +78,18 @@ impl Plugin {
 
     /// A fresh sandboxed instance whose `view-get` reads `views`.
     pub async fn instantiate(&self, views: Option<Overlay>) -> anyhow::Result<PluginInstance> {
-        PluginInstance::new(&self.runtime, &self.pre, self.info.name.clone(), views).await
+        PluginInstance::new(
+            &self.runtime,
+            &self.pre,
+            self.info.name.clone(),
+            self.logs.clone(),
+            views,
+        )
+        .await
+    }
+
+    /// Log lines the plugin wrote and had suppressed by the rate limit.
+    pub fn log_counts(&self) -> (u64, u64) {
+        self.logs.counts()
     }
 }

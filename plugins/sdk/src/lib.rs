@@ -29,6 +29,7 @@
 
 pub mod document;
 mod event;
+pub mod log;
 mod outcome;
 mod plugin;
 pub mod testing;

@@ -1,0 +1,132 @@
+//! The sandbox against a plugin that misbehaves on purpose
+//! (plugins/testing/hostile, built from the same WIT world): each attack is
+//! stopped, its event dead-lettered with the reason, and the host goes on.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{SEED, TestEnv, plugins_dir};
+use serde_json::Value;
+
+/// A `patient.created` for `patient` whose MRN tells the plugin what to do.
+fn attack(patient: &str, mrn: &str) -> Vec<u8> {
+    let mut event: Value = serde_json::from_str(SEED.lines().next().unwrap()).unwrap();
+    event["eventId"] = format!("e-{patient}").into();
+    event["patientId"] = patient.into();
+    event["payload"]["mrn"] = mrn.into();
+    serde_json::to_vec(&event).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_plugin_is_contained_and_the_host_goes_on() {
+    let mut env = TestEnv::new("sandbox").await;
+    let dir = std::env::temp_dir().join(format!("{}-plugins", env.tag));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        plugins_dir().join("testing/hostile.wasm"),
+        dir.join("hostile.wasm"),
+    )
+    .expect("scripts/build-plugins builds the test plugins");
+    env.config.plugins_dir = dir.clone();
+    env.config.call_timeout = Duration::from_millis(200);
+    env.config.plugin_memory_bytes = 32 << 20;
+    env.config.max_attempts = 2;
+    let mut publisher = env.publisher();
+    for (patient, mrn) in [
+        ("p-loop", "loop"),
+        ("p-alloc", "alloc"),
+        ("p-panic", "panic"),
+        ("p-file", "file"),
+        ("p-socket", "socket"),
+        ("p-log", "log"),
+        ("p-ok", "MRN-1"),
+    ] {
+        publisher
+            .publish_raw(
+                "patient.created",
+                Some(&format!("e-{patient}")),
+                attack(patient, mrn),
+            )
+            .await
+            .unwrap();
+    }
+    publisher.flush().await.unwrap();
+    let host = env.start().await;
+    env.settle(&host).await;
+
+    let admin = env.token("u-admin", "admin");
+    let (status, letters) = env
+        .get(&host, "/api/dead-letters?plugin=hostile", Some(&admin))
+        .await;
+    assert_eq!(status, 200);
+    let reasons: HashMap<&str, &str> = letters
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| Some((l["patientId"].as_str()?, l["reason"].as_str()?)))
+        .collect();
+    assert_eq!(reasons.len(), 5, "{reasons:#?}");
+    // The endless loop is interrupted at the call's deadline, every attempt.
+    assert!(
+        reasons["p-loop"].contains("interrupt"),
+        "{}",
+        reasons["p-loop"]
+    );
+    assert!(reasons["p-loop"].contains("trapped 2 times"));
+    // Allocation stops at the memory cap.
+    assert!(
+        reasons["p-alloc"].contains("memory"),
+        "{}",
+        reasons["p-alloc"]
+    );
+    // A panic is a trap whose guest backtrace names the plugin's function.
+    assert!(
+        reasons["p-panic"].contains("unreachable"),
+        "{}",
+        reasons["p-panic"]
+    );
+    assert!(
+        reasons["p-panic"].contains("hostile"),
+        "backtrace: {}",
+        reasons["p-panic"]
+    );
+    // No files and no sockets.
+    assert!(
+        reasons["p-file"].starts_with("plugin refused"),
+        "{}",
+        reasons["p-file"]
+    );
+    assert!(reasons["p-file"].contains("opening a file failed"));
+    assert!(
+        reasons["p-socket"].contains("opening a socket failed"),
+        "{}",
+        reasons["p-socket"]
+    );
+
+    // The flood was cut, the good events applied, the host is healthy.
+    let pool = env.pool().await;
+    let seen: Vec<(String, Value)> =
+        sqlx::query_as("SELECT key, doc FROM view_hostile_seen ORDER BY key")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let keys: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["p-log", "p-ok"]);
+    let (_, plugins) = env.get(&host, "/api/plugins", Some(&admin)).await;
+    let logs = &plugins[0]["logs"];
+    assert!(
+        logs["suppressed"].as_u64().is_some_and(|n| n > 9_000),
+        "{logs}"
+    );
+    assert!(
+        logs["written"].as_u64().is_some_and(|n| n < 1_000),
+        "{logs}"
+    );
+    assert_eq!(env.get(&host, "/healthz", None).await.0, 200);
+
+    host.stop();
+    let _ = std::fs::remove_dir_all(dir);
+    env.cleanup().await;
+}

@@ -1,0 +1,73 @@
+//! A plugin that misbehaves on purpose, for the sandbox tests: the MRN of a
+//! `patient.created` event says how. Any other MRN is handled normally, so a
+//! test can show that the host goes on after each attack.
+
+use projector_sdk::events::Payload;
+use projector_sdk::log::{self, Level};
+use projector_sdk::{Event, Outcome, Plugin, PluginInfo, ViewDef, Views, json};
+
+/// Patients this plugin handled normally (or whose attack did not stop it).
+pub const SEEN: &str = "hostile_seen";
+
+/// The misbehaving plugin.
+pub struct Hostile;
+
+impl Plugin for Hostile {
+    fn describe() -> PluginInfo {
+        PluginInfo::new(
+            "hostile",
+            env!("CARGO_PKG_VERSION"),
+            &["patient.created"],
+            vec![ViewDef::new(SEEN, "patientId", &[])],
+        )
+    }
+
+    fn handle(event: &Event, _views: &dyn Views) -> Result<Outcome, String> {
+        let Payload::PatientCreated(p) = &event.payload else {
+            return Ok(Outcome::default());
+        };
+        let mut out = Outcome::default();
+        let mut seen = json!({ "patientId": event.patient_id, "mrn": p.mrn });
+        match p.mrn.as_str() {
+            "loop" => spin(),
+            "alloc" => hoard(),
+            "panic" => panic!("hostile plugin panics on purpose"),
+            "file" => {
+                let read = std::fs::read_to_string("/etc/passwd");
+                seen["leaked"] = json!(read.is_ok());
+                read.map_err(|e| format!("opening a file failed: {e}"))?;
+            }
+            "socket" => {
+                let connected = std::net::TcpStream::connect("127.0.0.1:5432");
+                seen["leaked"] = json!(connected.is_ok());
+                connected.map_err(|e| format!("opening a socket failed: {e}"))?;
+            }
+            "log" => {
+                for i in 0..10_000 {
+                    log::write(Level::Info, &format!("flooding the log, line {i}"));
+                }
+            }
+            _ => {}
+        }
+        out.upsert(SEEN, &event.patient_id, seen);
+        Ok(out)
+    }
+}
+
+/// Never returns.
+fn spin() -> ! {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+/// Allocates until the host refuses more memory.
+fn hoard() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+    }
+}
+
+projector_sdk::export_plugin!(Hostile);
