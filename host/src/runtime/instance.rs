@@ -11,7 +11,7 @@ use super::Runtime;
 use super::bindings::emr::projector::types::Event as WitEvent;
 use super::bindings::{Projection, ProjectionImports, ProjectionPre};
 use super::convert;
-use super::logs::LogLimiter;
+use super::logs::{self, GuestOutput, LogLimiter};
 use crate::store::Overlay;
 
 /// Why one `handle` call produced no outcome.
@@ -52,21 +52,7 @@ impl super::bindings::emr::projector::types::Host for HostState {}
 
 impl ProjectionImports for HostState {
     async fn log(&mut self, level: u8, message: String) -> wasmtime::Result<()> {
-        let plugin = self.plugin.as_str();
-        let Some(dropped) = self.logs.admit() else {
-            return Ok(());
-        };
-        if dropped > 0 {
-            tracing::warn!(plugin, dropped, "plugin log lines suppressed (rate limit)");
-        }
-        let message: String = message.chars().take(2000).collect();
-        match level {
-            0 => tracing::trace!(plugin, "{message}"),
-            1 => tracing::debug!(plugin, "{message}"),
-            2 => tracing::info!(plugin, "{message}"),
-            3 => tracing::warn!(plugin, "{message}"),
-            _ => tracing::error!(plugin, "{message}"),
-        }
+        logs::write(&self.plugin, &self.logs, level, "log", &message);
         Ok(())
     }
 
@@ -98,7 +84,10 @@ impl PluginInstance {
         views: Option<Overlay>,
     ) -> anyhow::Result<Self> {
         let state = HostState {
-            wasi: WasiCtx::builder().build(),
+            wasi: WasiCtx::builder()
+                .stdout(GuestOutput::stdout(&plugin, logs.clone()))
+                .stderr(GuestOutput::stderr(&plugin, logs.clone()))
+                .build(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(runtime.limits.memory_bytes)
