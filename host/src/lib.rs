@@ -10,6 +10,7 @@ pub mod api;
 pub mod bench;
 pub mod config;
 pub mod ingest;
+pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
 pub mod objects;

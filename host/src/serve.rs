@@ -1,74 +1,21 @@
 //! `projector serve`: connect, migrate, create the stream, load every plugin,
 //! run a projection per plugin and the HTTP API.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use anyhow::Context;
 use sqlx::PgPool;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::ingest::{self, Projection, ProjectionState};
+use crate::lifecycle::{Deployer, Registry};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::objects::ObjectStore;
-use crate::runtime::{Limits, Plugin, Runtime};
-use crate::{api, store};
-
-/// A loaded plugin, the handle that wakes its projection to re-drive, and
-/// how its projection fares.
-struct Entry {
-    plugin: Plugin,
-    redrive: Arc<Notify>,
-    state: Arc<ProjectionState>,
-}
-
-/// The plugins this host runs.
-#[derive(Default)]
-pub struct Registry {
-    entries: RwLock<BTreeMap<String, Entry>>,
-}
-
-impl Registry {
-    fn insert(&self, plugin: Plugin, redrive: Arc<Notify>, state: Arc<ProjectionState>) {
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        entries.insert(
-            plugin.name().to_owned(),
-            Entry {
-                plugin,
-                redrive,
-                state,
-            },
-        );
-    }
-
-    /// The loaded plugins, by name, with their projections' state.
-    pub fn plugins(&self) -> Vec<(Plugin, Arc<ProjectionState>)> {
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries
-            .values()
-            .map(|e| (e.plugin.clone(), e.state.clone()))
-            .collect()
-    }
-
-    /// Names of the loaded plugins.
-    pub fn names(&self) -> Vec<String> {
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries.keys().cloned().collect()
-    }
-
-    /// Tells a plugin's projection that dead letters await re-drive.
-    pub fn wake_redrive(&self, plugin: &str) {
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = entries.get(plugin) {
-            entry.redrive.notify_one();
-        }
-    }
-}
+use crate::runtime::{Limits, Runtime};
+use crate::{api, ingest, store};
 
 /// A running host: its projections and its API.
 pub struct Host {
@@ -80,8 +27,10 @@ pub struct Host {
     pub notifier: Notifier,
     /// The database pool.
     pub pool: PgPool,
-    /// The plugins loaded.
+    /// The plugins running.
     pub registry: Arc<Registry>,
+    /// Deploys, rolls back, pauses and resumes plugins.
+    pub deployer: Arc<Deployer>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -99,31 +48,28 @@ impl Host {
             call_timeout: config.call_timeout,
             memory_bytes: config.plugin_memory_bytes,
         })?;
-        let registry = Arc::new(Registry::default());
         let metrics = Arc::new(Metrics::default());
         let objects = ObjectStore::new(&config);
         let (notifier, mut tasks) =
             Notifier::start(pool.clone(), nats.clone(), config.clone(), metrics.clone()).await?;
         tasks.push(tokio::spawn(objects.clone().ensure_buckets_until_done()));
-        for plugin in load_plugins(&runtime, &pool, &config.plugins_dir).await? {
-            let redrive = Arc::new(Notify::new());
-            let state = Arc::new(ProjectionState::new(metrics.clone()));
-            registry.insert(plugin.clone(), redrive.clone(), state.clone());
-            let projection = Projection::new(
-                plugin,
-                pool.clone(),
-                stream.clone(),
-                config.clone(),
-                redrive,
-                state,
-                notifier.clone(),
-            );
-            tasks.push(tokio::spawn(projection.run()));
+        let deployer = Arc::new(Deployer::new(
+            runtime,
+            pool.clone(),
+            stream.clone(),
+            config.clone(),
+            notifier.clone(),
+            metrics.clone(),
+        ));
+        for path in plugin_files(&config.plugins_dir)? {
+            deployer.deploy_file(&path).await;
         }
+        let registry = deployer.registry().clone();
         let app = api::router(api::AppState {
             pool: pool.clone(),
             config: config.clone(),
             registry: registry.clone(),
+            deployer: deployer.clone(),
             nats,
             stream,
             notifier: notifier.clone(),
@@ -140,12 +86,14 @@ impl Host {
             notifier,
             pool,
             registry,
+            deployer,
             tasks,
         })
     }
 
     /// Stops every task at once, as a crash would: nothing is flushed or acked.
     pub fn stop(self) {
+        self.deployer.abort();
         for task in self.tasks {
             task.abort();
         }
@@ -170,35 +118,15 @@ async fn serve(
     Ok((bound, task))
 }
 
-/// Loads every `.wasm` in the folder, in name order. A file that fails to
-/// load is reported and skipped; the others still run.
-async fn load_plugins(runtime: &Runtime, pool: &PgPool, dir: &Path) -> anyhow::Result<Vec<Plugin>> {
+/// The `.wasm` files of the plugins folder, in name order (a later file
+/// with the same plugin name replaces an earlier one, which is kept for
+/// rollback).
+fn plugin_files(dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
     let mut paths: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("reading plugins folder {}", dir.display()))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
         .collect();
     paths.sort();
-    let mut plugins: Vec<Plugin> = Vec::new();
-    for path in paths {
-        let loaded = async {
-            let bytes = tokio::fs::read(&path).await?;
-            let plugin = Plugin::load(runtime, &bytes).await?;
-            if plugins.iter().any(|p| p.name() == plugin.name()) {
-                anyhow::bail!("a plugin named `{}` is already loaded", plugin.name());
-            }
-            store::ensure_views(pool, &plugin.info).await?;
-            anyhow::Ok(plugin)
-        };
-        match loaded.await {
-            Ok(plugin) => {
-                tracing::info!(plugin = plugin.name(), version = %plugin.info.version, hash = %plugin.hash, "plugin loaded");
-                plugins.push(plugin);
-            }
-            Err(e) => {
-                tracing::error!(path = %path.display(), error = format!("{e:#}"), "plugin not loaded")
-            }
-        }
-    }
-    Ok(plugins)
+    Ok(paths)
 }

@@ -24,10 +24,10 @@ use axum::middleware;
 use sqlx::PgPool;
 
 use crate::config::Config;
+use crate::lifecycle::{Deployer, Registry};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::objects::ObjectStore;
-use crate::serve::Registry;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -38,6 +38,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Loaded plugins and their projections.
     pub registry: Arc<Registry>,
+    /// Deploys, rolls back, pauses and resumes plugins.
+    pub deployer: Arc<Deployer>,
     /// NATS, for readiness.
     pub nats: async_nats::Client,
     /// The event stream, for consumer lag.

@@ -1,21 +1,50 @@
-//! The loaded plugins with their progress (role `admin`).
+//! The running plugins with their progress, and their lifecycle: deploy a
+//! version, roll back, pause, resume (role `admin`).
 
 use std::collections::HashMap;
 
-use axum::extract::{Extension, State};
-use axum::routing::get;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, Claims};
 use crate::ingest;
+use crate::lifecycle::DeployError;
+use crate::runtime::Plugin;
 use crate::store::queries;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/plugins", get(list))
+    Router::new()
+        .route("/api/plugins", get(list))
+        .route("/api/plugins/{name}", put(deploy))
+        .route("/api/plugins/{name}/rollback", post(rollback))
+        .route("/api/plugins/{name}/pause", post(pause))
+        .route("/api/plugins/{name}/resume", post(resume))
 }
 
-/// Name, version, hash, subjects, views, state, checkpoint, lag and counts.
+impl From<DeployError> for ApiError {
+    fn from(e: DeployError) -> Self {
+        match e {
+            DeployError::Invalid(reason) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin", reason)
+            }
+            DeployError::Conflict(reason) => ApiError::conflict(reason),
+            DeployError::Unknown(_) => ApiError::not_found(e.to_string()),
+            DeployError::Database(e) => ApiError::from(e),
+        }
+    }
+}
+
+/// A version as the API shows it.
+fn version(plugin: &Plugin) -> Value {
+    json!({ "version": plugin.info.version, "hash": plugin.hash })
+}
+
+/// Name, version, hash, subjects, views, state, checkpoint, lag, counts,
+/// log counts and the version kept for rollback.
 async fn list(
     State(state): State<AppState>,
     Extension(claims): Extension<Claims>,
@@ -27,7 +56,8 @@ async fn list(
         .map(|(plugin, seq, applied, dead)| (plugin, (seq, applied, dead)))
         .collect();
     let mut out = Vec::new();
-    for (plugin, projection) in state.registry.plugins() {
+    for projection in state.registry.projections() {
+        let plugin = projection.plugin();
         let info = &plugin.info;
         let (checkpoint, applied, dead_lettered) =
             checkpoints.get(&info.name).copied().unwrap_or_default();
@@ -40,7 +70,87 @@ async fn list(
             "state": projection_state, "error": error, "checkpoint": checkpoint, "lag": lag,
             "applied": applied, "deadLettered": dead_lettered,
             "logs": { "written": logs_written, "suppressed": logs_suppressed },
+            "previous": projection.previous().as_ref().map(version),
         }));
     }
     Ok(Json(out))
+}
+
+/// `PUT /api/plugins/:name` with the component's bytes: validated, then
+/// started (a new plugin) or swapped in at the next batch; a bad upload is
+/// refused with the reason and the running version stays. The bytes are
+/// also written to the plugins folder, so a restart runs this version.
+async fn deploy(
+    State(state): State<AppState>,
+    Extension(claims): Extension<Claims>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    claims.require_admin()?;
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "the body must be the plugin's .wasm component",
+        ));
+    }
+    let (plugin, deployed) = state.deployer.deploy(&body, Some(&name)).await?;
+    if let Err(e) = keep(&state, &name, &body).await {
+        tracing::error!(plugin = %name, error = %e, "deployed, but not written to the plugins folder");
+    }
+    let mut answer = version(&plugin);
+    answer["name"] = json!(name);
+    answer["deployed"] = json!(deployed.as_str());
+    Ok(Json(answer))
+}
+
+/// Writes the version into the plugins folder (a temporary file renamed
+/// into place, so the folder never holds half a plugin).
+async fn keep(state: &AppState, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = &state.config.plugins_dir;
+    let partial = dir.join(format!(".{name}.wasm.partial"));
+    tokio::fs::write(&partial, bytes).await?;
+    tokio::fs::rename(&partial, dir.join(format!("{name}.wasm"))).await
+}
+
+/// `POST /api/plugins/:name/rollback`: the previous version runs from the
+/// next batch.
+async fn rollback(
+    State(state): State<AppState>,
+    Extension(claims): Extension<Claims>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    claims.require_admin()?;
+    let plugin = state.deployer.rollback(&name).await?;
+    let mut answer = version(&plugin);
+    answer["name"] = json!(name);
+    Ok(Json(answer))
+}
+
+async fn pause(
+    state: State<AppState>,
+    claims: Extension<Claims>,
+    name: Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_paused(state, claims, name, true).await
+}
+
+async fn resume(
+    state: State<AppState>,
+    claims: Extension<Claims>,
+    name: Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_paused(state, claims, name, false).await
+}
+
+/// Pauses or resumes a plugin's projection from its next batch.
+async fn set_paused(
+    State(state): State<AppState>,
+    Extension(claims): Extension<Claims>,
+    Path(name): Path<String>,
+    paused: bool,
+) -> Result<Json<Value>, ApiError> {
+    claims.require_admin()?;
+    state.deployer.set_paused(&name, paused)?;
+    Ok(Json(
+        json!({ "name": name, "state": if paused { "paused" } else { "running" } }),
+    ))
 }

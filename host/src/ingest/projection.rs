@@ -1,12 +1,12 @@
 //! One plugin's projection: its consumer, its batches, its acks.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, stream};
 use futures::StreamExt;
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use super::batch::{self, Item};
 use super::stream::ensure_consumer;
@@ -20,24 +20,87 @@ use crate::runtime::Plugin;
 /// at the worst moment would.
 const FAULT_ENV: &str = "PROJECTOR_FAULT";
 
-/// What a projection is doing, for `GET /api/plugins`, and the metrics
-/// it moves.
+/// A projection's control block, shared by the projection and the
+/// registry: the plugin version it runs (swapped at a batch boundary), the
+/// one before it (for rollback), pause, re-drive, how it fares, and the
+/// metrics it moves.
 pub struct ProjectionState {
-    failure: std::sync::Mutex<Option<String>>,
+    plugin: RwLock<Plugin>,
+    previous: RwLock<Option<Plugin>>,
+    paused: watch::Sender<bool>,
+    redrive: Notify,
+    failure: Mutex<Option<String>>,
     metrics: Arc<Metrics>,
 }
 
 impl ProjectionState {
-    /// A running projection that records into `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    /// A running projection of `plugin` that records into `metrics`.
+    pub fn new(plugin: Plugin, metrics: Arc<Metrics>) -> Self {
         Self {
-            failure: std::sync::Mutex::default(),
+            plugin: RwLock::new(plugin),
+            previous: RwLock::default(),
+            paused: watch::Sender::new(false),
+            redrive: Notify::new(),
+            failure: Mutex::default(),
             metrics,
         }
     }
 
-    /// `running`, or `retrying` with the error that stopped the last batch.
+    /// The version the next batch runs.
+    pub fn plugin(&self) -> Plugin {
+        self.plugin
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The version before it, if any.
+    pub fn previous(&self) -> Option<Plugin> {
+        self.previous
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Runs `next` from the next batch on; the current version is kept
+    /// for rollback.
+    pub fn swap(&self, next: Plugin) {
+        let mut current = self.plugin.write().unwrap_or_else(|e| e.into_inner());
+        let old = std::mem::replace(&mut *current, next);
+        *self.previous.write().unwrap_or_else(|e| e.into_inner()) = Some(old);
+    }
+
+    /// Returns to the previous version (which the current one then
+    /// becomes); `None` if there is none.
+    pub fn rollback(&self) -> Option<Plugin> {
+        let mut current = self.plugin.write().unwrap_or_else(|e| e.into_inner());
+        let mut previous = self.previous.write().unwrap_or_else(|e| e.into_inner());
+        let back = previous.take()?;
+        *previous = Some(std::mem::replace(&mut *current, back));
+        Some(current.clone())
+    }
+
+    /// Stops (or restarts) taking new batches; the batch in hand finishes.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.send_replace(paused);
+    }
+
+    async fn wait_while_paused(&self) {
+        let mut paused = self.paused.subscribe();
+        let _ = paused.wait_for(|p| !*p).await;
+    }
+
+    /// Wakes the projection to re-drive dead letters marked for retry.
+    pub fn wake_redrive(&self) {
+        self.redrive.notify_one();
+    }
+
+    /// `running`, `paused`, or `retrying` with the error that stopped the
+    /// last batch.
     pub fn describe(&self) -> (&'static str, Option<String>) {
+        if *self.paused.borrow() {
+            return ("paused", None);
+        }
         match self
             .failure
             .lock()
@@ -56,34 +119,33 @@ impl ProjectionState {
 
 /// Runs one plugin over the stream.
 pub struct Projection {
-    plugin: Plugin,
+    name: String,
+    subjects: Vec<String>,
     pool: PgPool,
     stream: stream::Stream,
     config: Arc<Config>,
-    redrive: Arc<Notify>,
     state: Arc<ProjectionState>,
     notifier: Notifier,
 }
 
 impl Projection {
-    /// A projection for `plugin`; `redrive` wakes it to re-drive dead
-    /// letters; it reports how it fares in `state`; `notifier` pushes the
+    /// A projection of the plugin in `state`, which also carries its
+    /// controls and reports how it fares; `notifier` pushes the
     /// notifications each batch commits.
     pub fn new(
-        plugin: Plugin,
         pool: PgPool,
         stream: stream::Stream,
         config: Arc<Config>,
-        redrive: Arc<Notify>,
         state: Arc<ProjectionState>,
         notifier: Notifier,
     ) -> Self {
+        let plugin = state.plugin();
         Self {
-            plugin,
+            name: plugin.name().to_owned(),
+            subjects: plugin.info.subjects.clone(),
             pool,
             stream,
             config,
-            redrive,
             state,
             notifier,
         }
@@ -95,7 +157,7 @@ impl Projection {
             if let Err(e) = self.consume().await {
                 self.state.set(Some(format!("{e:#}")));
                 tracing::error!(
-                    plugin = self.plugin.name(),
+                    plugin = %self.name,
                     error = format!("{e:#}"),
                     "projection failed; restarting"
                 );
@@ -105,13 +167,8 @@ impl Projection {
     }
 
     async fn consume(&self) -> anyhow::Result<()> {
-        let consumer = ensure_consumer(
-            &self.stream,
-            &self.config,
-            self.plugin.name(),
-            &self.plugin.info.subjects,
-        )
-        .await?;
+        let consumer =
+            ensure_consumer(&self.stream, &self.config, &self.name, &self.subjects).await?;
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(self.config.batch_size)
@@ -123,11 +180,12 @@ impl Projection {
             tokio::select! {
                 first = messages.next() => {
                     let Some(first) = first else { return Ok(()) };
+                    self.state.wait_while_paused().await;
                     let batch = self.gather(first, &mut messages).await?;
                     self.apply_messages(batch).await?;
                     self.state.set(None);
                 }
-                () = self.redrive.notified() => self.redrive_dead_letters().await?,
+                () = self.state.redrive.notified() => self.redrive_dead_letters().await?,
             }
         }
     }
@@ -178,13 +236,11 @@ impl Projection {
         items.sort_by_key(|i| i.seq);
         items.dedup_by_key(|i| i.seq);
         let started = std::time::Instant::now();
-        let outcome = match batch::project(
-            &self.plugin,
-            &self.pool,
-            self.config.max_attempts,
-            items,
-        )
-        .await
+        // The version in place now runs the whole batch; a swap takes
+        // effect at the next one.
+        let plugin = self.state.plugin();
+        let outcome = match batch::project(&plugin, &self.pool, self.config.max_attempts, items)
+            .await
         {
             Ok(batch) => {
                 let projected = started.elapsed();
@@ -192,11 +248,9 @@ impl Projection {
                 let result = batch.commit(&self.pool).await.map_err(anyhow::Error::from);
                 let took = started.elapsed();
                 if result.is_ok() {
-                    self.state
-                        .metrics
-                        .batch(self.plugin.name(), applied, dead, took);
+                    self.state.metrics.batch(&self.name, applied, dead, took);
                 }
-                tracing::debug!(plugin = self.plugin.name(), messages = messages.len(), ?projected, total = ?took, "batch committed");
+                tracing::debug!(plugin = %self.name, messages = messages.len(), ?projected, total = ?took, "batch committed");
                 result
             }
             Err(e) => Err(e),
@@ -212,7 +266,7 @@ impl Projection {
         };
         if std::env::var(FAULT_ENV).as_deref() == Ok("crash-after-commit") {
             tracing::error!(
-                plugin = self.plugin.name(),
+                plugin = %self.name,
                 "fault injection: aborting between commit and ack"
             );
             std::process::abort();
@@ -230,7 +284,7 @@ impl Projection {
             "SELECT id, stream_seq, subject, raw FROM dead_letters
              WHERE plugin = $1 AND status = 'retrying' ORDER BY stream_seq",
         )
-        .bind(self.plugin.name())
+        .bind(&self.name)
         .fetch_all(&self.pool)
         .await?;
         if rows.is_empty() {
@@ -245,8 +299,13 @@ impl Projection {
                 redrive: Some(id),
             })
             .collect();
-        let batch =
-            batch::project(&self.plugin, &self.pool, self.config.max_attempts, items).await?;
+        let batch = batch::project(
+            &self.state.plugin(),
+            &self.pool,
+            self.config.max_attempts,
+            items,
+        )
+        .await?;
         self.notifier.push(batch.commit(&self.pool).await?);
         Ok(())
     }

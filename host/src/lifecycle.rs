@@ -1,0 +1,265 @@
+//! The plugins a host runs and how they change while it runs: deploy a new
+//! or changed version (validated first; swapped in at a batch boundary),
+//! roll back to the previous one, pause and resume.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::ingest::{Projection, ProjectionState};
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
+use crate::runtime::{Plugin, Runtime};
+use crate::store::{self, ViewError};
+
+/// The plugins this host runs, by name.
+#[derive(Default)]
+pub struct Registry {
+    entries: RwLock<BTreeMap<String, Arc<ProjectionState>>>,
+}
+
+impl Registry {
+    /// Names of the plugins running.
+    pub fn names(&self) -> Vec<String> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.keys().cloned().collect()
+    }
+
+    /// Every plugin's projection, by name.
+    pub fn projections(&self) -> Vec<Arc<ProjectionState>> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.values().cloned().collect()
+    }
+
+    /// One plugin's projection.
+    pub fn get(&self, name: &str) -> Option<Arc<ProjectionState>> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.get(name).cloned()
+    }
+
+    /// Tells a plugin's projection that dead letters await re-drive.
+    pub fn wake_redrive(&self, plugin: &str) {
+        if let Some(state) = self.get(plugin) {
+            state.wake_redrive();
+        }
+    }
+
+    fn insert(&self, state: Arc<ProjectionState>) {
+        let name = state.plugin().name().to_owned();
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        entries.insert(name, state);
+    }
+}
+
+/// Why a version was not deployed; the running version stays.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// Not a plugin of our world, `describe` failed, or its description is
+    /// unusable.
+    #[error("{0}")]
+    Invalid(String),
+    /// A valid plugin this host cannot take as it stands.
+    #[error("{0}")]
+    Conflict(String),
+    /// No plugin of that name runs here.
+    #[error("no plugin named `{0}` runs here")]
+    Unknown(String),
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deployed {
+    /// A new plugin: its views were created and it projects from the start
+    /// of the stream.
+    Started,
+    /// A new version of a running plugin, in place from the next batch.
+    Swapped,
+    /// The same bytes as the version running.
+    Unchanged,
+}
+
+impl Deployed {
+    /// How the API names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Deployed::Started => "started",
+            Deployed::Swapped => "swapped",
+            Deployed::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// Loads, validates, starts and swaps plugins.
+pub struct Deployer {
+    runtime: Runtime,
+    pool: PgPool,
+    stream: async_nats::jetstream::stream::Stream,
+    config: Arc<Config>,
+    notifier: Notifier,
+    metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
+    projections: Mutex<Vec<JoinHandle<()>>>,
+    /// One deploy at a time, so two versions of a plugin cannot race.
+    deploying: tokio::sync::Mutex<()>,
+}
+
+impl Deployer {
+    /// A deployer for a host's runtime, store, stream and notifier.
+    pub fn new(
+        runtime: Runtime,
+        pool: PgPool,
+        stream: async_nats::jetstream::stream::Stream,
+        config: Arc<Config>,
+        notifier: Notifier,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            runtime,
+            pool,
+            stream,
+            config,
+            notifier,
+            metrics,
+            registry: Arc::default(),
+            projections: Mutex::default(),
+            deploying: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The plugins running.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Validates a plugin (a component of our world whose `describe` works
+    /// and whose views this host can give it) and runs it: a new plugin
+    /// starts projecting from the start of the stream; a new version of a
+    /// running one takes over at the next batch and the old one is kept for
+    /// rollback. `name`, when given, must be the plugin's own.
+    pub async fn deploy(
+        &self,
+        bytes: &[u8],
+        name: Option<&str>,
+    ) -> Result<(Plugin, Deployed), DeployError> {
+        let _one_at_a_time = self.deploying.lock().await;
+        let plugin = Plugin::load(&self.runtime, bytes)
+            .await
+            .map_err(|e| DeployError::Invalid(e.to_string()))?;
+        if let Some(name) = name.filter(|n| *n != plugin.name()) {
+            return Err(DeployError::Invalid(format!(
+                "the component is the plugin `{}`, not `{name}`",
+                plugin.name()
+            )));
+        }
+        let Some(running) = self.registry.get(plugin.name()) else {
+            store::ensure_views(&self.pool, &plugin.info)
+                .await
+                .map_err(|e| match e {
+                    ViewError::Owned { .. } => DeployError::Conflict(e.to_string()),
+                    ViewError::Database(e) => DeployError::Database(e),
+                })?;
+            self.start(plugin.clone());
+            tracing::info!(plugin = plugin.name(), version = %plugin.info.version, hash = %plugin.hash, "plugin started");
+            return Ok((plugin, Deployed::Started));
+        };
+        let current = running.plugin();
+        if current.hash == plugin.hash {
+            return Ok((plugin, Deployed::Unchanged));
+        }
+        compatible(&current, &plugin)?;
+        running.swap(plugin.clone());
+        tracing::info!(plugin = plugin.name(), from = %current.hash, to = %plugin.hash, version = %plugin.info.version, "plugin swapped");
+        Ok((plugin, Deployed::Swapped))
+    }
+
+    /// Deploys a file from the plugins folder; failures are logged and the
+    /// running version stays.
+    pub async fn deploy_file(&self, path: &Path) {
+        let result = match tokio::fs::read(path).await {
+            Ok(bytes) => self.deploy(&bytes, None).await.map(drop),
+            Err(e) => Err(DeployError::Invalid(format!("reading it: {e}"))),
+        };
+        if let Err(e) = result {
+            tracing::error!(path = %path.display(), error = %e, "plugin not deployed");
+        }
+    }
+
+    /// Returns a plugin to its previous version, from the next batch.
+    pub async fn rollback(&self, name: &str) -> Result<Plugin, DeployError> {
+        let _one_at_a_time = self.deploying.lock().await;
+        let running = self
+            .registry
+            .get(name)
+            .ok_or_else(|| DeployError::Unknown(name.to_owned()))?;
+        let back = running
+            .rollback()
+            .ok_or_else(|| DeployError::Conflict(format!("`{name}` has no previous version")))?;
+        tracing::info!(plugin = name, to = %back.hash, "plugin rolled back");
+        Ok(back)
+    }
+
+    /// Pauses or resumes a plugin's projection at its next batch.
+    pub fn set_paused(&self, name: &str, paused: bool) -> Result<(), DeployError> {
+        let running = self
+            .registry
+            .get(name)
+            .ok_or_else(|| DeployError::Unknown(name.to_owned()))?;
+        running.set_paused(paused);
+        tracing::info!(plugin = name, paused, "plugin projection paused or resumed");
+        Ok(())
+    }
+
+    fn start(&self, plugin: Plugin) {
+        let state = Arc::new(ProjectionState::new(plugin, self.metrics.clone()));
+        self.registry.insert(state.clone());
+        let projection = Projection::new(
+            self.pool.clone(),
+            self.stream.clone(),
+            self.config.clone(),
+            state,
+            self.notifier.clone(),
+        );
+        let task = tokio::spawn(projection.run());
+        self.projections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
+    }
+
+    /// Stops every projection at once, as a crash would.
+    pub fn abort(&self) {
+        for task in self
+            .projections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+/// A new version may replace a running one when it reads the same subjects
+/// and declares the same views: what its views mean stays, so no rebuild is
+/// needed. Other changes are refused until rebuilds exist.
+fn compatible(current: &Plugin, next: &Plugin) -> Result<(), DeployError> {
+    if current.info.subjects != next.info.subjects {
+        return Err(DeployError::Conflict(format!(
+            "subjects changed ({:?} → {:?}): this host cannot re-subscribe a running plugin yet",
+            current.info.subjects, next.info.subjects
+        )));
+    }
+    if current.info.views != next.info.views {
+        return Err(DeployError::Conflict(
+            "declared views changed: that needs a rebuild of the views, which this host cannot do yet".into(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! Plugins change while the host runs: deploy over HTTP (validated, swapped
+//! at a batch boundary), refuse bad uploads, roll back, pause and resume,
+//! and start a new plugin that projects from the start of the stream.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{SEED, TestEnv, assert_seed_chart, plugins_dir};
+use serde_json::Value;
+
+/// The same component with a custom section appended: the same behaviour
+/// under a new content hash, as a rebuild would give.
+fn rebuilt(bytes: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"projector-test";
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(tag.as_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section id
+    out.push(section.len() as u8);
+    out.extend(section);
+    out
+}
+
+/// A private copy of the built plugins: deploys write into the folder.
+fn own_plugins(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{tag}-plugins"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["patient", "lab", "radiology", "pharmacy", "encounter"] {
+        std::fs::copy(
+            plugins_dir().join(format!("{name}.wasm")),
+            dir.join(format!("{name}.wasm")),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+async fn put(
+    host: &projector::serve::Host,
+    name: &str,
+    token: &str,
+    bytes: Vec<u8>,
+) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .put(format!("http://{}/api/plugins/{name}", host.http_addr))
+        .bearer_auth(token)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn lab(env: &TestEnv, host: &projector::serve::Host, admin: &str) -> Value {
+    let (_, plugins) = env.get(host, "/api/plugins", Some(admin)).await;
+    plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "lab")
+        .cloned()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_are_deployed_refused_rolled_back_paused_and_started_while_running() {
+    let mut env = TestEnv::new("lifecycle").await;
+    let dir = own_plugins(&env.tag);
+    env.config.plugins_dir = dir.clone();
+    env.publish(SEED).await;
+    let host = env.start().await;
+    env.settle(&host).await;
+    let admin = env.token("u-admin", "admin");
+    let original = lab(&env, &host, &admin).await;
+
+    // A new version is swapped in; the old one is kept.
+    let lab_wasm = std::fs::read(plugins_dir().join("lab.wasm")).unwrap();
+    let (status, deployed) = put(&host, "lab", &admin, rebuilt(&lab_wasm, "v2")).await;
+    assert_eq!(status, 200, "{deployed}");
+    assert_eq!(deployed["deployed"], "swapped");
+    let now = lab(&env, &host, &admin).await;
+    assert_eq!(now["hash"], deployed["hash"]);
+    assert_ne!(now["hash"], original["hash"]);
+    assert_eq!(now["previous"]["hash"], original["hash"]);
+    let on_disk = std::fs::read(dir.join("lab.wasm")).unwrap();
+    assert_eq!(
+        on_disk,
+        rebuilt(&lab_wasm, "v2"),
+        "a restart runs the deployed version"
+    );
+    let (_, again) = put(&host, "lab", &admin, rebuilt(&lab_wasm, "v2")).await;
+    assert_eq!(again["deployed"], "unchanged");
+
+    // Bad uploads are refused with the reason; the running version stays.
+    let (status, refused) = put(&host, "lab", &admin, b"not wasm at all".to_vec()).await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (422, Some("invalid_plugin")),
+        "{refused}"
+    );
+    let patient_wasm = std::fs::read(plugins_dir().join("patient.wasm")).unwrap();
+    let (status, refused) = put(&host, "lab", &admin, patient_wasm).await;
+    assert_eq!(status, 422);
+    assert!(
+        refused["error"].as_str().unwrap().contains("`patient`"),
+        "{refused}"
+    );
+    let (status, _) = put(
+        &host,
+        "lab",
+        &env.token("u-dr-smith", "provider"),
+        lab_wasm.clone(),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(lab(&env, &host, &admin).await["hash"], deployed["hash"]);
+
+    // Rollback returns to the previous version.
+    let (status, back) = env.post(&host, "/api/plugins/lab/rollback", &admin).await;
+    assert_eq!(status, 200, "{back}");
+    assert_eq!(back["hash"], original["hash"]);
+    assert_eq!(
+        lab(&env, &host, &admin).await["previous"]["hash"],
+        deployed["hash"]
+    );
+    assert_eq!(
+        env.post(&host, "/api/plugins/nothing/rollback", &admin)
+            .await
+            .0,
+        404
+    );
+
+    // Paused, the plugin applies nothing; resumed, it catches up.
+    let (status, paused) = env.post(&host, "/api/plugins/lab/pause", &admin).await;
+    assert_eq!((status, paused["state"].as_str()), (200, Some("paused")));
+    let mut later: Value = serde_json::from_str(SEED.lines().nth(8).unwrap()).unwrap();
+    assert_eq!(later["eventType"], "lab.result.available");
+    later["eventId"] = "e-later-result".into();
+    later["payload"]["reportId"] = "rep-later".into();
+    env.publish(&later.to_string()).await;
+    let token = env.token("u-dr-smith", "provider");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, labs) = env
+        .get(
+            &host,
+            "/api/aggregate/patients/p-john-doe/labs",
+            Some(&token),
+        )
+        .await;
+    assert!(
+        labs.as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["reportId"] != "rep-later")
+    );
+    assert_eq!(lab(&env, &host, &admin).await["state"], "paused");
+    env.post(&host, "/api/plugins/lab/resume", &admin).await;
+    env.settle(&host).await;
+    let (_, labs) = env
+        .get(
+            &host,
+            "/api/aggregate/patients/p-john-doe/labs",
+            Some(&token),
+        )
+        .await;
+    assert!(
+        labs.as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["reportId"] == "rep-later")
+    );
+
+    // A new plugin starts, with its own view, from the start of the stream.
+    let hostile = std::fs::read(plugins_dir().join("testing/hostile.wasm")).unwrap();
+    let (status, started) = put(&host, "hostile", &admin, hostile).await;
+    assert_eq!(
+        (status, started["deployed"].as_str()),
+        (200, Some("started")),
+        "{started}"
+    );
+    let pool = env.pool().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        let seen: Option<Value> =
+            sqlx::query_scalar("SELECT doc FROM view_hostile_seen WHERE key = 'p-john-doe'")
+                .fetch_optional(&pool)
+                .await
+                .unwrap_or(None);
+        if seen.is_some() || Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(seen.expect("projected from the start")["mrn"], "MRN-100234");
+
+    // Through all of it, every event applied once.
+    let (_, chart) = env
+        .get(&host, "/api/aggregate/patients/p-john-doe", Some(&token))
+        .await;
+    assert_eq!(chart["unreadResults"], 2, "the later result, once");
+    let mut expected = chart.clone();
+    expected["unreadResults"] = 1.into();
+    expected["lastEventId"] = "seed-0025".into();
+    assert_seed_chart(&expected);
+
+    host.stop();
+    let _ = std::fs::remove_dir_all(dir);
+    env.cleanup().await;
+}
