@@ -19,3 +19,4 @@ pub mod runtime;
 pub mod serve;
 pub mod sim;
 pub mod store;
+pub mod watch;

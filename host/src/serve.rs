@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::objects::ObjectStore;
 use crate::runtime::{Limits, Runtime};
-use crate::{api, ingest, store};
+use crate::{api, ingest, store, watch};
 
 /// A running host: its projections and its API.
 pub struct Host {
@@ -64,6 +64,15 @@ impl Host {
         for path in plugin_files(&config.plugins_dir)? {
             deployer.deploy_file(&path).await;
         }
+        let (dir, watching) = (config.plugins_dir.clone(), deployer.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = watch::watch(dir, watching).await {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "plugins folder not watched: deploy over HTTP"
+                );
+            }
+        }));
         let registry = deployer.registry().clone();
         let app = api::router(api::AppState {
             pool: pool.clone(),

@@ -174,6 +174,25 @@ async fn plugins_are_deployed_refused_rolled_back_paused_and_started_while_runni
             .any(|l| l["reportId"] == "rep-later")
     );
 
+    // A file dropped into the folder is deployed; one caught half-written is
+    // refused until the rest of it arrives.
+    let v3 = rebuilt(&lab_wasm, "v3");
+    let v3_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&v3));
+    std::fs::write(dir.join("lab.wasm"), &v3[..v3.len() / 2]).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(lab(&env, &host, &admin).await["hash"], original["hash"]);
+    let partial = dir.join(".lab.wasm.copying");
+    std::fs::write(&partial, &v3).unwrap();
+    std::fs::rename(&partial, dir.join("lab.wasm")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lab(&env, &host, &admin).await["hash"] != v3_hash.as_str() {
+        assert!(
+            Instant::now() < deadline,
+            "the dropped file was not deployed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // A new plugin starts, with its own view, from the start of the stream.
     let hostile = std::fs::read(plugins_dir().join("testing/hostile.wasm")).unwrap();
     let (status, started) = put(&host, "hostile", &admin, hostile).await;
