@@ -1,0 +1,67 @@
+//! The sepsis-screen rule, written only with the plugin kit, dropped into a
+//! running host: its table is created, it projects from the start of the
+//! stream, and the compiled `.wasm` gives what the native harness gives.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{SEED, TestEnv, plugins_dir};
+use projector_sdk::testing::Harness;
+use sepsis_screen::{SCREEN, SepsisScreen};
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sepsis_screen_hot_loaded_matches_the_native_run() {
+    let mut env = TestEnv::new("sepsis").await;
+    let dir: PathBuf = std::env::temp_dir().join(format!("{}-plugins", env.tag));
+    std::fs::create_dir_all(&dir).unwrap();
+    env.config.plugins_dir = dir.clone();
+    env.publish(SEED).await;
+    let host = env.start().await;
+    assert!(host.registry.names().is_empty());
+
+    // Dropped into the plugins folder of the running host.
+    let partial = dir.join(".sepsis-screen.wasm.copying");
+    std::fs::copy(plugins_dir().join("rules/sepsis-screen.wasm"), &partial).unwrap();
+    std::fs::rename(&partial, dir.join("sepsis-screen.wasm")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while host.registry.names() != ["sepsis-screen"] {
+        assert!(Instant::now() < deadline, "the rule was not loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.settle(&host).await;
+
+    let mut native = Harness::<SepsisScreen>::new();
+    native.feed_jsonl(SEED).unwrap();
+    let pool = env.pool().await;
+    let screen: Value =
+        sqlx::query_scalar("SELECT doc FROM view_sepsis_screen WHERE key = 'enc-1'")
+            .fetch_one(&pool)
+            .await
+            .expect("the encounter was screened");
+    assert_eq!(Some(&screen), native.view(SCREEN, "enc-1").as_ref());
+    assert_eq!(screen["notifiedAt"], "2026-11-26T09:05:00Z", "{screen}");
+    assert_eq!(
+        screen["positive"], false,
+        "the later vitals are normal: {screen}"
+    );
+
+    // One urgent notification to the encounter's provider, as natively.
+    let alerts: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT user_id, body FROM notifications WHERE kind = 'sepsis_screen_positive'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(native.notifications.len(), 1);
+    assert_eq!(alerts[0].0, native.notifications[0].recipient);
+    assert_eq!(alerts[0].1["encounterId"], "enc-1");
+    assert_eq!(alerts[0].1["priority"], "urgent");
+
+    host.stop();
+    let _ = std::fs::remove_dir_all(dir);
+    env.cleanup().await;
+}
