@@ -16,6 +16,7 @@ pub mod notify;
 pub mod objects;
 pub mod publish;
 pub mod runtime;
+pub mod scaffold;
 pub mod serve;
 pub mod sim;
 pub mod store;

@@ -45,6 +45,9 @@ enum Command {
     /// Benchmarks (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(Bench),
+    /// Write, and ship, plugins.
+    #[command(subcommand)]
+    Plugins(Plugins),
     /// Print the JSON Schema of the events.
     Schema,
     /// Print a signed API token (development and scripts).
@@ -61,6 +64,36 @@ enum Command {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum Plugins {
+    /// Scaffold a plugin crate: one handler, a test, a README.
+    New {
+        /// The plugin's name (lowercase letters, digits and `-`).
+        name: String,
+        /// Where to create its folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The projector-sdk crate to depend on.
+        #[arg(long, default_value = projector::scaffold::DEFAULT_SDK)]
+        sdk: PathBuf,
+    },
+    /// Upload a built plugin to a running host (it is validated, then
+    /// started or swapped in).
+    Deploy {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// The plugin's name, if not the file's.
+        #[arg(long)]
+        name: Option<String>,
+        /// The host's HTTP API.
+        #[arg(long, env = "PROJECTOR_URL", default_value = "http://127.0.0.1:3020")]
+        url: String,
+        /// An admin token (`projector token --sub me --role admin`).
+        #[arg(long, env = "PROJECTOR_TOKEN")]
+        token: String,
     },
 }
 
@@ -137,6 +170,22 @@ async fn main() -> anyhow::Result<()> {
                 alerts,
             };
             projector::bench::notify::run(config, load).await?
+        }
+        Command::Plugins(Plugins::New { name, dir, sdk }) => {
+            let root = projector::scaffold::new_plugin(&name, &dir, &sdk)?;
+            println!(
+                "created {}: cd there, then `cargo test` and `cargo build --release --target wasm32-wasip2`",
+                root.display()
+            );
+        }
+        Command::Plugins(Plugins::Deploy {
+            file,
+            name,
+            url,
+            token,
+        }) => {
+            let answer = projector::scaffold::deploy(&file, name.as_deref(), &url, &token).await?;
+            println!("{answer}");
         }
         Command::Schema => println!("{:#}", projector_events::schema::document()),
         Command::Token {
