@@ -179,6 +179,34 @@ impl Deployer {
         Ok((plugin, Deployed::Swapped))
     }
 
+    /// Deploys an upload, then writes it into the plugins folder so a
+    /// restart runs it too.
+    pub async fn upload(
+        &self,
+        bytes: &[u8],
+        name: &str,
+    ) -> Result<(Plugin, Deployed), DeployError> {
+        let deployed = self.deploy(bytes, Some(name)).await?;
+        self.keep(&deployed.0).await;
+        Ok(deployed)
+    }
+
+    /// Writes a version into the plugins folder as `<name>.wasm` (a hidden
+    /// temporary file renamed into place, so the folder never holds half a
+    /// plugin). The watcher then sees the version that runs: unchanged.
+    async fn keep(&self, plugin: &Plugin) {
+        let dir = &self.config.plugins_dir;
+        let name = plugin.name();
+        let partial = dir.join(format!(".{name}.wasm.partial"));
+        let written = async {
+            tokio::fs::write(&partial, &plugin.bytes).await?;
+            tokio::fs::rename(&partial, dir.join(format!("{name}.wasm"))).await
+        };
+        if let Err(e) = written.await {
+            tracing::error!(plugin = name, error = %e, "running, but not written to the plugins folder");
+        }
+    }
+
     /// Deploys a file from the plugins folder; failures are logged and the
     /// running version stays.
     pub async fn deploy_file(&self, path: &Path) {
@@ -191,29 +219,31 @@ impl Deployer {
         }
     }
 
-    /// Returns a plugin to its previous version, from the next batch.
+    /// Returns a plugin to its previous version, from the next batch, and
+    /// writes it back into the plugins folder (or the watcher would deploy
+    /// the newer file again).
     pub async fn rollback(&self, name: &str) -> Result<Plugin, DeployError> {
         let _one_at_a_time = self.deploying.lock().await;
-        let running = self
-            .registry
-            .get(name)
-            .ok_or_else(|| DeployError::Unknown(name.to_owned()))?;
-        let back = running
+        let back = self
+            .running(name)?
             .rollback()
             .ok_or_else(|| DeployError::Conflict(format!("`{name}` has no previous version")))?;
         tracing::info!(plugin = name, to = %back.hash, "plugin rolled back");
+        self.keep(&back).await;
         Ok(back)
     }
 
     /// Pauses or resumes a plugin's projection at its next batch.
     pub fn set_paused(&self, name: &str, paused: bool) -> Result<(), DeployError> {
-        let running = self
-            .registry
-            .get(name)
-            .ok_or_else(|| DeployError::Unknown(name.to_owned()))?;
-        running.set_paused(paused);
+        self.running(name)?.set_paused(paused);
         tracing::info!(plugin = name, paused, "plugin projection paused or resumed");
         Ok(())
+    }
+
+    fn running(&self, name: &str) -> Result<Arc<ProjectionState>, DeployError> {
+        self.registry
+            .get(name)
+            .ok_or_else(|| DeployError::Unknown(name.to_owned()))
     }
 
     fn start(&self, plugin: Plugin) {

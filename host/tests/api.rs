@@ -2,8 +2,7 @@
 
 mod common;
 
-use common::{SEED, TestEnv};
-use projector::api::{Claims, issue_token};
+use common::{SEED, TestEnv, signed_token};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_roles_errors_and_audit() {
@@ -15,27 +14,9 @@ async fn tokens_roles_errors_and_audit() {
 
     let (status, body) = env.get(&host, chart, None).await;
     assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
-    let forged = issue_token(
-        "another-secret",
-        &Claims {
-            sub: "u".into(),
-            name: String::new(),
-            role: "admin".into(),
-            exp: u64::MAX / 2,
-        },
-    )
-    .unwrap();
+    let forged = signed_token("another-secret", "u", "admin", u64::MAX / 2);
     assert_eq!(env.get(&host, chart, Some(&forged)).await.0, 401);
-    let expired = issue_token(
-        &env.config.jwt_secret,
-        &Claims {
-            sub: "u".into(),
-            name: String::new(),
-            role: "admin".into(),
-            exp: chrono::Utc::now().timestamp() as u64 - 5,
-        },
-    )
-    .unwrap();
+    let expired = env.expired_token("u", "admin");
     assert_eq!(
         env.get(&host, chart, Some(&expired)).await.0,
         401,

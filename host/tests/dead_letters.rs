@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{SEED, TestEnv, assert_seed_chart};
+use common::{SEED, TestEnv, assert_seed_chart, eventually};
 use projector::serve::Host;
 use serde_json::Value;
 
@@ -174,20 +172,15 @@ async fn pending_and_unread(env: &TestEnv, host: &Host, token: &str) -> (i64, i6
 }
 
 async fn wait_for_status(env: &TestEnv, host: &Host, admin: &str, id: i64, want: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(&format!("dead letter {id} {want}"), || async {
         let (_, letters) = env
             .get(host, "/api/dead-letters?limit=1000", Some(admin))
             .await;
-        if let Some(letter) = letters.as_array().unwrap().iter().find(|l| l["id"] == id)
-            && letter["status"] == want
-        {
-            return letter.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "dead letter {id} never became {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        letters
+            .as_array()?
+            .iter()
+            .find(|l| l["id"] == id && l["status"] == want)
+            .cloned()
+    })
+    .await
 }

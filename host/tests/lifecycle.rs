@@ -5,9 +5,9 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{SEED, TestEnv, assert_seed_chart, plugins_dir};
+use common::{SEED, TestEnv, assert_seed_chart, eventually, plugins_dir, view_document};
 use serde_json::Value;
 
 /// The same component with a custom section appended: the same behaviour
@@ -123,6 +123,8 @@ async fn plugins_are_deployed_refused_rolled_back_paused_and_started_while_runni
     let (status, back) = env.post(&host, "/api/plugins/lab/rollback", &admin).await;
     assert_eq!(status, 200, "{back}");
     assert_eq!(back["hash"], original["hash"]);
+    let on_disk = std::fs::read(dir.join("lab.wasm")).unwrap();
+    assert_eq!(on_disk, lab_wasm, "the folder holds the version that runs");
     assert_eq!(
         lab(&env, &host, &admin).await["previous"]["hash"],
         deployed["hash"]
@@ -184,14 +186,10 @@ async fn plugins_are_deployed_refused_rolled_back_paused_and_started_while_runni
     let partial = dir.join(".lab.wasm.copying");
     std::fs::write(&partial, &v3).unwrap();
     std::fs::rename(&partial, dir.join("lab.wasm")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while lab(&env, &host, &admin).await["hash"] != v3_hash.as_str() {
-        assert!(
-            Instant::now() < deadline,
-            "the dropped file was not deployed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the dropped file deployed", || async {
+        (lab(&env, &host, &admin).await["hash"] == v3_hash.as_str()).then_some(())
+    })
+    .await;
 
     // A new plugin starts, with its own view, from the start of the stream.
     let hostile = std::fs::read(plugins_dir().join("testing/hostile.wasm")).unwrap();
@@ -202,19 +200,8 @@ async fn plugins_are_deployed_refused_rolled_back_paused_and_started_while_runni
         "{started}"
     );
     let pool = env.pool().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let seen = loop {
-        let seen: Option<Value> =
-            sqlx::query_scalar("SELECT doc FROM view_hostile_seen WHERE key = 'p-john-doe'")
-                .fetch_optional(&pool)
-                .await
-                .unwrap_or(None);
-        if seen.is_some() || Instant::now() > deadline {
-            break seen;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(seen.expect("projected from the start")["mrn"], "MRN-100234");
+    let seen = view_document(&pool, "hostile_seen", "p-john-doe").await;
+    assert_eq!(seen["mrn"], "MRN-100234", "projected from the start");
 
     // Through all of it, every event applied once.
     let (_, chart) = env

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::clients::{PATIENCE, Received, SocketIo, WebSocket, drain, during, take};
-use common::{SEED, TestEnv};
+use common::{SEED, TestEnv, eventually, signed_token};
 use serde_json::{Value, json};
 
 /// The seed flow's notifications for its ordering provider: two results
@@ -37,22 +37,16 @@ fn seqs(events: &[Received]) -> Vec<i64> {
 /// Waits until the provider has `count` notifications stored.
 async fn stored(env: &TestEnv, count: i64) {
     let pool = env.pool().await;
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
+    let pool = &pool;
+    eventually(&format!("{count} notifications stored"), || async move {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications WHERE user_id = $1")
             .bind(PROVIDER)
-            .fetch_one(&pool)
+            .fetch_one(pool)
             .await
-            .unwrap_or(0);
-        if n >= count {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{n} of {count} notifications stored"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .ok()?;
+        (n >= count).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,19 +137,7 @@ async fn every_device_of_the_user_gets_each_notification_and_no_one_else_does() 
 async fn a_connection_without_a_valid_token_is_refused() {
     let env = TestEnv::new("notify_refused").await;
     let host = env.start().await;
-    let expired = {
-        let exp = chrono::Utc::now().timestamp() as u64 - 10;
-        projector::api::issue_token(
-            &env.config.jwt_secret,
-            &projector::api::Claims {
-                sub: PROVIDER.into(),
-                name: String::new(),
-                role: "provider".into(),
-                exp,
-            },
-        )
-        .unwrap()
-    };
+    let expired = env.expired_token(PROVIDER, "provider");
     for auth in [
         json!({}),
         json!({"token": "not-a-jwt"}),
@@ -166,20 +148,8 @@ async fn a_connection_without_a_valid_token_is_refused() {
         assert_eq!(first["type"], "connect_error", "{auth}: {first}");
         assert!(first["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
-    let forged = {
-        let mut wrong = env.config.clone();
-        wrong.jwt_secret = "another-secret".into();
-        projector::api::issue_token(
-            &wrong.jwt_secret,
-            &projector::api::Claims {
-                sub: PROVIDER.into(),
-                name: String::new(),
-                role: "provider".into(),
-                exp: chrono::Utc::now().timestamp() as u64 + 60,
-            },
-        )
-        .unwrap()
-    };
+    let in_an_hour = chrono::Utc::now().timestamp() as u64 + 3600;
+    let forged = signed_token("another-secret", PROVIDER, "provider", in_an_hour);
     assert_eq!(
         WebSocket::connect(host.ws_addr, "", None).await.err(),
         Some(401)

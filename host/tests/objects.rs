@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{SEED, TestEnv, assert_seed_chart};
+use common::{SEED, TestEnv, assert_seed_chart, eventually};
 use projector::objects::{BUCKETS, ObjectStore};
 
 const IMAGE: &str = "p-john-doe/study-1/img-1.dcm";
@@ -22,24 +22,16 @@ async fn images_are_fetched_through_presigned_urls_that_expire() {
 
     // The host made its buckets.
     let store = ObjectStore::new(&env.config);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let names = loop {
-        let listed = store
-            .client()
-            .list_buckets()
-            .send()
-            .await
-            .expect("S3 answers");
+    let names = eventually("the buckets made", || async {
+        let listed = store.client().list_buckets().send().await.ok()?;
         let names: Vec<String> = listed
             .buckets()
             .iter()
             .filter_map(|b| b.name().map(str::to_owned))
             .collect();
-        if names.len() >= BUCKETS.len() || Instant::now() > deadline {
-            break names;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        (names.len() >= BUCKETS.len()).then_some(names)
+    })
+    .await;
     for bucket in BUCKETS {
         assert!(names.iter().any(|n| n == bucket), "{bucket} in {names:?}");
     }

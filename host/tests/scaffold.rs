@@ -7,10 +7,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::{SEED, TestEnv};
-use serde_json::Value;
+use common::{SEED, TestEnv, view_document};
 
 fn run(command: &mut Command) -> String {
     let output = command.output().expect("the command runs");
@@ -79,19 +77,8 @@ async fn a_scaffolded_plugin_is_built_tested_and_deployed_to_a_running_host() {
     assert!(answer.contains("\"started\""), "{answer}");
 
     let pool = env.pool().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let doc = loop {
-        let doc: Option<Value> =
-            sqlx::query_scalar("SELECT doc FROM view_first_rule_patients WHERE key = 'p-john-doe'")
-                .fetch_optional(&pool)
-                .await
-                .unwrap_or(None);
-        if doc.is_some() || Instant::now() > deadline {
-            break doc;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(doc.expect("the view is filled")["mrn"], "MRN-100234");
+    let doc = view_document(&pool, "first_rule_patients", "p-john-doe").await;
+    assert_eq!(doc["mrn"], "MRN-100234");
 
     host.stop();
     let _ = std::fs::remove_dir_all(work);

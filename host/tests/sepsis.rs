@@ -5,9 +5,8 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
-use common::{SEED, TestEnv, plugins_dir};
+use common::{SEED, TestEnv, eventually, plugins_dir};
 use projector_sdk::testing::Harness;
 use sepsis_screen::{SCREEN, SepsisScreen};
 use serde_json::Value;
@@ -26,11 +25,10 @@ async fn sepsis_screen_hot_loaded_matches_the_native_run() {
     let partial = dir.join(".sepsis-screen.wasm.copying");
     std::fs::copy(plugins_dir().join("rules/sepsis-screen.wasm"), &partial).unwrap();
     std::fs::rename(&partial, dir.join("sepsis-screen.wasm")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while host.registry.names() != ["sepsis-screen"] {
-        assert!(Instant::now() < deadline, "the rule was not loaded");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the rule loaded", || async {
+        (host.registry.names() == ["sepsis-screen"]).then_some(())
+    })
+    .await;
     env.settle(&host).await;
 
     let mut native = Harness::<SepsisScreen>::new();

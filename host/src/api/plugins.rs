@@ -92,23 +92,11 @@ async fn deploy(
             "the body must be the plugin's .wasm component",
         ));
     }
-    let (plugin, deployed) = state.deployer.deploy(&body, Some(&name)).await?;
-    if let Err(e) = keep(&state, &name, &body).await {
-        tracing::error!(plugin = %name, error = %e, "deployed, but not written to the plugins folder");
-    }
+    let (plugin, deployed) = state.deployer.upload(&body, &name).await?;
     let mut answer = version(&plugin);
     answer["name"] = json!(name);
     answer["deployed"] = json!(deployed.as_str());
     Ok(Json(answer))
-}
-
-/// Writes the version into the plugins folder (a temporary file renamed
-/// into place, so the folder never holds half a plugin).
-async fn keep(state: &AppState, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = &state.config.plugins_dir;
-    let partial = dir.join(format!(".{name}.wasm.partial"));
-    tokio::fs::write(&partial, bytes).await?;
-    tokio::fs::rename(&partial, dir.join(format!("{name}.wasm"))).await
 }
 
 /// `POST /api/plugins/:name/rollback`: the previous version runs from the

@@ -34,6 +34,8 @@ pub struct Plugin {
     pub info: Arc<PluginInfo>,
     /// SHA-256 of the `.wasm` bytes, hex.
     pub hash: String,
+    /// The `.wasm` bytes, to write back to the plugins folder on rollback.
+    pub bytes: Arc<[u8]>,
     pre: ProjectionPre<HostState>,
     runtime: Runtime,
     logs: Arc<LogLimiter>,
@@ -54,6 +56,7 @@ impl Plugin {
         let mut plugin = Self {
             info: Arc::new(PluginInfo::new("", "", &[], Vec::new())),
             hash,
+            bytes: bytes.into(),
             pre,
             runtime: runtime.clone(),
             logs: Arc::default(),

@@ -136,16 +136,13 @@ impl TestEnv {
     /// A token for `sub` with `role`, valid for an hour.
     pub fn token(&self, sub: &str, role: &str) -> String {
         let exp = chrono::Utc::now().timestamp() as u64 + 3600;
-        issue_token(
-            &self.config.jwt_secret,
-            &Claims {
-                sub: sub.into(),
-                name: sub.into(),
-                role: role.into(),
-                exp,
-            },
-        )
-        .expect("token")
+        signed_token(&self.config.jwt_secret, sub, role, exp)
+    }
+
+    /// A token for `sub` with `role` that expired a few seconds ago.
+    pub fn expired_token(&self, sub: &str, role: &str) -> String {
+        let exp = chrono::Utc::now().timestamp() as u64 - 5;
+        signed_token(&self.config.jwt_secret, sub, role, exp)
     }
 
     /// GET with a token; returns the status and the JSON body.
@@ -191,6 +188,52 @@ impl TestEnv {
             .await;
         }
     }
+}
+
+/// A token for `sub` with `role` signed with `secret`, expiring at `exp`
+/// (seconds since the epoch).
+pub fn signed_token(secret: &str, sub: &str, role: &str, exp: u64) -> String {
+    let claims = Claims {
+        sub: sub.into(),
+        name: sub.into(),
+        role: role.into(),
+        exp,
+    };
+    issue_token(secret, &claims).expect("token")
+}
+
+/// Calls `check` every 100 ms until it gives a value; fails with `what`
+/// after 30 s.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A document of a view, once it is there.
+pub async fn view_document(pool: &PgPool, view: &str, key: &str) -> Value {
+    let sql = format!("SELECT doc FROM view_{view} WHERE key = $1");
+    eventually(&format!("{view}/{key}"), || {
+        let sql = sql.clone();
+        async move {
+            sqlx::query_scalar(AssertSqlSafe(sql))
+                .bind(key)
+                .fetch_optional(pool)
+                .await
+                .ok()
+                .flatten()
+        }
+    })
+    .await
 }
 
 /// Where scripts/build-plugins puts the plugins.
