@@ -44,6 +44,7 @@ pub struct Metrics {
     registry: Registry,
     applied: Family<PluginLabel, Counter>,
     dead_lettered: Family<PluginLabel, Counter>,
+    parked: Family<PluginLabel, Counter>,
     batch_seconds: Histograms<PluginLabel>,
     lag: Family<PluginLabel, Gauge>,
     http_seconds: Histograms<RequestLabel>,
@@ -62,6 +63,12 @@ impl Default for Metrics {
             "events_dead_lettered",
             "Events a plugin could not apply, stored as dead letters",
             dead_lettered.clone(),
+        );
+        let parked = Family::default();
+        registry.register(
+            "events_parked",
+            "Events held back behind a poisoned patient's dead letter",
+            parked.clone(),
         );
         let batch_seconds: Histograms<PluginLabel> = Family::new_with_constructor(latency);
         registry.register(
@@ -103,6 +110,7 @@ impl Default for Metrics {
             registry,
             applied,
             dead_lettered,
+            parked,
             batch_seconds,
             lag,
             http_seconds,
@@ -114,8 +122,10 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Records a committed batch of a plugin.
-    pub fn batch(&self, plugin: &str, applied: usize, dead_lettered: usize, took: Duration) {
+    /// Records a committed batch of a plugin: events applied,
+    /// dead-lettered and parked, and how long it took.
+    pub fn batch(&self, plugin: &str, counts: [usize; 3], took: Duration) {
+        let [applied, dead_lettered, parked] = counts;
         let label = PluginLabel {
             plugin: plugin.to_owned(),
         };
@@ -123,6 +133,7 @@ impl Metrics {
         self.dead_lettered
             .get_or_create(&label)
             .inc_by(dead_lettered as u64);
+        self.parked.get_or_create(&label).inc_by(parked as u64);
         self.batch_seconds
             .get_or_create(&label)
             .observe(took.as_secs_f64());
@@ -171,7 +182,7 @@ mod tests {
     #[test]
     fn renders_what_was_recorded() {
         let metrics = Metrics::default();
-        metrics.batch("lab", 3, 1, Duration::from_millis(4));
+        metrics.batch("lab", [3, 1, 2], Duration::from_millis(4));
         metrics.request(
             "GET",
             "/api/aggregate/patients/{patientId}",
@@ -184,6 +195,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("projector_events_dead_lettered_total{plugin=\"lab\"} 1"));
+        assert!(text.contains("projector_events_parked_total{plugin=\"lab\"} 2"));
         assert!(text.contains("projector_consumer_lag{plugin=\"lab\"} 7"));
         assert!(text.contains("projector_sockets_connected 2"));
         assert!(text.contains("projector_notifications_pending_acknowledgement 5"));

@@ -130,3 +130,95 @@ async fn a_hostile_plugin_is_contained_and_the_host_goes_on() {
     let _ = std::fs::remove_dir_all(dir);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_patient_is_parked_and_released_in_order() {
+    let mut env = TestEnv::new("parking").await;
+    let dir = std::env::temp_dir().join(format!("{}-plugins", env.tag));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        plugins_dir().join("testing/hostile.wasm"),
+        dir.join("hostile.wasm"),
+    )
+    .unwrap();
+    env.config.plugins_dir = dir.clone();
+    env.config.max_attempts = 1;
+    let mut publisher = env.publisher();
+    // p-bad's first event makes the plugin panic; its later ones must wait.
+    for (event, patient, mrn) in [
+        ("e-1", "p-bad", "panic"),
+        ("e-2", "p-good-1", "MRN-G1"),
+        ("e-3", "p-bad", "MRN-B2"),
+        ("e-4", "p-good-2", "MRN-G2"),
+        ("e-5", "p-bad", "MRN-B3"),
+    ] {
+        let mut bytes: Value = serde_json::from_slice(&attack(patient, mrn)).unwrap();
+        bytes["eventId"] = event.into();
+        publisher
+            .publish_raw(
+                "patient.created",
+                Some(event),
+                serde_json::to_vec(&bytes).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    publisher.flush().await.unwrap();
+    let host = env.start().await;
+    env.settle(&host).await;
+
+    let pool = env.pool().await;
+    let seen = || async {
+        let keys: Vec<String> =
+            sqlx::query_scalar("SELECT key FROM view_hostile_seen ORDER BY key")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        keys
+    };
+    assert_eq!(
+        seen().await,
+        ["p-good-1", "p-good-2"],
+        "every other patient flows"
+    );
+    let parked: Vec<(i64, String)> =
+        sqlx::query_as("SELECT stream_seq, patient_id FROM parked_events ORDER BY stream_seq")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        parked.iter().map(|(_, p)| p.as_str()).collect::<Vec<_>>(),
+        ["p-bad", "p-bad"]
+    );
+
+    // Giving up on the dead letter releases p-bad's events, in order.
+    let admin = env.token("u-admin", "admin");
+    let (_, letters) = env
+        .get(&host, "/api/dead-letters?plugin=hostile", Some(&admin))
+        .await;
+    assert_eq!(letters.as_array().map(Vec::len), Some(1), "{letters}");
+    let id = letters[0]["id"].as_i64().unwrap();
+    let (status, answer) = env
+        .post(&host, &format!("/api/dead-letters/{id}/discard"), &admin)
+        .await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (202, Some("discarded")),
+        "{answer}"
+    );
+    let released = common::view_document(&pool, "hostile_seen", "p-bad").await;
+    assert_eq!(released["mrn"], "MRN-B3", "the later event applied last");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM parked_events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    let (status, _) = env
+        .post(&host, &format!("/api/dead-letters/{id}/discard"), &admin)
+        .await;
+    assert_eq!(status, 409, "discarded once");
+
+    host.stop();
+    let _ = std::fs::remove_dir_all(dir);
+    env.cleanup().await;
+}

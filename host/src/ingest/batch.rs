@@ -9,9 +9,11 @@ use projector_sdk::Value;
 use sqlx::PgPool;
 
 use crate::runtime::{CallError, Plugin};
-use crate::store::{ApplyFailure, Batch, NewAudit, NewDeadLetter, NewNotification, Overlay};
+use crate::store::{
+    ApplyFailure, Batch, NewAudit, NewDeadLetter, NewNotification, NewParked, Overlay, queries,
+};
 
-/// One message to apply: from the stream, or a dead letter being re-driven.
+/// One message to apply.
 #[derive(Debug, Clone)]
 pub struct Item {
     /// Stream sequence.
@@ -20,8 +22,19 @@ pub struct Item {
     pub subject: String,
     /// The bytes as published.
     pub raw: Vec<u8>,
-    /// The dead letter this re-drives, if it is one.
-    pub redrive: Option<i64>,
+    /// Where it comes from.
+    pub origin: Origin,
+}
+
+/// Where an item comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The stream, now.
+    Stream,
+    /// A dead letter (this id) an operator re-drives.
+    DeadLetter(i64),
+    /// A parked event released now that its patient is clear.
+    Parked,
 }
 
 /// Builds and fills the batch for `items`, calling the plugin once per event.
@@ -35,7 +48,7 @@ pub async fn project(
     let mut batch = Batch::new(plugin.name());
     batch.checkpoint = items
         .iter()
-        .filter(|i| i.redrive.is_none())
+        .filter(|i| i.origin == Origin::Stream)
         .map(|i| i.seq)
         .max()
         .unwrap_or(0);
@@ -50,12 +63,31 @@ pub async fn project(
         let keys = events.iter().filter_map(|(_, e)| key_hint(&view.key, e));
         overlay.load(&view.name, keys.collect::<Vec<_>>()).await?;
     }
+    let patients: Vec<&str> = events
+        .iter()
+        .map(|(_, e)| e.envelope.patient_id.as_str())
+        .collect();
+    let (mut blocked, mut waiting) = queries::poisoned(pool, plugin.name(), &patients).await?;
     let mut instance = plugin.instantiate(Some(overlay)).await?;
     for (item, event) in events {
         // A plugin call never waits, so a batch would hold its worker
         // thread for its whole length: let other projections and the
         // notification push run between events.
         tokio::task::yield_now().await;
+        // A poisoned patient's events wait, in order, behind the one that failed.
+        let patient = event.envelope.patient_id.as_str();
+        let parks = match item.origin {
+            Origin::Stream => blocked.contains(patient) || waiting.contains(patient),
+            Origin::Parked => blocked.contains(patient),
+            Origin::DeadLetter(_) => false,
+        };
+        if parks {
+            if item.origin == Origin::Stream {
+                batch.parked.push(park(&item, patient));
+                waiting.insert(patient.to_owned());
+            }
+            continue;
+        }
         let mut attempts = 0;
         let failure = loop {
             attempts += 1;
@@ -96,10 +128,14 @@ pub async fn project(
         };
         if let Some(reason) = failure {
             // The reason can quote payload values: it goes to the database, not the log.
-            tracing::warn!(plugin = plugin.name(), seq = item.seq, event_id = %event.envelope.event_id, "dead-lettered");
-            batch
-                .dead_letters
-                .push(dead_letter(&item, Some(&event), reason, attempts as i32));
+            tracing::warn!(plugin = plugin.name(), seq = item.seq, event_id = %event.envelope.event_id, "dead-lettered; the patient's later events are parked");
+            let mut letter = dead_letter(&item, Some(&event), reason, attempts as i32);
+            letter.poisons = true;
+            batch.dead_letters.push(letter);
+            blocked.insert(patient.to_owned());
+            if item.origin == Origin::Parked {
+                batch.released.push(item.seq);
+            }
         }
     }
     batch.views = instance.into_views();
@@ -112,12 +148,17 @@ fn checked_events(plugin: &Plugin, items: Vec<Item>, batch: &mut Batch) -> Vec<(
     let mut events = Vec::with_capacity(items.len());
     for item in items {
         if !plugin.info.subscribes_to(&item.subject) {
+            // A version that no longer reads this subject has nothing to do
+            // with a parked or re-driven event of it.
+            settle_origin(batch, &item);
             continue;
         }
         match Envelope::parse(&item.raw) {
-            Err(e) => batch
-                .dead_letters
-                .push(dead_letter(&item, None, e.to_string(), 1)),
+            Err(e) => {
+                batch
+                    .dead_letters
+                    .push(dead_letter(&item, None, e.to_string(), 1));
+            }
             Ok(event) if event.envelope.event_type != item.subject => {
                 let reason = format!(
                     "eventType `{}` does not match subject `{}`",
@@ -161,8 +202,8 @@ async fn not_yet_applied(
     for (item, event) in events {
         if seen.insert(event.envelope.event_id.to_string()) {
             fresh.push((item, event));
-        } else if let Some(id) = item.redrive {
-            batch.resolved.push(id);
+        } else {
+            settle_origin(batch, &item);
         }
     }
     Ok(fresh)
@@ -181,9 +222,7 @@ fn key_hint(hint: &str, event: &Event) -> Option<String> {
 fn record(batch: &mut Batch, item: &Item, event: &Event, outcome: projector_sdk::Outcome) {
     let envelope = &event.envelope;
     batch.processed.push(envelope.event_id.to_string());
-    if let Some(id) = item.redrive {
-        batch.resolved.push(id);
-    }
+    settle_origin(batch, item);
     let at = envelope.timestamp.instant().to_utc();
     batch.notifications.extend(
         outcome
@@ -208,6 +247,25 @@ fn record(batch: &mut Batch, item: &Item, event: &Event, outcome: projector_sdk:
         }));
 }
 
+/// An item is done with (applied, or already applied before): a re-driven
+/// dead letter is resolved, a released parked event leaves the park.
+fn settle_origin(batch: &mut Batch, item: &Item) {
+    match item.origin {
+        Origin::DeadLetter(id) => batch.resolved.push(id),
+        Origin::Parked => batch.released.push(item.seq),
+        Origin::Stream => {}
+    }
+}
+
+fn park(item: &Item, patient: &str) -> NewParked {
+    NewParked {
+        stream_seq: item.seq,
+        subject: item.subject.clone(),
+        patient_id: patient.to_owned(),
+        raw: item.raw.clone(),
+    }
+}
+
 fn dead_letter(item: &Item, event: Option<&Event>, reason: String, attempts: i32) -> NewDeadLetter {
     NewDeadLetter {
         stream_seq: item.seq,
@@ -217,5 +275,6 @@ fn dead_letter(item: &Item, event: Option<&Event>, reason: String, attempts: i32
         reason,
         raw: item.raw.clone(),
         attempts,
+        poisons: false,
     }
 }

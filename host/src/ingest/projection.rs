@@ -8,12 +8,13 @@ use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 
-use super::batch::{self, Item};
+use super::batch::{self, Item, Origin};
 use super::stream::ensure_consumer;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::runtime::Plugin;
+use crate::store::queries;
 
 /// Environment variable for fault injection in tests: when `crash-after-commit`,
 /// the process aborts after its first commit, before acking, as a host killed
@@ -229,7 +230,7 @@ impl Projection {
                         .unwrap_or(&m.subject)
                         .to_owned(),
                     raw: m.payload.to_vec(),
-                    redrive: None,
+                    origin: Origin::Stream,
                 })
             })
             .collect();
@@ -244,11 +245,15 @@ impl Projection {
         {
             Ok(batch) => {
                 let projected = started.elapsed();
-                let (applied, dead) = (batch.processed.len(), batch.dead_letters.len());
+                let counts = [
+                    batch.processed.len(),
+                    batch.dead_letters.len(),
+                    batch.parked.len(),
+                ];
                 let result = batch.commit(&self.pool).await.map_err(anyhow::Error::from);
                 let took = started.elapsed();
                 if result.is_ok() {
-                    self.state.metrics.batch(&self.name, applied, dead, took);
+                    self.state.metrics.batch(&self.name, counts, took);
                 }
                 tracing::debug!(plugin = %self.name, messages = messages.len(), ?projected, total = ?took, "batch committed");
                 result
@@ -278,8 +283,45 @@ impl Projection {
         Ok(())
     }
 
-    /// Re-applies the dead letters an operator asked to retry.
+    /// Re-applies the dead letters an operator asked to retry, then
+    /// releases, in stream order, the parked events of patients who are
+    /// clear again (their dead letters resolved or discarded).
     async fn redrive_dead_letters(&self) -> anyhow::Result<()> {
+        self.retry_dead_letters().await?;
+        loop {
+            let parked =
+                queries::releasable(&self.pool, &self.name, self.config.batch_size as i64).await?;
+            if parked.is_empty() {
+                return Ok(());
+            }
+            let items = parked
+                .into_iter()
+                .map(|(seq, subject, raw)| Item {
+                    seq: seq as u64,
+                    subject,
+                    raw,
+                    origin: Origin::Parked,
+                })
+                .collect();
+            self.apply_items(items).await?;
+        }
+    }
+
+    /// Projects and commits items that are not fresh from the stream.
+    async fn apply_items(&self, items: Vec<Item>) -> anyhow::Result<()> {
+        let batch = batch::project(
+            &self.state.plugin(),
+            &self.pool,
+            self.config.max_attempts,
+            items,
+        )
+        .await?;
+        self.notifier.push(batch.commit(&self.pool).await?);
+        Ok(())
+    }
+
+    /// Re-applies the dead letters an operator asked to retry.
+    async fn retry_dead_letters(&self) -> anyhow::Result<()> {
         let rows: Vec<(i64, i64, String, Vec<u8>)> = sqlx::query_as(
             "SELECT id, stream_seq, subject, raw FROM dead_letters
              WHERE plugin = $1 AND status = 'retrying' ORDER BY stream_seq",
@@ -296,17 +338,9 @@ impl Projection {
                 seq: seq as u64,
                 subject,
                 raw,
-                redrive: Some(id),
+                origin: Origin::DeadLetter(id),
             })
             .collect();
-        let batch = batch::project(
-            &self.state.plugin(),
-            &self.pool,
-            self.config.max_attempts,
-            items,
-        )
-        .await?;
-        self.notifier.push(batch.commit(&self.pool).await?);
-        Ok(())
+        self.apply_items(items).await
     }
 }

@@ -27,6 +27,21 @@ pub struct NewDeadLetter {
     pub raw: Vec<u8>,
     /// How many times it was tried.
     pub attempts: i32,
+    /// Whether its patient's later events for the plugin wait behind it.
+    pub poisons: bool,
+}
+
+/// A poisoned patient's event, waiting for its patient to be clear.
+#[derive(Debug, Clone)]
+pub struct NewParked {
+    /// Stream sequence of the message.
+    pub stream_seq: u64,
+    /// Its subject.
+    pub subject: String,
+    /// Its patient.
+    pub patient_id: String,
+    /// The message bytes as received.
+    pub raw: Vec<u8>,
 }
 
 /// An audit entry with the event's user, patient and time.
@@ -58,6 +73,10 @@ pub struct Batch {
     pub dead_letters: Vec<NewDeadLetter>,
     /// Dead letters re-driven successfully.
     pub resolved: Vec<i64>,
+    /// Events parked behind a poisoned patient's dead letter.
+    pub parked: Vec<NewParked>,
+    /// Parked events (by stream sequence) applied or dead-lettered now.
+    pub released: Vec<u64>,
     /// Notification outbox entries.
     pub notifications: Vec<NewNotification>,
     /// Audit-log entries.
@@ -75,6 +94,8 @@ impl Batch {
             processed: Vec::new(),
             dead_letters: Vec::new(),
             resolved: Vec::new(),
+            parked: Vec::new(),
+            released: Vec::new(),
             notifications: Vec::new(),
             audits: Vec::new(),
             checkpoint: 0,
@@ -104,6 +125,15 @@ impl Batch {
         if !self.resolved.is_empty() {
             sqlx::query("UPDATE dead_letters SET status = 'resolved', updated_at = now() WHERE id = ANY($1)")
                 .bind(&self.resolved)
+                .execute(&mut *tx)
+                .await?;
+        }
+        park(&mut tx, &self.plugin, &self.parked).await?;
+        if !self.released.is_empty() {
+            let seqs: Vec<i64> = self.released.iter().map(|s| *s as i64).collect();
+            sqlx::query("DELETE FROM parked_events WHERE plugin = $1 AND stream_seq = ANY($2)")
+                .bind(&self.plugin)
+                .bind(seqs)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -155,6 +185,33 @@ async fn write_view(
     Ok(())
 }
 
+async fn park(
+    tx: &mut Transaction<'_, Postgres>,
+    plugin: &str,
+    parked: &[NewParked],
+) -> Result<(), sqlx::Error> {
+    if parked.is_empty() {
+        return Ok(());
+    }
+    let seqs: Vec<i64> = parked.iter().map(|p| p.stream_seq as i64).collect();
+    let subjects: Vec<&str> = parked.iter().map(|p| p.subject.as_str()).collect();
+    let patients: Vec<&str> = parked.iter().map(|p| p.patient_id.as_str()).collect();
+    let raws: Vec<&[u8]> = parked.iter().map(|p| p.raw.as_slice()).collect();
+    sqlx::query(
+        "INSERT INTO parked_events (plugin, stream_seq, subject, patient_id, raw)
+         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::bytea[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(plugin)
+    .bind(seqs)
+    .bind(subjects)
+    .bind(patients)
+    .bind(raws)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 async fn insert_dead_letters(
     tx: &mut Transaction<'_, Postgres>,
     plugin: &str,
@@ -170,12 +227,14 @@ async fn insert_dead_letters(
     let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
     let raws: Vec<&[u8]> = dead.iter().map(|d| d.raw.as_slice()).collect();
     let attempts: Vec<i32> = dead.iter().map(|d| d.attempts).collect();
+    let poisons: Vec<bool> = dead.iter().map(|d| d.poisons).collect();
     sqlx::query(
-        "INSERT INTO dead_letters (plugin, stream_seq, subject, event_id, patient_id, reason, raw, attempts)
-         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::int[])
+        "INSERT INTO dead_letters (plugin, stream_seq, subject, event_id, patient_id, reason, raw, attempts, poisons)
+         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::int[], $9::bool[])
          ON CONFLICT (plugin, stream_seq) DO UPDATE SET
             reason = EXCLUDED.reason,
             attempts = dead_letters.attempts + EXCLUDED.attempts,
+            poisons = EXCLUDED.poisons,
             status = 'dead',
             updated_at = now()",
     )
@@ -187,6 +246,7 @@ async fn insert_dead_letters(
     .bind(reasons)
     .bind(raws)
     .bind(attempts)
+    .bind(poisons)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -7,7 +7,7 @@ mod overlay;
 pub mod queries;
 mod views;
 
-pub use commit::{Batch, NewAudit, NewDeadLetter};
+pub use commit::{Batch, NewAudit, NewDeadLetter, NewParked};
 pub use outbox::NewNotification;
 pub use overlay::{ApplyFailure, Overlay};
 pub use views::{ViewError, ensure_views, table_name};

@@ -1,5 +1,7 @@
 //! What the API reads. View names here are constants of the API, never input.
 
+use std::collections::HashSet;
+
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, PgPool};
 
@@ -81,16 +83,20 @@ pub async fn dead_letters(
         .collect())
 }
 
-/// Marks a dead letter for re-drive; returns its plugin, or why not.
-pub async fn request_retry(
+/// Moves a dead letter on from `dead` to `retrying` (an operator re-drives
+/// it) or `discarded` (an operator gives up on it); returns its plugin, or
+/// its status when it was not dead (`None`: no such letter).
+pub async fn settle_dead_letter(
     pool: &PgPool,
     id: i64,
+    to: &str,
 ) -> Result<Result<String, Option<String>>, sqlx::Error> {
     let updated: Option<String> = sqlx::query_scalar(
-        "UPDATE dead_letters SET status = 'retrying', updated_at = now()
+        "UPDATE dead_letters SET status = $2, updated_at = now()
          WHERE id = $1 AND status = 'dead' RETURNING plugin",
     )
     .bind(id)
+    .bind(to)
     .fetch_optional(pool)
     .await?;
     if let Some(plugin) = updated {
@@ -142,6 +148,55 @@ pub async fn audit_entries(pool: &PgPool, filter: &AuditFilter) -> Result<Vec<Va
     .bind(filter.from)
     .bind(filter.to)
     .bind(filter.limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Of these patients, those a plugin failed on (an open dead letter that
+/// poisons), and those with events parked: their later events must wait.
+pub async fn poisoned(
+    pool: &PgPool,
+    plugin: &str,
+    patients: &[&str],
+) -> Result<(HashSet<String>, HashSet<String>), sqlx::Error> {
+    if patients.is_empty() {
+        return Ok(Default::default());
+    }
+    let blocked: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT patient_id FROM dead_letters
+         WHERE plugin = $1 AND poisons AND status IN ('dead', 'retrying') AND patient_id = ANY($2)",
+    )
+    .bind(plugin)
+    .bind(patients)
+    .fetch_all(pool)
+    .await?;
+    let waiting: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT patient_id FROM parked_events WHERE plugin = $1 AND patient_id = ANY($2)",
+    )
+    .bind(plugin)
+    .bind(patients)
+    .fetch_all(pool)
+    .await?;
+    Ok((blocked.into_iter().collect(), waiting.into_iter().collect()))
+}
+
+/// A plugin's parked events whose patients are clear again (no open dead
+/// letter), oldest first: `(stream_seq, subject, raw)`.
+pub async fn releasable(
+    pool: &PgPool,
+    plugin: &str,
+    limit: i64,
+) -> Result<Vec<(i64, String, Vec<u8>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT p.stream_seq, p.subject, p.raw FROM parked_events p
+         WHERE p.plugin = $1 AND NOT EXISTS (
+            SELECT 1 FROM dead_letters d
+            WHERE d.plugin = p.plugin AND d.patient_id = p.patient_id
+              AND d.poisons AND d.status IN ('dead', 'retrying'))
+         ORDER BY p.stream_seq LIMIT $2",
+    )
+    .bind(plugin)
+    .bind(limit)
     .fetch_all(pool)
     .await
 }
