@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod notify;
 pub mod objects;
 pub mod publish;
+pub mod replay;
 pub mod runtime;
 pub mod scaffold;
 pub mod serve;

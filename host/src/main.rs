@@ -80,6 +80,15 @@ enum Plugins {
         #[arg(long, default_value = projector::scaffold::DEFAULT_SDK)]
         sdk: PathBuf,
     },
+    /// Replay a JSON-lines file of events through one plugin, by the host's
+    /// code path, into a fresh PostgreSQL database; print its views.
+    Replay {
+        /// The events.
+        file: PathBuf,
+        /// The plugin's `.wasm` component.
+        #[arg(long)]
+        plugin: PathBuf,
+    },
     /// Upload a built plugin to a running host (it is validated, then
     /// started or swapped in).
     Deploy {
@@ -177,6 +186,10 @@ async fn main() -> anyhow::Result<()> {
                 "created {}: cd there, then `cargo test` and `cargo build --release --target wasm32-wasip2`",
                 root.display()
             );
+        }
+        Command::Plugins(Plugins::Replay { file, plugin }) => {
+            let result = projector::replay::replay(&config, &plugin, &file).await?;
+            println!("{result:#}");
         }
         Command::Plugins(Plugins::Deploy {
             file,

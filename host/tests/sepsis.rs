@@ -63,3 +63,54 @@ async fn sepsis_screen_hot_loaded_matches_the_native_run() {
     let _ = std::fs::remove_dir_all(dir);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_the_seed_through_the_rule_prints_its_views() {
+    let env = TestEnv::new("replay").await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_projector"))
+        .args([
+            "plugins",
+            "replay",
+            "../fixtures/seed-flow.jsonl",
+            "--plugin",
+        ])
+        .arg(plugins_dir().join("rules/sepsis-screen.wasm"))
+        .env("DATABASE_URL", &env.config.database_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (first, json) = stdout.split_once('\n').unwrap();
+    let database = first
+        .strip_prefix("# replayed into database ")
+        .expect("names its database");
+    let result: Value = serde_json::from_str(json).expect("JSON");
+    assert_eq!(result["events"], 25);
+    let mut native = Harness::<SepsisScreen>::new();
+    native.feed_jsonl(SEED).unwrap();
+    let screens = result["views"][SCREEN].as_array().unwrap();
+    assert_eq!(screens.len(), 1);
+    assert_eq!(screens[0]["key"], "enc-1");
+    assert_eq!(
+        Some(&screens[0]["doc"]),
+        native.view(SCREEN, "enc-1").as_ref()
+    );
+    assert_eq!(result["notifications"].as_array().map(Vec::len), Some(1));
+    assert_eq!(result["deadLetters"], serde_json::json!([]));
+
+    let admin = sqlx::PgPool::connect(&env.config.database_url_named("postgres"))
+        .await
+        .unwrap();
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await;
+    env.cleanup().await;
+}

@@ -5,5 +5,6 @@ mod batch;
 mod projection;
 mod stream;
 
+pub use batch::{Item, Origin, project};
 pub use projection::{Projection, ProjectionState};
 pub use stream::{consumer_name, ensure_stream, lag, stream_subjects};
