@@ -62,6 +62,8 @@ impl<P: Plugin> Harness<P> {
             return Ok(());
         }
         let outcome = P::handle(&event, &self.views)?;
+        // All of an event's mutations or none, as the host applies them.
+        let mut changed: BTreeMap<(String, String), Option<Value>> = BTreeMap::new();
         for mutation in &outcome.mutations {
             let (view, key) = mutation.target();
             if !self.info.owns_view(view) {
@@ -70,11 +72,16 @@ impl<P: Plugin> Harness<P> {
                 ));
             }
             let slot = (view.to_owned(), key.to_owned());
-            let mut doc = self.views.0.remove(&slot);
-            document::apply(&mut doc, mutation).map_err(|e| e.to_string())?;
-            if let Some(doc) = doc {
-                self.views.0.insert(slot, doc);
-            }
+            let doc = changed
+                .entry(slot)
+                .or_insert_with_key(|slot| self.views.0.get(slot).cloned());
+            document::apply(doc, mutation).map_err(|e| e.to_string())?;
+        }
+        for (slot, doc) in changed {
+            match doc {
+                Some(doc) => self.views.0.insert(slot, doc),
+                None => self.views.0.remove(&slot),
+            };
         }
         for notification in outcome.notifications {
             let duplicate = self.notifications.iter().any(|n| {
@@ -105,5 +112,39 @@ impl<P: Plugin> Harness<P> {
     /// A document of one of the plugin's views.
     pub fn view(&self, view: &str, key: &str) -> Option<Value> {
         self.views.get(view, key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Outcome, ViewDef, json};
+
+    /// Merges into its view, then increments a field that is not a number.
+    struct HalfWay;
+
+    impl Plugin for HalfWay {
+        fn describe() -> PluginInfo {
+            PluginInfo::new(
+                "half-way",
+                "1",
+                &["patient.created"],
+                vec![ViewDef::new("v", "patientId", &[])],
+            )
+        }
+        fn handle(event: &Event, _: &dyn Views) -> Result<Outcome, String> {
+            let mut out = Outcome::default();
+            out.merge("v", &event.patient_id, json!({ "n": "text" }));
+            out.increment("v", &event.patient_id, "n", 1);
+            Ok(out)
+        }
+    }
+
+    #[test]
+    fn an_event_whose_outcome_fails_half_way_changes_nothing() {
+        let mut harness = Harness::<HalfWay>::new();
+        let line = r#"{"eventId":"e-1","eventType":"patient.created","eventVersion":1,"timestamp":"2026-11-26T08:00:00Z","patientId":"p-1","userId":"u-1","portalType":"admin","fhirResourceType":"Patient","payload":{"mrn":"M","name":{"given":"A","family":"B"},"birthDate":"1970-01-01","gender":"male"}}"#;
+        assert!(harness.feed_jsonl(line).is_err());
+        assert_eq!(harness.view("v", "p-1"), None);
     }
 }
