@@ -114,6 +114,16 @@ enum Bench {
         #[arg(long, default_value_t = 100_000)]
         events: usize,
     },
+    /// Load-to-ready time of each plugin, and how long a plugin's pipeline
+    /// stands still when a new version is swapped in under load.
+    Lifecycle {
+        /// Events of backlog projected during the swaps.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// Swaps of the lab plugin (one every 300 ms).
+        #[arg(long, default_value_t = 20)]
+        swaps: usize,
+    },
     /// Memory per connected Socket.IO client, and critical-alert latency
     /// from publish to socket under background load.
     Notify {
@@ -167,6 +177,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench(Bench::Projection { events }) => {
             projector::bench::projection::run(config, events).await?
+        }
+        Command::Bench(Bench::Lifecycle { events, swaps }) => {
+            projector::bench::lifecycle::run(config, events, swaps).await?
         }
         Command::Bench(Bench::Notify {
             clients,

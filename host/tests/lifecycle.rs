@@ -8,21 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{SEED, TestEnv, assert_seed_chart, eventually, plugins_dir, view_document};
+use projector::bench::lifecycle::rebuilt;
 use serde_json::Value;
-
-/// The same component with a custom section appended: the same behaviour
-/// under a new content hash, as a rebuild would give.
-fn rebuilt(bytes: &[u8], tag: &str) -> Vec<u8> {
-    let name = b"projector-test";
-    let mut section = vec![name.len() as u8];
-    section.extend_from_slice(name);
-    section.extend_from_slice(tag.as_bytes());
-    let mut out = bytes.to_vec();
-    out.push(0); // custom section id
-    out.push(section.len() as u8);
-    out.extend(section);
-    out
-}
 
 /// A private copy of the built plugins: deploys write into the folder.
 fn own_plugins(tag: &str) -> PathBuf {

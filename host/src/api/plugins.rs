@@ -71,6 +71,7 @@ async fn list(
             "applied": applied, "deadLettered": dead_lettered,
             "logs": { "written": logs_written, "suppressed": logs_suppressed },
             "previous": projection.previous().as_ref().map(version),
+            "lastBatchAt": projection.last_batch(),
         }));
     }
     Ok(Json(out))

@@ -2,6 +2,7 @@
 //! them (BENCHMARKS.md records them). Each makes its own stream, subject
 //! prefix and database.
 
+pub mod lifecycle;
 pub mod notify;
 pub mod projection;
 mod socketio_client;

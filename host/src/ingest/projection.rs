@@ -31,6 +31,7 @@ pub struct ProjectionState {
     paused: watch::Sender<bool>,
     redrive: Notify,
     failure: Mutex<Option<String>>,
+    last_batch: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -43,6 +44,7 @@ impl ProjectionState {
             paused: watch::Sender::new(false),
             redrive: Notify::new(),
             failure: Mutex::default(),
+            last_batch: Mutex::default(),
             metrics,
         }
     }
@@ -94,6 +96,12 @@ impl ProjectionState {
     /// Wakes the projection to re-drive dead letters marked for retry.
     pub fn wake_redrive(&self) {
         self.redrive.notify_one();
+    }
+
+    /// When the last batch of stream events committed: a plugin whose lag
+    /// grows while this stands still is stuck.
+    pub fn last_batch(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        *self.last_batch.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `running`, `paused`, or `retrying` with the error that stopped the
@@ -254,6 +262,11 @@ impl Projection {
                 let took = started.elapsed();
                 if result.is_ok() {
                     self.state.metrics.batch(&self.name, counts, took);
+                    *self
+                        .state
+                        .last_batch
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(chrono::Utc::now());
                 }
                 tracing::debug!(plugin = %self.name, messages = messages.len(), ?projected, total = ?took, "batch committed");
                 result

@@ -1,0 +1,202 @@
+//! `projector bench lifecycle`: how long a plugin takes from bytes to ready
+//! (compile, instantiate, `describe`), and how long the lab plugin's
+//! pipeline stands still when a new version is swapped in while it
+//! projects a backlog.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+use crate::ingest;
+use crate::publish::Publisher;
+use crate::runtime::{Limits, Plugin, Runtime};
+use crate::serve::Host;
+use crate::sim::Simulator;
+
+/// The same component with a custom section appended: the same behaviour
+/// under a new content hash, as a rebuild gives.
+pub fn rebuilt(bytes: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"projector-rebuild";
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(tag.as_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0); // a custom section
+    out.push(section.len() as u8);
+    out.extend(section);
+    out
+}
+
+/// Time between swaps.
+const SWAP_EVERY: Duration = Duration::from_millis(300);
+
+/// Runs the benchmark on a fresh stream and database, with a copy of the
+/// plugins folder (deploys write into it).
+pub async fn run(mut config: Config, events: usize, swaps: usize) -> anyhow::Result<()> {
+    let tag = format!("benchlife{}", Utc::now().format("%Y%m%d%H%M%S"));
+    config.stream_name = tag.to_uppercase();
+    config.subject_prefix = format!("{tag}.");
+    config.database_url = config.database_url_named(&tag);
+    config.http_addr = "127.0.0.1:0".parse()?;
+    config.ws_addr = "127.0.0.1:0".parse()?;
+    let source = config.plugins_dir.clone();
+    let dir = std::env::temp_dir().join(format!("{tag}-plugins"));
+    std::fs::create_dir_all(&dir)?;
+    for name in ["patient", "lab", "radiology", "pharmacy", "encounter"] {
+        std::fs::copy(
+            source.join(format!("{name}.wasm")),
+            dir.join(format!("{name}.wasm")),
+        )
+        .with_context(|| {
+            format!(
+                "{name}.wasm in {}: run scripts/build-plugins",
+                source.display()
+            )
+        })?;
+    }
+    config.plugins_dir = dir.clone();
+    println!(
+        "# projector bench lifecycle: {events} events of backlog, {swaps} swaps of the lab plugin"
+    );
+
+    let runtime = Runtime::new(Limits {
+        call_timeout: config.call_timeout,
+        memory_bytes: config.plugin_memory_bytes,
+    })?;
+    for name in ["patient", "lab", "radiology", "pharmacy", "encounter"] {
+        let bytes = std::fs::read(dir.join(format!("{name}.wasm")))?;
+        let started = Instant::now();
+        Plugin::load(&runtime, &bytes).await?;
+        println!(
+            "load to ready {name:<10} {:>7.1} ms ({} KiB: compile, instantiate, describe)",
+            started.elapsed().as_secs_f64() * 1e3,
+            bytes.len() / 1024
+        );
+    }
+
+    let js = async_nats::jetstream::new(async_nats::connect(&config.nats_url).await?);
+    ingest::ensure_stream(&js, &config).await?;
+    let mut publisher = Publisher::new(js.clone(), &config.subject_prefix);
+    let mut simulator = Simulator::new(11, Utc::now());
+    let mut published = 0;
+    while published < events {
+        for event in simulator.traffic(200) {
+            publisher.publish(&event).await?;
+            published += 1;
+        }
+    }
+    publisher.flush().await?;
+
+    let host = Host::start(config.clone()).await?;
+    let lab = host.registry.get("lab").context("the lab plugin runs")?;
+    // Every commit of the lab plugin, as its projection records it.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let sampler = {
+        let lab = lab.clone();
+        tokio::spawn(async move {
+            let mut commits: Vec<DateTime<Utc>> = Vec::new();
+            let mut stopped = stopped;
+            loop {
+                if let Some(at) = lab.last_batch()
+                    && commits.last() != Some(&at)
+                {
+                    commits.push(at);
+                }
+                tokio::select! {
+                    _ = &mut stopped => return commits,
+                    () = tokio::time::sleep(Duration::from_micros(500)) => {}
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lab_bytes = std::fs::read(dir.join("lab.wasm"))?;
+    let mut windows = Vec::new();
+    let mut deploys = Vec::new();
+    for k in 0..swaps {
+        let started = Instant::now();
+        let from = Utc::now();
+        host.deployer
+            .upload(&rebuilt(&lab_bytes, &format!("{k}")), "lab")
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        deploys.push(started.elapsed());
+        windows.push((from, Utc::now()));
+        tokio::time::sleep(SWAP_EVERY).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _ = stop.send(());
+    let commits = sampler.await.context("the sampler")?;
+    host.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    js.delete_stream(&config.stream_name)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    report(&commits, &windows, &mut deploys);
+    println!(
+        "# reproduce: scripts/build-plugins && cargo build --release && target/release/projector bench lifecycle --events {events} --swaps {swaps}"
+    );
+    Ok(())
+}
+
+/// Prints how long deploys took, how long the pipeline stood still at each
+/// swap (from its last commit before the swap to its first after), and the
+/// gaps between commits at other times, for comparison.
+fn report(
+    commits: &[DateTime<Utc>],
+    windows: &[(DateTime<Utc>, DateTime<Utc>)],
+    deploys: &mut [Duration],
+) {
+    let ms = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(0) as f64 / 1e3;
+    let mut pauses: Vec<f64> = windows
+        .iter()
+        .filter_map(|(_, swapped)| {
+            let after = commits.iter().position(|c| c > swapped)?;
+            let before = commits[..after].last()?;
+            Some(ms(commits[after] - *before))
+        })
+        .collect();
+    let mut gaps: Vec<f64> = commits
+        .windows(2)
+        .filter(|pair| {
+            !windows
+                .iter()
+                .any(|(from, to)| pair[1] > *from && pair[0] < *to)
+        })
+        .map(|pair| ms(pair[1] - pair[0]))
+        .collect();
+    let mut deploy_ms: Vec<f64> = deploys.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    println!(
+        "deploy (validate, compile, swap) of the lab plugin: {}",
+        percentiles(&mut deploy_ms)
+    );
+    println!(
+        "swap pause (last commit on the old version to first on the new): {} over {} swaps",
+        percentiles(&mut pauses),
+        pauses.len()
+    );
+    println!(
+        "gaps between lab commits away from swaps: {} over {} gaps",
+        percentiles(&mut gaps),
+        gaps.len()
+    );
+}
+
+/// p50, p99 and max of some milliseconds.
+fn percentiles(values: &mut [f64]) -> String {
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        values
+            .get(((values.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    format!(
+        "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    )
+}
