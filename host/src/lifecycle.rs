@@ -143,12 +143,12 @@ impl Deployer {
     /// starts projecting from the start of the stream; a new version of a
     /// running one takes over at the next batch and the old one is kept for
     /// rollback. `name`, when given, must be the plugin's own.
-    pub async fn deploy(
+    /// (The caller holds the deploy lock.)
+    async fn deploy(
         &self,
         bytes: &[u8],
         name: Option<&str>,
     ) -> Result<(Plugin, Deployed), DeployError> {
-        let _one_at_a_time = self.deploying.lock().await;
         let plugin = Plugin::load(&self.runtime, bytes)
             .await
             .map_err(|e| DeployError::Invalid(e.to_string()))?;
@@ -180,12 +180,14 @@ impl Deployer {
     }
 
     /// Deploys an upload, then writes it into the plugins folder so a
-    /// restart runs it too.
+    /// restart runs it too; both under the deploy lock, so the folder and
+    /// the running version change in the same order.
     pub async fn upload(
         &self,
         bytes: &[u8],
         name: &str,
     ) -> Result<(Plugin, Deployed), DeployError> {
+        let _one_at_a_time = self.deploying.lock().await;
         let deployed = self.deploy(bytes, Some(name)).await?;
         self.keep(&deployed.0).await;
         Ok(deployed)
@@ -208,8 +210,10 @@ impl Deployer {
     }
 
     /// Deploys a file from the plugins folder; failures are logged and the
-    /// running version stays.
+    /// running version stays. The file is read under the deploy lock: read
+    /// before it, it could be older than an upload that ran meanwhile.
     pub async fn deploy_file(&self, path: &Path) {
+        let _one_at_a_time = self.deploying.lock().await;
         let result = match tokio::fs::read(path).await {
             Ok(bytes) => self.deploy(&bytes, None).await.map(drop),
             Err(e) => Err(DeployError::Invalid(format!("reading it: {e}"))),

@@ -45,7 +45,12 @@ impl Plugin {
     /// Compiles, links and describes a component, and checks its description.
     pub async fn load(runtime: &Runtime, bytes: &[u8]) -> Result<Self, LoadError> {
         let hash = hex::encode(Sha256::digest(bytes));
-        let component = Component::new(&runtime.engine, bytes)
+        // Compiling takes a core for hundreds of milliseconds: off the async
+        // workers, so projections keep running meanwhile.
+        let (engine, owned) = (runtime.engine.clone(), bytes.to_vec());
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &owned))
+            .await
+            .map_err(|e| LoadError::NotAComponent(format!("compilation stopped: {e}")))?
             .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
         let instance_pre = runtime
             .linker
