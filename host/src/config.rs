@@ -29,6 +29,9 @@ pub struct Config {
     pub escalation_role: String,
     /// `S3_ENDPOINT`: S3 or MinIO, addressed path-style.
     pub s3_endpoint: String,
+    /// `S3_PUBLIC_ENDPOINT`: where clients reach the same storage, for the
+    /// presigned URLs the API hands out (default: `S3_ENDPOINT`).
+    pub s3_public_endpoint: String,
     /// `S3_REGION`
     pub s3_region: String,
     /// `S3_ACCESS_KEY`
@@ -76,6 +79,8 @@ impl Config {
             escalate_after: duration("ESCALATE_AFTER", "5m")?,
             escalation_role: var("ESCALATION_ROLE", "charge_nurse"),
             s3_endpoint: var("S3_ENDPOINT", "http://127.0.0.1:9000"),
+            s3_public_endpoint: std::env::var("S3_PUBLIC_ENDPOINT")
+                .unwrap_or_else(|_| var("S3_ENDPOINT", "http://127.0.0.1:9000")),
             s3_region: var("S3_REGION", "us-east-1"),
             s3_access_key: var("S3_ACCESS_KEY", "minioadmin"),
             s3_secret_key: var("S3_SECRET_KEY", "minioadmin"),

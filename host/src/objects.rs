@@ -31,34 +31,43 @@ pub const LAB_REPORTS: &str = "lab-reports";
 #[derive(Clone)]
 pub struct ObjectStore {
     client: Client,
+    /// Signs for where clients reach the storage, which may not be where
+    /// the host does (`http://minio:9000` inside compose).
+    signer: Client,
     presign_ttl: Duration,
 }
 
+/// A path-style client for `endpoint` with the configured credentials.
+fn client(config: &Config, endpoint: &str) -> Client {
+    let credentials = Credentials::new(
+        &config.s3_access_key,
+        &config.s3_secret_key,
+        None,
+        None,
+        "projector-config",
+    );
+    let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(10))
+        .build();
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version_latest()
+        .endpoint_url(endpoint)
+        .region(Region::new(config.s3_region.clone()))
+        .credentials_provider(credentials)
+        .force_path_style(true)
+        .timeout_config(timeouts)
+        .build();
+    Client::from_conf(conf)
+}
+
 impl ObjectStore {
-    /// A client for `S3_ENDPOINT` with the configured credentials. Nothing
-    /// is contacted yet.
+    /// A client for `S3_ENDPOINT` with the configured credentials, and one
+    /// that signs URLs for `S3_PUBLIC_ENDPOINT`. Nothing is contacted yet.
     pub fn new(config: &Config) -> Self {
-        let credentials = Credentials::new(
-            &config.s3_access_key,
-            &config.s3_secret_key,
-            None,
-            None,
-            "projector-config",
-        );
-        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .operation_timeout(Duration::from_secs(10))
-            .build();
-        let conf = aws_sdk_s3::config::Builder::new()
-            .behavior_version_latest()
-            .endpoint_url(&config.s3_endpoint)
-            .region(Region::new(config.s3_region.clone()))
-            .credentials_provider(credentials)
-            .force_path_style(true)
-            .timeout_config(timeouts)
-            .build();
         Self {
-            client: Client::from_conf(conf),
+            client: client(config, &config.s3_endpoint),
+            signer: client(config, &config.s3_public_endpoint),
             presign_ttl: config.presign_ttl,
         }
     }
@@ -127,7 +136,7 @@ impl ObjectStore {
     pub async fn presign_get(&self, bucket: &str, key: &str) -> Option<String> {
         let expiry = PresigningConfig::expires_in(self.presign_ttl).ok()?;
         let request = self
-            .client
+            .signer
             .get_object()
             .bucket(bucket)
             .key(key)

@@ -68,6 +68,10 @@ async fn images_are_fetched_through_presigned_urls_that_expire() {
         .expect("a presigned URL")
         .to_owned();
     assert!(url.contains("X-Amz-Signature="), "{url}");
+    assert!(
+        url.starts_with(&env.config.s3_public_endpoint),
+        "signed for where clients reach S3: {url}"
+    );
     assert_eq!(
         study["images"][0]["url"]
             .as_str()

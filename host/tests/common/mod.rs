@@ -89,6 +89,7 @@ impl TestEnv {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.config.s3_endpoint = format!("http://127.0.0.1:{port}");
+        self.config.s3_public_endpoint = format!("http://localhost:{port}");
         self.config.s3_access_key = "test-access".into();
         self.config.s3_secret_key = "test-secret".into();
         server
