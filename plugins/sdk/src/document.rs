@@ -24,6 +24,17 @@ pub enum ApplyError {
 
 /// Applies one mutation to a document (`None` when absent). Every mutation but
 /// `Delete` creates a missing document as `{}` first.
+///
+/// ```
+/// use projector_sdk::document::apply;
+/// use projector_sdk::{Outcome, json};
+///
+/// let mut out = Outcome::default();
+/// out.increment("v", "k", "counts.lab", 2);
+/// let mut doc = None;
+/// apply(&mut doc, &out.mutations[0]).unwrap();
+/// assert_eq!(doc, Some(json!({ "counts": { "lab": 2 } })));
+/// ```
 pub fn apply(doc: &mut Option<Value>, mutation: &Mutation) -> Result<(), ApplyError> {
     match mutation {
         Mutation::Delete { .. } => {

@@ -113,6 +113,20 @@ pub struct AuditEntry {
 }
 
 /// Everything one event produced, built with the methods below.
+///
+/// ```
+/// use projector_sdk::{Notification, Outcome, json};
+///
+/// let mut out = Outcome::default();
+/// out.merge("patient_chart", "p-1", json!({ "patientId": "p-1" }))
+///     .append("patient_chart", "p-1", "allergies", json!({ "allergyId": "a-1" }), Some("allergyId"))
+///     .increment("patient_chart", "p-1", "pendingOrders.lab", 1)
+///     .notify(Notification::normal("u-dr-1", "lab_result_available", "Lab Results Available",
+///         "New lab results are ready for review", json!({ "patientId": "p-1" }), "lab:rep-1"))
+///     .audit("lab_result.viewed", "DiagnosticReport", "rep-1");
+/// assert_eq!(out.mutations.len(), 3);
+/// assert_eq!(out.notifications[0].recipient, "u-dr-1");
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Outcome {
     /// Read-model changes, applied in order.
@@ -223,7 +237,18 @@ impl Outcome {
 }
 
 impl Notification {
-    /// A normal-priority notification (delivered, not acknowledged).
+    /// A normal-priority notification (delivered, not acknowledged). The host
+    /// stores at most one per (recipient, `dedupe_key`), so a redelivered
+    /// event notifies no one twice.
+    ///
+    /// ```
+    /// use projector_sdk::{Notification, Priority, json};
+    ///
+    /// let alert = Notification::urgent("u-dr-1", "critical_lab_value", "🚨 CRITICAL LAB VALUE",
+    ///     "CRITICAL: Potassium = 6.5 mmol/L", json!({ "patientId": "p-1" }), "critical:rep-1:2823-3");
+    /// assert_eq!(alert.priority, Priority::Urgent);
+    /// assert!(alert.requires_ack);
+    /// ```
     pub fn normal(
         recipient: &str,
         kind: &str,

@@ -58,7 +58,19 @@ pub struct PluginInfo {
 }
 
 impl PluginInfo {
-    /// Describes a plugin.
+    /// Describes a plugin: its name, version, the event types it handles
+    /// (NATS subject patterns) and the views it writes, each with the event
+    /// field its documents are usually keyed by.
+    ///
+    /// ```
+    /// use projector_sdk::{PluginInfo, ViewDef};
+    ///
+    /// let info = PluginInfo::new("lab", "1.0.0", &["lab.>"],
+    ///     vec![ViewDef::new("lab_results", "payload.reportId", &["patientId"])]);
+    /// assert!(info.subscribes_to("lab.result.available"));
+    /// assert!(!info.subscribes_to("patient.created"));
+    /// assert!(info.owns_view("lab_results"));
+    /// ```
     pub fn new(name: &str, version: &str, subjects: &[&str], views: Vec<ViewDef>) -> Self {
         Self {
             name: name.to_owned(),
@@ -84,6 +96,14 @@ impl PluginInfo {
 }
 
 /// NATS subject matching: `*` matches one token, a final `>` one or more.
+///
+/// ```
+/// use projector_sdk::subject_matches;
+///
+/// assert!(subject_matches("lab.*.available", "lab.result.available"));
+/// assert!(subject_matches("encounter.>", "encounter.vitals.recorded"));
+/// assert!(!subject_matches("lab.>", "lab"));
+/// ```
 pub fn subject_matches(pattern: &str, subject: &str) -> bool {
     let mut subject_tokens = subject.split('.');
     for token in pattern.split('.') {

@@ -21,6 +21,34 @@ impl Views for Memory {
 }
 
 /// A plugin under test with its views, notifications and audit entries so far.
+///
+/// ```
+/// use projector_sdk::events::Payload;
+/// use projector_sdk::testing::Harness;
+/// use projector_sdk::{Event, Outcome, Plugin, PluginInfo, ViewDef, Views, json};
+///
+/// struct Mrns;
+/// impl Plugin for Mrns {
+///     fn describe() -> PluginInfo {
+///         PluginInfo::new("mrns", "1", &["patient.created"], vec![ViewDef::new("mrns", "patientId", &[])])
+///     }
+///     fn handle(event: &Event, _: &dyn Views) -> Result<Outcome, String> {
+///         let mut out = Outcome::default();
+///         if let Payload::PatientCreated(p) = &event.payload {
+///             out.upsert("mrns", &event.patient_id, json!({ "mrn": p.mrn }));
+///         }
+///         Ok(out)
+///     }
+/// }
+///
+/// let mut harness = Harness::<Mrns>::new();
+/// harness.feed_jsonl(r#"{"eventId":"e-1","eventType":"patient.created","eventVersion":1,
+///     "timestamp":"2026-11-26T08:00:00Z","patientId":"p-1","userId":"u-1","portalType":"admin",
+///     "fhirResourceType":"Patient","payload":{"mrn":"MRN-1","name":{"given":"Ada","family":"L"},
+///     "birthDate":"1815-12-10","gender":"female"}}"#.replace('\n', "").as_str())?;
+/// assert_eq!(harness.view("mrns", "p-1"), Some(json!({ "mrn": "MRN-1" })));
+/// # Ok::<(), String>(())
+/// ```
 pub struct Harness<P: Plugin> {
     info: PluginInfo,
     views: Memory,
