@@ -5,7 +5,18 @@ use serde_json::{Map, Value};
 
 use crate::Mutation;
 
-/// Why a mutation could not be applied to the document it targets.
+/// Why a mutation could not be applied to the document it targets. The
+/// host dead-letters the event, and none of its mutations are kept.
+///
+/// ```
+/// use projector_sdk::document::{ApplyError, apply};
+/// use projector_sdk::{Outcome, json};
+///
+/// let mut out = Outcome::default();
+/// out.increment("v", "k", "name", 1);
+/// let mut doc = Some(json!({ "name": "Ada" }));
+/// assert_eq!(apply(&mut doc, &out.mutations[0]), Err(ApplyError::NotANumber("name".into())));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
     /// Merge and upsert take JSON objects.

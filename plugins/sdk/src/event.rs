@@ -3,6 +3,18 @@
 use projector_events::{Payload, PortalType, payloads::Timestamp};
 
 /// One event as a plugin sees it: the envelope's metadata and the typed payload.
+///
+/// ```
+/// use projector_sdk::Event;
+/// use projector_sdk::events::{Envelope, Payload};
+///
+/// let wire = Envelope::parse(br#"{"eventId":"e-1","eventType":"lab.result.viewed","eventVersion":1,
+///     "timestamp":"2026-11-26T09:45:00Z","patientId":"p-1","userId":"u-dr-1","portalType":"provider",
+///     "fhirResourceType":"AuditEvent","payload":{"reportId":"rep-1","viewedBy":"u-dr-1"}}"#).unwrap();
+/// let event = Event::from_wire(&wire, 7);
+/// assert_eq!(event.event_type(), "lab.result.viewed");
+/// assert!(matches!(event.payload, Payload::LabResultViewed(_)));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// The envelope's `eventId`.

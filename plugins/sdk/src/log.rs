@@ -1,7 +1,7 @@
 //! Writing to the host's log. Lines are tagged with the plugin's name and
 //! rate-limited by the host; never log patient data beyond ids.
 
-/// How serious a log line is.
+/// How serious a log line is; see [`write`] for its use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
     /// Fine-grained tracing.

@@ -3,7 +3,17 @@
 use serde_json::Value;
 
 /// A change to one document of a view; see `wit/projector.wit` for the
-/// semantics, which [`crate::document::apply`] implements.
+/// semantics, which [`crate::document::apply`] implements. Usually built
+/// with [`Outcome`]'s methods.
+///
+/// ```
+/// use projector_sdk::{Mutation, Outcome};
+///
+/// let mut out = Outcome::default();
+/// out.delete("open_encounters", "enc-1");
+/// assert_eq!(out.mutations[0], Mutation::Delete { view: "open_encounters".into(), key: "enc-1".into() });
+/// assert_eq!(out.mutations[0].target(), ("open_encounters", "enc-1"));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mutation {
     /// Replace the document.
@@ -62,6 +72,10 @@ impl Mutation {
 }
 
 /// How urgent a notification is.
+///
+/// ```
+/// assert_eq!(projector_sdk::Priority::Urgent.as_str(), "urgent");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
     /// Delivered once to every device.
@@ -80,7 +94,8 @@ impl Priority {
     }
 }
 
-/// A notification for one clinician.
+/// A notification for one clinician; built with [`Notification::normal`]
+/// or [`Notification::urgent`], which show its use.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notification {
     /// User id of the recipient.
@@ -102,6 +117,12 @@ pub struct Notification {
 }
 
 /// An audit-log entry, attributed to the event's user.
+///
+/// ```
+/// let mut out = projector_sdk::Outcome::default();
+/// out.audit("lab_result.viewed", "DiagnosticReport", "rep-1");
+/// assert_eq!(out.audits[0].resource_id, "rep-1");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
     /// What was done, e.g. `lab_result.viewed`.

@@ -5,6 +5,24 @@ use serde_json::Value;
 use crate::{Event, Outcome};
 
 /// A handler plugin: one domain's rules from events to read models.
+///
+/// ```
+/// use projector_sdk::{Event, Outcome, Plugin, PluginInfo, ViewDef, Views, json};
+///
+/// /// Counts each patient's events of every kind.
+/// struct Tally;
+/// impl Plugin for Tally {
+///     fn describe() -> PluginInfo {
+///         PluginInfo::new("tally", "1.0.0", &[">"], vec![ViewDef::new("tallies", "patientId", &[])])
+///     }
+///     fn handle(event: &Event, _views: &dyn Views) -> Result<Outcome, String> {
+///         let mut out = Outcome::default();
+///         out.increment("tallies", &event.patient_id, event.event_type(), 1);
+///         Ok(out)
+///     }
+/// }
+/// assert_eq!(Tally::describe().views[0].name, "tallies");
+/// ```
 pub trait Plugin {
     /// Name, version, subjects and the views this plugin writes.
     fn describe() -> PluginInfo;
@@ -16,12 +34,38 @@ pub trait Plugin {
 }
 
 /// Reads documents of the plugin's own views.
+///
+/// ```
+/// use projector_sdk::{Value, Views, json};
+///
+/// /// Whether the patient's chart already lists this allergy.
+/// fn known(views: &dyn Views, patient: &str, allergy: &str) -> bool {
+///     views.get("patient_chart", patient).is_some_and(|chart| {
+///         chart["allergies"].as_array().is_some_and(|a| a.iter().any(|x| x["allergyId"] == allergy))
+///     })
+/// }
+///
+/// struct One(Value);
+/// impl Views for One {
+///     fn get(&self, _: &str, _: &str) -> Option<Value> { Some(self.0.clone()) }
+/// }
+/// assert!(known(&One(json!({ "allergies": [{ "allergyId": "a-1" }] })), "p-1", "a-1"));
+/// ```
 pub trait Views {
     /// The document of `view` at `key`, if there is one.
     fn get(&self, view: &str, key: &str) -> Option<Value>;
 }
 
 /// A read model a plugin owns.
+///
+/// ```
+/// use projector_sdk::ViewDef;
+///
+/// // Documents keyed by the report id; the host indexes `patientId` for the
+/// // patient's `/labs` listing.
+/// let view = ViewDef::new("lab_results", "payload.reportId", &["patientId"]);
+/// assert_eq!(view.indexes, ["patientId"]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewDef {
     /// Table-safe name (`[a-z][a-z0-9_]*`).
