@@ -66,6 +66,8 @@ pub async fn project(
     let patients: Vec<&str> = events
         .iter()
         .map(|(_, e)| e.envelope.patient_id.as_str())
+        .collect::<HashSet<_>>()
+        .into_iter()
         .collect();
     let (mut blocked, mut waiting) = queries::poisoned(pool, plugin.name(), &patients).await?;
     let mut instance = plugin.instantiate(Some(overlay)).await?;

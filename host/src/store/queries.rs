@@ -162,22 +162,26 @@ pub async fn poisoned(
     if patients.is_empty() {
         return Ok(Default::default());
     }
-    let blocked: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT patient_id FROM dead_letters
-         WHERE plugin = $1 AND poisons AND status IN ('dead', 'retrying') AND patient_id = ANY($2)",
+    // One round trip: this runs for every batch of every plugin.
+    let rows: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT patient_id, true FROM dead_letters
+         WHERE plugin = $1 AND poisons AND status IN ('dead', 'retrying') AND patient_id = ANY($2)
+         UNION
+         SELECT patient_id, false FROM parked_events WHERE plugin = $1 AND patient_id = ANY($2)",
     )
     .bind(plugin)
     .bind(patients)
     .fetch_all(pool)
     .await?;
-    let waiting: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT patient_id FROM parked_events WHERE plugin = $1 AND patient_id = ANY($2)",
-    )
-    .bind(plugin)
-    .bind(patients)
-    .fetch_all(pool)
-    .await?;
-    Ok((blocked.into_iter().collect(), waiting.into_iter().collect()))
+    let (mut blocked, mut waiting) = (HashSet::new(), HashSet::new());
+    for (patient, has_dead_letter) in rows {
+        if has_dead_letter {
+            blocked.insert(patient);
+        } else {
+            waiting.insert(patient);
+        }
+    }
+    Ok((blocked, waiting))
 }
 
 /// A plugin's parked events whose patients are clear again (no open dead
