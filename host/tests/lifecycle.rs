@@ -42,6 +42,18 @@ async fn put(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// The report ids of the seed patient's lab results.
+async fn report_ids(env: &TestEnv, host: &projector::serve::Host, token: &str) -> Vec<String> {
+    let (_, labs) = env
+        .get(host, "/api/aggregate/patients/p-john-doe/labs", Some(token))
+        .await;
+    labs.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["reportId"].as_str().map(str::to_owned))
+        .collect()
+}
+
 async fn lab(env: &TestEnv, host: &projector::serve::Host, admin: &str) -> Value {
     let (_, plugins) = env.get(host, "/api/plugins", Some(admin)).await;
     plugins
@@ -133,34 +145,18 @@ async fn plugins_are_deployed_refused_rolled_back_paused_and_started_while_runni
     env.publish(&later.to_string()).await;
     let token = env.token("u-dr-smith", "provider");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (_, labs) = env
-        .get(
-            &host,
-            "/api/aggregate/patients/p-john-doe/labs",
-            Some(&token),
-        )
-        .await;
     assert!(
-        labs.as_array()
-            .unwrap()
-            .iter()
-            .all(|l| l["reportId"] != "rep-later")
+        !report_ids(&env, &host, &token)
+            .await
+            .contains(&"rep-later".to_owned())
     );
     assert_eq!(lab(&env, &host, &admin).await["state"], "paused");
     env.post(&host, "/api/plugins/lab/resume", &admin).await;
     env.settle(&host).await;
-    let (_, labs) = env
-        .get(
-            &host,
-            "/api/aggregate/patients/p-john-doe/labs",
-            Some(&token),
-        )
-        .await;
     assert!(
-        labs.as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l["reportId"] == "rep-later")
+        report_ids(&env, &host, &token)
+            .await
+            .contains(&"rep-later".to_owned())
     );
 
     // A file dropped into the folder is deployed; one caught half-written is
