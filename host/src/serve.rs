@@ -61,18 +61,17 @@ impl Host {
             notifier.clone(),
             metrics.clone(),
         ));
+        // Watch before loading, so no file dropped meanwhile goes unseen.
+        match watch::watch(config.plugins_dir.clone(), deployer.clone()) {
+            Ok(task) => tasks.push(task),
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "plugins folder not watched: deploy over HTTP"
+            ),
+        }
         for path in plugin_files(&config.plugins_dir)? {
             deployer.deploy_file(&path).await;
         }
-        let (dir, watching) = (config.plugins_dir.clone(), deployer.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = watch::watch(dir, watching).await {
-                tracing::error!(
-                    error = format!("{e:#}"),
-                    "plugins folder not watched: deploy over HTTP"
-                );
-            }
-        }));
         let registry = deployer.registry().clone();
         let app = api::router(api::AppState {
             pool: pool.clone(),

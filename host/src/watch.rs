@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::lifecycle::Deployer;
 
@@ -28,8 +29,9 @@ fn is_plugin_file(path: &Path) -> bool {
             .is_some_and(|n| !n.starts_with('.'))
 }
 
-/// Watches `dir` and deploys what changes in it, until the task is aborted.
-pub async fn watch(dir: PathBuf, deployer: Arc<Deployer>) -> anyhow::Result<()> {
+/// Starts watching `dir` now (a file that changes from here on is seen)
+/// and returns the task that deploys what changes, until it is aborted.
+pub fn watch(dir: PathBuf, deployer: Arc<Deployer>) -> anyhow::Result<JoinHandle<()>> {
     let (changed, mut changes) = mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
@@ -45,16 +47,19 @@ pub async fn watch(dir: PathBuf, deployer: Arc<Deployer>) -> anyhow::Result<()> 
         .watch(&dir, RecursiveMode::NonRecursive)
         .with_context(|| format!("watching {}", dir.display()))?;
     tracing::info!(dir = %dir.display(), "watching the plugins folder");
-    while let Some(first) = changes.recv().await {
-        let mut paths = BTreeSet::from([first]);
-        while let Ok(Some(path)) = tokio::time::timeout(QUIET, changes.recv()).await {
-            paths.insert(path);
+    Ok(tokio::spawn(async move {
+        // The watcher stops when dropped: the task keeps it.
+        let _watcher = watcher;
+        while let Some(first) = changes.recv().await {
+            let mut paths = BTreeSet::from([first]);
+            while let Ok(Some(path)) = tokio::time::timeout(QUIET, changes.recv()).await {
+                paths.insert(path);
+            }
+            for path in paths.into_iter().filter(|p| p.exists()) {
+                deployer.deploy_file(&path).await;
+            }
         }
-        for path in paths.into_iter().filter(|p| p.exists()) {
-            deployer.deploy_file(&path).await;
-        }
-    }
-    Ok(())
+    }))
 }
 
 #[cfg(test)]
