@@ -40,9 +40,10 @@ pub async fn replay(config: &Config, wasm: &Path, events: &Path) -> anyhow::Resu
         .collect();
     let database = format!("replay_{}", chrono::Utc::now().format("%Y%m%d%H%M%S%f"));
     let pool = store::connect(&config.database_url_named(&database)).await?;
-    store::ensure_views(&pool, &plugin.info).await?;
+    let target = store::Target::live(plugin.name());
+    store::ensure_views(&pool, &target, &plugin.info).await?;
     for chunk in items.chunks(config.batch_size.max(1)) {
-        ingest::project(&plugin, &pool, config.max_attempts, chunk.to_vec())
+        ingest::project(&plugin, &target, &pool, config.max_attempts, chunk.to_vec())
             .await?
             .commit(&pool)
             .await?;

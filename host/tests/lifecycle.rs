@@ -4,26 +4,13 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{SEED, TestEnv, assert_seed_chart, eventually, plugins_dir, view_document};
+use common::{
+    SEED, TestEnv, assert_seed_chart, eventually, own_plugins, plugins_dir, view_document,
+};
 use projector::bench::lifecycle::rebuilt;
 use serde_json::Value;
-
-/// A private copy of the built plugins: deploys write into the folder.
-fn own_plugins(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("{tag}-plugins"));
-    std::fs::create_dir_all(&dir).unwrap();
-    for name in ["patient", "lab", "radiology", "pharmacy", "encounter"] {
-        std::fs::copy(
-            plugins_dir().join(format!("{name}.wasm")),
-            dir.join(format!("{name}.wasm")),
-        )
-        .unwrap();
-    }
-    dir
-}
 
 async fn put(
     host: &projector::serve::Host,
@@ -68,7 +55,10 @@ async fn lab(env: &TestEnv, host: &projector::serve::Host, admin: &str) -> Value
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_are_deployed_refused_rolled_back_paused_and_started_while_running() {
     let mut env = TestEnv::new("lifecycle").await;
-    let dir = own_plugins(&env.tag);
+    let dir = own_plugins(
+        &env.tag,
+        &["patient", "lab", "radiology", "pharmacy", "encounter"],
+    );
     env.config.plugins_dir = dir.clone();
     env.publish(SEED).await;
     let host = env.start().await;

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::{SEED, TestEnv, assert_seed_chart, snapshot};
@@ -169,19 +168,9 @@ async fn a_host_killed_between_commit_and_ack_applies_nothing_twice() {
     env.publish(SEED).await;
 
     // A real host process that aborts right after its first commit, before acking.
-    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_projector"))
-        .arg("serve")
+    let status = env
+        .host_command(common::free_port())
         .env("PROJECTOR_FAULT", "crash-after-commit")
-        .env("NATS_URL", &env.config.nats_url)
-        .env("DATABASE_URL", &env.config.database_url)
-        .env("STREAM_NAME", &env.config.stream_name)
-        .env("SUBJECT_PREFIX", &env.config.subject_prefix)
-        .env("PLUGINS_DIR", &env.config.plugins_dir)
-        .env("HTTP_ADDR", "127.0.0.1:0")
-        .env("WS_ADDR", "127.0.0.1:0")
-        .env("ACK_WAIT_SECS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .status();
     let status = tokio::time::timeout(Duration::from_secs(120), status)
         .await

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, AppState, Claims};
 use crate::ingest;
-use crate::lifecycle::DeployError;
+use crate::lifecycle::{DeployError, Deployed, RebuildStatus};
 use crate::runtime::Plugin;
 use crate::store::queries;
 
@@ -21,6 +21,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/plugins", get(list))
         .route("/api/plugins/{name}", put(deploy))
         .route("/api/plugins/{name}/rollback", post(rollback))
+        .route("/api/plugins/{name}/rebuild", post(rebuild))
         .route("/api/plugins/{name}/pause", post(pause))
         .route("/api/plugins/{name}/resume", post(resume))
 }
@@ -72,6 +73,10 @@ async fn list(
             "logs": { "written": logs_written, "suppressed": logs_suppressed },
             "previous": projection.previous().as_ref().map(version),
             "lastBatchAt": projection.last_batch(),
+            "rebuild": match state.deployer.rebuild_status(&info.name) {
+                Some(rebuild) => Some(rebuild_progress(&state, &rebuild).await),
+                None => None,
+            },
         }));
     }
     Ok(Json(out))
@@ -86,7 +91,7 @@ async fn deploy(
     Extension(claims): Extension<Claims>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     claims.require_admin()?;
     if body.is_empty() {
         return Err(ApiError::bad_request(
@@ -94,24 +99,60 @@ async fn deploy(
         ));
     }
     let (plugin, deployed) = state.deployer.upload(&body, &name).await?;
-    let mut answer = version(&plugin);
+    Ok(deployment(&name, &plugin, deployed))
+}
+
+/// What a deploy or rollback did: 202 while a rebuild is under way, since
+/// the version runs only once it has switched in.
+fn deployment(name: &str, plugin: &Plugin, deployed: Deployed) -> (StatusCode, Json<Value>) {
+    let mut answer = version(plugin);
     answer["name"] = json!(name);
     answer["deployed"] = json!(deployed.as_str());
-    Ok(Json(answer))
+    let status = match deployed {
+        Deployed::Rebuilding => StatusCode::ACCEPTED,
+        _ => StatusCode::OK,
+    };
+    (status, Json(answer))
+}
+
+/// A rebuild as the API shows it: the version, when it started, how far
+/// it is behind the stream, and any error that holds it up.
+async fn rebuild_progress(state: &AppState, rebuild: &RebuildStatus) -> Value {
+    let key = crate::store::Target::rebuild(rebuild.version.name()).key;
+    let (_, error) = rebuild.projection.describe();
+    let mut progress = version(&rebuild.version);
+    progress["startedAt"] = json!(rebuild.started_at);
+    progress["lag"] = json!(ingest::lag(&state.stream, &key).await.ok());
+    progress["lastBatchAt"] = json!(rebuild.projection.last_batch());
+    progress["error"] = json!(error);
+    progress
+}
+
+/// `POST /api/plugins/:name/rebuild`: rebuilds the views with the version
+/// running, blue/green; 202 with the rebuild's progress.
+async fn rebuild(
+    State(state): State<AppState>,
+    Extension(claims): Extension<Claims>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    claims.require_admin()?;
+    let rebuild = state.deployer.rebuild(&name).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(rebuild_progress(&state, &rebuild).await),
+    ))
 }
 
 /// `POST /api/plugins/:name/rollback`: the previous version runs from the
-/// next batch.
+/// next batch (or, when its views mean something else, after a rebuild).
 async fn rollback(
     State(state): State<AppState>,
     Extension(claims): Extension<Claims>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     claims.require_admin()?;
-    let plugin = state.deployer.rollback(&name).await?;
-    let mut answer = version(&plugin);
-    answer["name"] = json!(name);
-    Ok(Json(answer))
+    let (plugin, deployed) = state.deployer.rollback(&name).await?;
+    Ok(deployment(&name, &plugin, deployed))
 }
 
 async fn pause(

@@ -1,7 +1,7 @@
 //! `projector bench lifecycle`: how long a plugin takes from bytes to ready
 //! (compile, instantiate, `describe`), and how long the lab plugin's
 //! pipeline stands still when a new version is swapped in while it
-//! projects a backlog.
+//! projects a backlog, and how fast every plugin's views are rebuilt.
 
 use std::time::{Duration, Instant};
 
@@ -129,14 +129,61 @@ pub async fn run(mut config: Config, events: usize, swaps: usize) -> anyhow::Res
     tokio::time::sleep(Duration::from_secs(1)).await;
     let _ = stop.send(());
     let commits = sampler.await.context("the sampler")?;
+    report(&commits, &windows, &mut deploys);
+    rebuild_all(&host, &js, &config, published).await?;
     host.stop();
     let _ = std::fs::remove_dir_all(&dir);
     js.delete_stream(&config.stream_name)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    report(&commits, &windows, &mut deploys);
     println!(
         "# reproduce: scripts/build-plugins && cargo build --release && target/release/projector bench lifecycle --events {events} --swaps {swaps}"
+    );
+    Ok(())
+}
+
+/// Once every plugin has caught up, rebuilds all of them at once from the
+/// start of the stream and prints the rate, comparable with the live rate
+/// of `bench projection` (every plugin, the whole backlog).
+async fn rebuild_all(
+    host: &Host,
+    js: &async_nats::jetstream::Context,
+    config: &Config,
+    events: usize,
+) -> anyhow::Result<()> {
+    let stream = js
+        .get_stream(&config.stream_name)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let names = host.registry.names();
+    loop {
+        let mut lag = 0;
+        for name in &names {
+            lag += ingest::lag(&stream, name).await.unwrap_or(1);
+        }
+        if lag == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    for name in &names {
+        host.deployer
+            .rebuild(name)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    while names
+        .iter()
+        .any(|n| host.deployer.rebuild_status(n).is_some())
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "rebuild of all {} plugins from the start of the stream: {events} events in {took:.1} s: {:.0} events/s",
+        names.len(),
+        events as f64 / took
     );
     Ok(())
 }

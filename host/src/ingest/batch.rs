@@ -10,7 +10,8 @@ use sqlx::PgPool;
 
 use crate::runtime::{CallError, Plugin};
 use crate::store::{
-    ApplyFailure, Batch, NewAudit, NewDeadLetter, NewNotification, NewParked, Overlay, queries,
+    ApplyFailure, Batch, NewAudit, NewDeadLetter, NewNotification, NewParked, Overlay, Target,
+    queries,
 };
 
 /// One message to apply.
@@ -37,15 +38,17 @@ pub enum Origin {
     Parked,
 }
 
-/// Builds and fills the batch for `items`, calling the plugin once per event.
-/// Errors are database failures: the caller retries the whole batch.
+/// Builds and fills the batch for `items` into `target`, calling the plugin
+/// once per event. Errors are database failures: the caller retries the
+/// whole batch.
 pub async fn project(
     plugin: &Plugin,
+    target: &Target,
     pool: &PgPool,
     max_attempts: u32,
     items: Vec<Item>,
 ) -> anyhow::Result<Batch> {
-    let mut batch = Batch::new(plugin.name());
+    let mut batch = Batch::new(&target.key);
     batch.checkpoint = items
         .iter()
         .filter(|i| i.origin == Origin::Stream)
@@ -53,10 +56,11 @@ pub async fn project(
         .max()
         .unwrap_or(0);
     let events = checked_events(plugin, items, &mut batch);
-    let events = not_yet_applied(plugin.name(), pool, events, &mut batch).await?;
+    let events = not_yet_applied(&target.key, pool, events, &mut batch).await?;
 
     let mut overlay = Overlay::new(
         pool.clone(),
+        target.clone(),
         plugin.info.views.iter().map(|v| v.name.clone()),
     );
     for view in &plugin.info.views {
@@ -69,7 +73,7 @@ pub async fn project(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let (mut blocked, mut waiting) = queries::poisoned(pool, plugin.name(), &patients).await?;
+    let (mut blocked, mut waiting) = queries::poisoned(pool, &target.key, &patients).await?;
     let mut instance = plugin.instantiate(Some(overlay)).await?;
     for (item, event) in events {
         // A plugin call never waits, so a batch would hold its worker
@@ -100,7 +104,7 @@ pub async fn project(
                         .ok_or_else(|| anyhow::anyhow!("instance lost its views"))?;
                     match views.apply(&outcome.mutations).await {
                         Ok(()) => {
-                            record(&mut batch, &item, &event, outcome);
+                            record(&mut batch, &item, &event, outcome, target.effects);
                             break None;
                         }
                         Err(ApplyFailure::Rejected(reason)) => {
@@ -221,10 +225,21 @@ fn key_hint(hint: &str, event: &Event) -> Option<String> {
     value.as_str().map(str::to_owned)
 }
 
-fn record(batch: &mut Batch, item: &Item, event: &Event, outcome: projector_sdk::Outcome) {
+/// Records an applied event; with `effects`, also its notifications and
+/// audit entries (a rebuild re-applies events whose effects happened).
+fn record(
+    batch: &mut Batch,
+    item: &Item,
+    event: &Event,
+    outcome: projector_sdk::Outcome,
+    effects: bool,
+) {
     let envelope = &event.envelope;
     batch.processed.push(envelope.event_id.to_string());
     settle_origin(batch, item);
+    if !effects {
+        return;
+    }
     let at = envelope.timestamp.instant().to_utc();
     batch.notifications.extend(
         outcome

@@ -7,4 +7,7 @@ mod stream;
 
 pub use batch::{Item, Origin, project};
 pub use projection::{Projection, ProjectionState};
-pub use stream::{consumer_name, ensure_stream, lag, stream_subjects};
+pub use stream::{
+    acknowledged_through, consumer_name, delete_consumer, ensure_stream, lag, replace_consumer,
+    stream_subjects,
+};

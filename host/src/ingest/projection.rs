@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::runtime::Plugin;
-use crate::store::queries;
+use crate::store::{Target, queries};
 
 /// Environment variable for fault injection in tests: when `crash-after-commit`,
 /// the process aborts after its first commit, before acking, as a host killed
@@ -29,6 +29,8 @@ pub struct ProjectionState {
     plugin: RwLock<Plugin>,
     previous: RwLock<Option<Plugin>>,
     paused: watch::Sender<bool>,
+    gate: Arc<tokio::sync::Mutex<()>>,
+    resubscribe: Notify,
     redrive: Notify,
     failure: Mutex<Option<String>>,
     last_batch: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
@@ -42,6 +44,8 @@ impl ProjectionState {
             plugin: RwLock::new(plugin),
             previous: RwLock::default(),
             paused: watch::Sender::new(false),
+            gate: Arc::default(),
+            resubscribe: Notify::new(),
             redrive: Notify::new(),
             failure: Mutex::default(),
             last_batch: Mutex::default(),
@@ -93,6 +97,19 @@ impl ProjectionState {
         let _ = paused.wait_for(|p| !*p).await;
     }
 
+    /// Holds the projection at a batch boundary until the guard is dropped:
+    /// the batch in hand commits first. A rebuild holds it while it
+    /// switches tables under the live projection.
+    pub async fn hold(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.gate.clone().lock_owned().await
+    }
+
+    /// Makes the projection open its consumer again, after the consumer was
+    /// replaced (a version that reads other subjects).
+    pub fn resubscribe(&self) {
+        self.resubscribe.notify_one();
+    }
+
     /// Wakes the projection to re-drive dead letters marked for retry.
     pub fn wake_redrive(&self) {
         self.redrive.notify_one();
@@ -126,10 +143,9 @@ impl ProjectionState {
     }
 }
 
-/// Runs one plugin over the stream.
+/// Runs one plugin over the stream, into its live views or a rebuild's.
 pub struct Projection {
-    name: String,
-    subjects: Vec<String>,
+    target: Target,
     pool: PgPool,
     stream: stream::Stream,
     config: Arc<Config>,
@@ -138,20 +154,19 @@ pub struct Projection {
 }
 
 impl Projection {
-    /// A projection of the plugin in `state`, which also carries its
-    /// controls and reports how it fares; `notifier` pushes the
+    /// A projection of the plugin in `state` into `target`; `state` also
+    /// carries its controls and reports how it fares; `notifier` pushes the
     /// notifications each batch commits.
     pub fn new(
+        target: Target,
         pool: PgPool,
         stream: stream::Stream,
         config: Arc<Config>,
         state: Arc<ProjectionState>,
         notifier: Notifier,
     ) -> Self {
-        let plugin = state.plugin();
         Self {
-            name: plugin.name().to_owned(),
-            subjects: plugin.info.subjects.clone(),
+            target,
             pool,
             stream,
             config,
@@ -160,24 +175,31 @@ impl Projection {
         }
     }
 
-    /// Consumes until the stream ends; restarts its consumer after NATS errors.
+    /// Consumes for ever: opens its consumer again when told to, and after
+    /// NATS errors.
     pub async fn run(self) {
         loop {
-            if let Err(e) = self.consume().await {
-                self.state.set(Some(format!("{e:#}")));
-                tracing::error!(
-                    plugin = %self.name,
-                    error = format!("{e:#}"),
-                    "projection failed; restarting"
-                );
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            let pause = match self.consume().await {
+                Ok(()) => Duration::from_millis(10),
+                Err(e) => {
+                    self.state.set(Some(format!("{e:#}")));
+                    tracing::error!(
+                        plugin = %self.target.key,
+                        error = format!("{e:#}"),
+                        "projection failed; restarting"
+                    );
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::time::sleep(pause).await;
         }
     }
 
+    /// Consumes until the stream ends or the consumer is replaced.
     async fn consume(&self) -> anyhow::Result<()> {
+        let subjects = self.state.plugin().info.subjects.clone();
         let consumer =
-            ensure_consumer(&self.stream, &self.config, &self.name, &self.subjects).await?;
+            ensure_consumer(&self.stream, &self.config, &self.target.key, &subjects).await?;
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(self.config.batch_size)
@@ -195,6 +217,7 @@ impl Projection {
                     self.state.set(None);
                 }
                 () = self.state.redrive.notified() => self.redrive_dead_letters().await?,
+                () = self.state.resubscribe.notified() => return Ok(()),
             }
         }
     }
@@ -225,6 +248,7 @@ impl Projection {
     /// Applies a batch of stream messages, then acks them. If the commit
     /// fails they are nak'ed and come back; nothing is acked before commit.
     async fn apply_messages(&self, messages: Vec<jetstream::Message>) -> anyhow::Result<()> {
+        let _batch = self.state.hold().await;
         let prefix = &self.config.subject_prefix;
         let mut items: Vec<Item> = messages
             .iter()
@@ -248,8 +272,14 @@ impl Projection {
         // The version in place now runs the whole batch; a swap takes
         // effect at the next one.
         let plugin = self.state.plugin();
-        let outcome = match batch::project(&plugin, &self.pool, self.config.max_attempts, items)
-            .await
+        let outcome = match batch::project(
+            &plugin,
+            &self.target,
+            &self.pool,
+            self.config.max_attempts,
+            items,
+        )
+        .await
         {
             Ok(batch) => {
                 let projected = started.elapsed();
@@ -261,14 +291,14 @@ impl Projection {
                 let result = batch.commit(&self.pool).await.map_err(anyhow::Error::from);
                 let took = started.elapsed();
                 if result.is_ok() {
-                    self.state.metrics.batch(&self.name, counts, took);
+                    self.state.metrics.batch(&self.target.key, counts, took);
                     *self
                         .state
                         .last_batch
                         .lock()
                         .unwrap_or_else(|e| e.into_inner()) = Some(chrono::Utc::now());
                 }
-                tracing::debug!(plugin = %self.name, messages = messages.len(), ?projected, total = ?took, "batch committed");
+                tracing::debug!(plugin = %self.target.key, messages = messages.len(), ?projected, total = ?took, "batch committed");
                 result
             }
             Err(e) => Err(e),
@@ -284,7 +314,7 @@ impl Projection {
         };
         if std::env::var(FAULT_ENV).as_deref() == Ok("crash-after-commit") {
             tracing::error!(
-                plugin = %self.name,
+                plugin = %self.target.key,
                 "fault injection: aborting between commit and ack"
             );
             std::process::abort();
@@ -303,7 +333,8 @@ impl Projection {
         self.retry_dead_letters().await?;
         loop {
             let parked =
-                queries::releasable(&self.pool, &self.name, self.config.batch_size as i64).await?;
+                queries::releasable(&self.pool, &self.target.key, self.config.batch_size as i64)
+                    .await?;
             if parked.is_empty() {
                 return Ok(());
             }
@@ -322,8 +353,10 @@ impl Projection {
 
     /// Projects and commits items that are not fresh from the stream.
     async fn apply_items(&self, items: Vec<Item>) -> anyhow::Result<()> {
+        let _batch = self.state.hold().await;
         let batch = batch::project(
             &self.state.plugin(),
+            &self.target,
             &self.pool,
             self.config.max_attempts,
             items,
@@ -339,7 +372,7 @@ impl Projection {
             "SELECT id, stream_seq, subject, raw FROM dead_letters
              WHERE plugin = $1 AND status = 'retrying' ORDER BY stream_seq",
         )
-        .bind(&self.name)
+        .bind(&self.target.key)
         .fetch_all(&self.pool)
         .await?;
         if rows.is_empty() {

@@ -47,27 +47,82 @@ pub async fn ensure_consumer(
     plugin: &str,
     subjects: &[String],
 ) -> anyhow::Result<consumer::PullConsumer> {
+    let name = consumer_name(plugin);
+    let settings = consumer_config(config, &name, subjects, consumer::DeliverPolicy::All);
+    stream
+        .get_or_create_consumer(&name, settings)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("creating consumer {name}"))
+}
+
+/// Replaces a plugin's consumer with one for other subjects that starts
+/// after everything the old one had acknowledged (whatever was applied
+/// beyond that comes again and is skipped as already applied). The plugin's
+/// projection must stand still meanwhile and open its consumer again after.
+pub async fn replace_consumer(
+    stream: &stream::Stream,
+    config: &Config,
+    plugin: &str,
+    subjects: &[String],
+) -> anyhow::Result<()> {
+    let name = consumer_name(plugin);
+    let floor = stream
+        .consumer_info(&name)
+        .await
+        .map(|info| info.ack_floor.stream_sequence)
+        .unwrap_or(0);
+    let _ = stream.delete_consumer(&name).await;
+    let start = consumer::DeliverPolicy::ByStartSequence {
+        start_sequence: floor + 1,
+    };
+    stream
+        .create_consumer(consumer_config(config, &name, subjects, start))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("replacing consumer {name}"))?;
+    Ok(())
+}
+
+/// Deletes a plugin's consumer, if it has one.
+pub async fn delete_consumer(stream: &stream::Stream, plugin: &str) {
+    let _ = stream.delete_consumer(&consumer_name(plugin)).await;
+}
+
+fn consumer_config(
+    config: &Config,
+    name: &str,
+    subjects: &[String],
+    deliver_policy: consumer::DeliverPolicy,
+) -> consumer::pull::Config {
     let filter_subject = match subjects {
         [one] => format!("{}{one}", config.subject_prefix),
         _ => String::new(),
     };
-    let name = consumer_name(plugin);
-    stream
-        .get_or_create_consumer(
-            &name,
-            consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject,
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: config.ack_wait,
-                max_ack_pending: (config.batch_size * 4) as i64,
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            },
-        )
+    consumer::pull::Config {
+        durable_name: Some(name.to_owned()),
+        filter_subject,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: config.ack_wait,
+        max_ack_pending: (config.batch_size * 4) as i64,
+        deliver_policy,
+        ..Default::default()
+    }
+}
+
+/// Whether a plugin's consumer has had every message up to `seq`
+/// acknowledged, or has nothing left at all.
+pub async fn acknowledged_through(
+    stream: &stream::Stream,
+    plugin: &str,
+    seq: u64,
+) -> anyhow::Result<bool> {
+    let info = stream
+        .consumer_info(consumer_name(plugin))
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("creating consumer {name}"))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(info.ack_floor.stream_sequence >= seq
+        || (info.num_pending == 0 && info.num_ack_pending == 0))
 }
 
 /// Messages a plugin's consumer has not had acknowledged yet.

@@ -5,12 +5,26 @@ mod commit;
 pub mod outbox;
 mod overlay;
 pub mod queries;
+pub mod rebuild;
+mod target;
 mod views;
 
 pub use commit::{Batch, NewAudit, NewDeadLetter, NewParked};
 pub use outbox::NewNotification;
 pub use overlay::{ApplyFailure, Overlay};
-pub use views::{ViewError, ensure_views, table_name};
+pub use target::Target;
+pub use views::{
+    ViewError, definition, ensure_views, record_definition, recorded_definition, table_name,
+};
+
+/// The host's tables that hold a projection's bookkeeping rows, by
+/// `plugin` (a [`Target`]'s key).
+const TARGET_ROWS: [&str; 4] = [
+    "processed_events",
+    "dead_letters",
+    "parked_events",
+    "checkpoints",
+];
 
 use anyhow::Context;
 use sqlx::PgPool;

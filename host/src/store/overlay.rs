@@ -8,7 +8,7 @@ use projector_sdk::document::{self, ApplyError};
 use projector_sdk::{Mutation, Value};
 use sqlx::{AssertSqlSafe, PgPool};
 
-use super::views::table_name;
+use super::Target;
 
 /// Why an outcome could not be folded in.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,7 @@ struct Slot {
 /// The documents a batch has read or changed, by (view, key).
 pub struct Overlay {
     pool: PgPool,
+    target: Target,
     owned: HashSet<String>,
     docs: HashMap<(String, String), Slot>,
 }
@@ -54,10 +55,11 @@ pub struct ViewWrites {
 }
 
 impl Overlay {
-    /// An empty overlay over the views a plugin owns.
-    pub fn new(pool: PgPool, owned: impl IntoIterator<Item = String>) -> Self {
+    /// An empty overlay over the views a plugin owns, in `target`'s tables.
+    pub fn new(pool: PgPool, target: Target, owned: impl IntoIterator<Item = String>) -> Self {
         Self {
             pool,
+            target,
             owned: owned.into_iter().collect(),
             docs: HashMap::new(),
         }
@@ -91,7 +93,7 @@ impl Overlay {
         }
         let rows: Vec<(String, Value)> = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT key, doc FROM {} WHERE key = ANY($1)",
-            table_name(view)
+            self.target.table(view)
         )))
         .bind(&missing)
         .fetch_all(&self.pool)
@@ -142,9 +144,10 @@ impl Overlay {
     /// The changed documents, grouped by view.
     pub fn into_writes(self) -> Vec<ViewWrites> {
         let mut by_view: HashMap<String, ViewWrites> = HashMap::new();
+        let target = &self.target;
         for ((view, key), slot) in self.docs.into_iter().filter(|(_, s)| s.dirty) {
             let writes = by_view.entry(view.clone()).or_insert_with(|| ViewWrites {
-                table: table_name(&view),
+                table: target.table(&view),
                 ..ViewWrites::default()
             });
             match slot.doc {

@@ -1,7 +1,10 @@
 //! Read-model tables: one per declared view, owned by exactly one plugin.
 
 use projector_sdk::PluginInfo;
-use sqlx::{AssertSqlSafe, PgPool};
+use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
+
+use super::Target;
 
 /// Why a plugin's views cannot be set up.
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +31,20 @@ pub fn table_name(view: &str) -> String {
 }
 
 /// Registers the plugin as the writer of its views and creates their tables
-/// and indexes if missing.
-pub async fn ensure_views(pool: &PgPool, plugin: &PluginInfo) -> Result<(), ViewError> {
+/// and indexes in `target`'s schema if missing.
+pub async fn ensure_views(
+    pool: &PgPool,
+    target: &Target,
+    plugin: &PluginInfo,
+) -> Result<(), ViewError> {
     let mut tx = pool.begin().await?;
+    if let Some(schema) = target.schema() {
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema}"
+        )))
+        .execute(&mut *tx)
+        .await?;
+    }
     for view in &plugin.views {
         sqlx::query(
             "INSERT INTO views (name, plugin) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
@@ -49,7 +63,8 @@ pub async fn ensure_views(pool: &PgPool, plugin: &PluginInfo) -> Result<(), View
                 owner,
             });
         }
-        let table = table_name(&view.name);
+        let table = target.table(&view.name);
+        let bare = table_name(&view.name);
         sqlx::query(AssertSqlSafe(format!(
             "CREATE TABLE IF NOT EXISTS {table} (
                 key text PRIMARY KEY,
@@ -60,12 +75,50 @@ pub async fn ensure_views(pool: &PgPool, plugin: &PluginInfo) -> Result<(), View
         .await?;
         for field in &view.indexes {
             sqlx::query(AssertSqlSafe(format!(
-                "CREATE INDEX IF NOT EXISTS {table}_{field} ON {table} ((doc->>'{field}'))"
+                "CREATE INDEX IF NOT EXISTS {bare}_{field} ON {table} ((doc->>'{field}'))"
             )))
             .execute(&mut *tx)
             .await?;
         }
     }
     tx.commit().await?;
+    Ok(())
+}
+
+/// What a plugin's live views were built from: its subjects and declared
+/// views. A version with another definition must rebuild them first.
+pub fn definition(plugin: &PluginInfo) -> Value {
+    let views: Vec<Value> = plugin
+        .views
+        .iter()
+        .map(|v| json!({ "name": v.name, "key": v.key, "indexes": v.indexes }))
+        .collect();
+    json!({ "subjects": plugin.subjects, "views": views })
+}
+
+/// The definition a plugin's live views were last built from, if recorded.
+pub async fn recorded_definition(
+    pool: &PgPool,
+    plugin: &str,
+) -> Result<Option<Value>, sqlx::Error> {
+    sqlx::query_scalar("SELECT definition FROM plugin_definitions WHERE plugin = $1")
+        .bind(plugin)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Records what a plugin's live views are built from.
+pub async fn record_definition(
+    tx: &mut Transaction<'_, Postgres>,
+    plugin: &PluginInfo,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO plugin_definitions (plugin, definition) VALUES ($1, $2)
+         ON CONFLICT (plugin) DO UPDATE SET definition = EXCLUDED.definition, updated_at = now()",
+    )
+    .bind(&plugin.name)
+    .bind(definition(plugin))
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 pub mod clients;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use projector::config::Config;
 use projector::ingest;
 use projector::publish::Publisher;
 use projector::serve::Host;
+use projector_events::{Envelope, Event};
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgPool};
 
@@ -68,10 +70,7 @@ impl TestEnv {
         );
         let root = std::env::temp_dir().join(format!("{}-s3", self.tag));
         std::fs::create_dir_all(&root).expect("S3 folder");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let server = tokio::process::Command::new(binary)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", "test-access", "--secret-key", "test-secret"])
@@ -108,6 +107,44 @@ impl TestEnv {
     /// Starts a host in this process.
     pub async fn start(&self) -> Host {
         Host::start(self.config.clone()).await.expect("host starts")
+    }
+
+    /// A `projector serve` command on this test's stream, database and
+    /// plugins, its HTTP API on `http_port`, without object storage.
+    pub fn host_command(&self, http_port: u16) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_projector"));
+        command
+            .arg("serve")
+            .env("NATS_URL", &self.config.nats_url)
+            .env("DATABASE_URL", &self.config.database_url)
+            .env("STREAM_NAME", &self.config.stream_name)
+            .env("SUBJECT_PREFIX", &self.config.subject_prefix)
+            .env("PLUGINS_DIR", &self.config.plugins_dir)
+            .env("JWT_SECRET", &self.config.jwt_secret)
+            .env("S3_ENDPOINT", &self.config.s3_endpoint)
+            .env("HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+            .env("WS_ADDR", "127.0.0.1:0")
+            .env("ACK_WAIT_SECS", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Starts a host process; returns once its API answers.
+    pub async fn spawn_host(&self) -> HostProcess {
+        let port = free_port();
+        let child = self
+            .host_command(port)
+            .spawn()
+            .expect("projector serve starts");
+        let base = format!("http://127.0.0.1:{port}");
+        eventually("the host process answers", || async {
+            let health = reqwest::get(format!("{base}/healthz")).await.ok()?;
+            health.status().is_success().then_some(())
+        })
+        .await;
+        HostProcess { child, base }
     }
 
     /// Waits until every plugin of the host has nothing left to apply.
@@ -191,6 +228,29 @@ impl TestEnv {
     }
 }
 
+/// A host running as a process of its own, killed when dropped.
+pub struct HostProcess {
+    child: tokio::process::Child,
+    /// `http://127.0.0.1:<port>` of its API.
+    pub base: String,
+}
+
+impl HostProcess {
+    /// Kills it with SIGKILL, as a crash would, and waits until it is gone.
+    pub async fn kill(mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        self.child.wait().await.expect("the host exits");
+    }
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
 /// A token for `sub` with `role` signed with `secret`, expiring at `exp`
 /// (seconds since the epoch).
 pub fn signed_token(secret: &str, sub: &str, role: &str, exp: u64) -> String {
@@ -245,6 +305,68 @@ pub fn plugins_dir() -> PathBuf {
         "plugins are not built: run scripts/build-plugins"
     );
     dir
+}
+
+/// A private copy of some of the built plugins (`testing/hostile` names a
+/// test plugin): deploys write into the plugins folder.
+pub fn own_plugins(tag: &str, names: &[&str]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{tag}-plugins"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in names {
+        let file = format!("{name}.wasm");
+        let copy = dir.join(std::path::Path::new(&file).file_name().unwrap());
+        std::fs::copy(plugins_dir().join(&file), copy).unwrap();
+    }
+    dir
+}
+
+/// Every document of one view, by key.
+pub async fn view_documents(
+    pool: &PgPool,
+    view: &str,
+) -> std::collections::BTreeMap<String, Value> {
+    let rows: Vec<(String, Value)> =
+        sqlx::query_as(AssertSqlSafe(format!("SELECT key, doc FROM view_{view}")))
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    rows.into_iter().collect()
+}
+
+/// An event as the host receives it: through its JSON form.
+pub fn as_sent(event: &Event) -> Event {
+    Envelope::parse(&event.to_json_bytes()).unwrap()
+}
+
+/// A view's table holds exactly the documents expected; on failure, says
+/// which differ rather than printing both views.
+pub fn assert_same_documents(
+    view: &str,
+    stored: &BTreeMap<String, Value>,
+    expected: &BTreeMap<String, Value>,
+) {
+    let differ: Vec<&String> = stored
+        .keys()
+        .chain(expected.keys())
+        .filter(|k| stored.get(*k) != expected.get(*k))
+        .collect();
+    if let Some(key) = differ.first() {
+        let (got, want) = (stored.get(*key), expected.get(*key));
+        let fields: Vec<String> = match (got, want) {
+            (Some(Value::Object(got)), Some(Value::Object(want))) => got
+                .keys()
+                .chain(want.keys())
+                .filter(|f| got.get(*f) != want.get(*f))
+                .map(|f| format!("{f}: {:?} != {:?}", got.get(f), want.get(f)))
+                .collect(),
+            _ => vec![format!("{got:?} != {want:?}")],
+        };
+        panic!(
+            "view {view}: {} of {} documents differ; in `{key}`, stored != expected: {fields:?}",
+            differ.len(),
+            expected.len(),
+        );
+    }
 }
 
 /// Every document of every view, by table, for comparing states.

@@ -141,6 +141,28 @@ impl<P: Plugin> Harness<P> {
     pub fn view(&self, view: &str, key: &str) -> Option<Value> {
         self.views.get(view, key)
     }
+
+    /// Every document of one of the plugin's views, by key: what the host's
+    /// table for the view should hold after the same events.
+    ///
+    /// ```
+    /// use projector_sdk::testing::Harness;
+    /// # use projector_sdk::{Event, Outcome, Plugin, PluginInfo, ViewDef, Views};
+    /// # struct Nothing;
+    /// # impl Plugin for Nothing {
+    /// #     fn describe() -> PluginInfo { PluginInfo::new("nothing", "1", &[">"], vec![ViewDef::new("v", "patientId", &[])]) }
+    /// #     fn handle(_: &Event, _: &dyn Views) -> Result<Outcome, String> { Ok(Outcome::default()) }
+    /// # }
+    /// assert!(Harness::<Nothing>::new().documents("v").is_empty());
+    /// ```
+    pub fn documents(&self, view: &str) -> BTreeMap<String, Value> {
+        self.views
+            .0
+            .iter()
+            .filter(|((v, _), _)| v == view)
+            .map(|((_, key), doc)| (key.clone(), doc.clone()))
+            .collect()
+    }
 }
 
 #[cfg(test)]

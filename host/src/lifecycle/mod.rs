@@ -1,8 +1,13 @@
 //! The plugins a host runs and how they change while it runs: deploy a new
-//! or changed version (validated first; swapped in at a batch boundary),
-//! roll back to the previous one, pause and resume.
+//! or changed version (validated first; swapped in at a batch boundary, or
+//! rebuilt blue/green when what its views mean changed), roll back to the
+//! previous one, rebuild, pause and resume.
 
-use std::collections::BTreeMap;
+mod rebuild;
+
+pub use rebuild::RebuildStatus;
+
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -10,11 +15,11 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::ingest::{Projection, ProjectionState};
+use crate::ingest::{self, Projection, ProjectionState};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::runtime::{Plugin, Runtime};
-use crate::store::{self, ViewError};
+use crate::store::{self, Target, ViewError};
 
 /// The plugins this host runs, by name.
 #[derive(Default)]
@@ -73,6 +78,15 @@ pub enum DeployError {
     Database(#[from] sqlx::Error),
 }
 
+impl From<ViewError> for DeployError {
+    fn from(e: ViewError) -> Self {
+        match e {
+            ViewError::Owned { .. } => DeployError::Conflict(e.to_string()),
+            ViewError::Database(e) => DeployError::Database(e),
+        }
+    }
+}
+
 /// What a deploy did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Deployed {
@@ -83,6 +97,10 @@ pub enum Deployed {
     Swapped,
     /// The same bytes as the version running.
     Unchanged,
+    /// A version whose views mean something else: it rebuilds them into
+    /// shadow tables while the running version serves, and takes over when
+    /// they have caught up.
+    Rebuilding,
 }
 
 impl Deployed {
@@ -92,6 +110,7 @@ impl Deployed {
             Deployed::Started => "started",
             Deployed::Swapped => "swapped",
             Deployed::Unchanged => "unchanged",
+            Deployed::Rebuilding => "rebuilding",
         }
     }
 }
@@ -106,6 +125,8 @@ pub struct Deployer {
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
     projections: Mutex<Vec<JoinHandle<()>>>,
+    /// The rebuilds under way, by plugin.
+    rebuilds: Mutex<HashMap<String, RebuildStatus>>,
     /// One deploy at a time, so two versions of a plugin cannot race.
     deploying: tokio::sync::Mutex<()>,
 }
@@ -129,6 +150,7 @@ impl Deployer {
             metrics,
             registry: Arc::default(),
             projections: Mutex::default(),
+            rebuilds: Mutex::default(),
             deploying: tokio::sync::Mutex::new(()),
         }
     }
@@ -142,10 +164,11 @@ impl Deployer {
     /// and whose views this host can give it) and runs it: a new plugin
     /// starts projecting from the start of the stream; a new version of a
     /// running one takes over at the next batch and the old one is kept for
-    /// rollback. `name`, when given, must be the plugin's own.
+    /// rollback; a version whose views or subjects changed rebuilds first.
+    /// `name`, when given, must be the plugin's own.
     /// (The caller holds the deploy lock.)
     async fn deploy(
-        &self,
+        self: &Arc<Self>,
         bytes: &[u8],
         name: Option<&str>,
     ) -> Result<(Plugin, Deployed), DeployError> {
@@ -159,21 +182,28 @@ impl Deployer {
             )));
         }
         let Some(running) = self.registry.get(plugin.name()) else {
-            store::ensure_views(&self.pool, &plugin.info)
-                .await
-                .map_err(|e| match e {
-                    ViewError::Owned { .. } => DeployError::Conflict(e.to_string()),
-                    ViewError::Database(e) => DeployError::Database(e),
-                })?;
-            self.start(plugin.clone());
-            tracing::info!(plugin = plugin.name(), version = %plugin.info.version, hash = %plugin.hash, "plugin started");
-            return Ok((plugin, Deployed::Started));
+            let deployed = self.start(plugin.clone()).await?;
+            tracing::info!(plugin = plugin.name(), version = %plugin.info.version, hash = %plugin.hash, deployed = deployed.as_str(), "plugin started");
+            return Ok((plugin, deployed));
         };
         let current = running.plugin();
         if current.hash == plugin.hash {
             return Ok((plugin, Deployed::Unchanged));
         }
-        compatible(&current, &plugin)?;
+        if let Some(rebuilding) = self.rebuild_status(plugin.name()) {
+            if rebuilding.version.hash == plugin.hash {
+                return Ok((plugin, Deployed::Rebuilding));
+            }
+            return Err(DeployError::Conflict(format!(
+                "`{}` is rebuilding with version {}; deploy when it has switched",
+                plugin.name(),
+                rebuilding.version.info.version
+            )));
+        }
+        if store::definition(&current.info) != store::definition(&plugin.info) {
+            self.rebuild_with(running, plugin.clone(), None).await?;
+            return Ok((plugin, Deployed::Rebuilding));
+        }
         running.swap(plugin.clone());
         tracing::info!(plugin = plugin.name(), from = %current.hash, to = %plugin.hash, version = %plugin.info.version, "plugin swapped");
         Ok((plugin, Deployed::Swapped))
@@ -183,13 +213,17 @@ impl Deployer {
     /// restart runs it too; both under the deploy lock, so the folder and
     /// the running version change in the same order.
     pub async fn upload(
-        &self,
+        self: &Arc<Self>,
         bytes: &[u8],
         name: &str,
     ) -> Result<(Plugin, Deployed), DeployError> {
         let _one_at_a_time = self.deploying.lock().await;
         let deployed = self.deploy(bytes, Some(name)).await?;
-        self.keep(&deployed.0).await;
+        // A rebuilding version is written when it switches in: until
+        // then, a restart must run the version that serves.
+        if deployed.1 != Deployed::Rebuilding {
+            self.keep(&deployed.0).await;
+        }
         Ok(deployed)
     }
 
@@ -212,7 +246,7 @@ impl Deployer {
     /// Deploys a file from the plugins folder; failures are logged and the
     /// running version stays. The file is read under the deploy lock: read
     /// before it, it could be older than an upload that ran meanwhile.
-    pub async fn deploy_file(&self, path: &Path) {
+    pub async fn deploy_file(self: &Arc<Self>, path: &Path) {
         let _one_at_a_time = self.deploying.lock().await;
         let result = match tokio::fs::read(path).await {
             Ok(bytes) => self.deploy(&bytes, None).await.map(drop),
@@ -225,16 +259,50 @@ impl Deployer {
 
     /// Returns a plugin to its previous version, from the next batch, and
     /// writes it back into the plugins folder (or the watcher would deploy
-    /// the newer file again).
-    pub async fn rollback(&self, name: &str) -> Result<Plugin, DeployError> {
+    /// the newer file again). A previous version whose views mean something
+    /// else rebuilds them first, as a deploy of it would.
+    pub async fn rollback(self: &Arc<Self>, name: &str) -> Result<(Plugin, Deployed), DeployError> {
         let _one_at_a_time = self.deploying.lock().await;
-        let back = self
-            .running(name)?
+        let running = self.running(name)?;
+        if self.rebuild_status(name).is_some() {
+            return Err(DeployError::Conflict(format!(
+                "`{name}` is rebuilding; roll back when it has switched"
+            )));
+        }
+        let previous = running
+            .previous()
+            .ok_or_else(|| DeployError::Conflict(format!("`{name}` has no previous version")))?;
+        if store::definition(&running.plugin().info) != store::definition(&previous.info) {
+            self.rebuild_with(running, previous.clone(), None).await?;
+            return Ok((previous, Deployed::Rebuilding));
+        }
+        let back = running
             .rollback()
             .ok_or_else(|| DeployError::Conflict(format!("`{name}` has no previous version")))?;
         tracing::info!(plugin = name, to = %back.hash, "plugin rolled back");
         self.keep(&back).await;
-        Ok(back)
+        Ok((back, Deployed::Swapped))
+    }
+
+    /// Rebuilds a plugin's views from the start of the stream with the
+    /// version running, into shadow tables while the live ones serve; they
+    /// switch in one transaction once caught up.
+    pub async fn rebuild(self: &Arc<Self>, name: &str) -> Result<RebuildStatus, DeployError> {
+        let _one_at_a_time = self.deploying.lock().await;
+        let running = self.running(name)?;
+        if self.rebuild_status(name).is_some() {
+            return Err(DeployError::Conflict(format!(
+                "`{name}` is already rebuilding"
+            )));
+        }
+        let version = running.plugin();
+        self.rebuild_with(running, version, None).await
+    }
+
+    /// The rebuild under way for a plugin, if any.
+    pub fn rebuild_status(&self, name: &str) -> Option<RebuildStatus> {
+        let rebuilds = self.rebuilds.lock().unwrap_or_else(|e| e.into_inner());
+        rebuilds.get(name).cloned()
     }
 
     /// Pauses or resumes a plugin's projection at its next batch.
@@ -250,16 +318,47 @@ impl Deployer {
             .ok_or_else(|| DeployError::Unknown(name.to_owned()))
     }
 
-    fn start(&self, plugin: Plugin) {
-        let state = Arc::new(ProjectionState::new(plugin, self.metrics.clone()));
-        self.registry.insert(state.clone());
+    /// Runs a plugin that is not running yet. Its live views stay as they
+    /// were built: when they were built from another definition (a restart
+    /// with a changed file), it stands still while a rebuild makes them
+    /// its own.
+    async fn start(self: &Arc<Self>, plugin: Plugin) -> Result<Deployed, DeployError> {
+        let name = plugin.name().to_owned();
+        // A rebuild a crash interrupted starts again from nothing.
+        ingest::delete_consumer(&self.stream, &Target::rebuild(&name).key).await;
+        store::rebuild::discard(&self.pool, &Target::rebuild(&name)).await?;
+        let recorded = store::recorded_definition(&self.pool, &name).await?;
+        let definition = store::definition(&plugin.info);
+        let state = Arc::new(ProjectionState::new(plugin.clone(), self.metrics.clone()));
+        let deployed = match recorded {
+            Some(recorded) if recorded != definition => {
+                let held = state.hold().await;
+                self.registry.insert(state.clone());
+                self.rebuild_with(state.clone(), plugin, Some(held)).await?;
+                Deployed::Rebuilding
+            }
+            _ => {
+                store::ensure_views(&self.pool, &Target::live(&name), &plugin.info).await?;
+                let mut tx = self.pool.begin().await?;
+                store::record_definition(&mut tx, &plugin.info).await?;
+                tx.commit().await?;
+                self.registry.insert(state.clone());
+                Deployed::Started
+            }
+        };
         let projection = Projection::new(
+            Target::live(&name),
             self.pool.clone(),
             self.stream.clone(),
             self.config.clone(),
             state,
             self.notifier.clone(),
         );
+        self.spawn(projection);
+        Ok(deployed)
+    }
+
+    fn spawn(&self, projection: Projection) {
         let task = tokio::spawn(projection.run());
         self.projections
             .lock()
@@ -278,22 +377,4 @@ impl Deployer {
             task.abort();
         }
     }
-}
-
-/// A new version may replace a running one when it reads the same subjects
-/// and declares the same views: what its views mean stays, so no rebuild is
-/// needed. Other changes are refused until rebuilds exist.
-fn compatible(current: &Plugin, next: &Plugin) -> Result<(), DeployError> {
-    if current.info.subjects != next.info.subjects {
-        return Err(DeployError::Conflict(format!(
-            "subjects changed ({:?} → {:?}): this host cannot re-subscribe a running plugin yet",
-            current.info.subjects, next.info.subjects
-        )));
-    }
-    if current.info.views != next.info.views {
-        return Err(DeployError::Conflict(
-            "declared views changed: that needs a rebuild of the views, which this host cannot do yet".into(),
-        ));
-    }
-    Ok(())
 }

@@ -1,0 +1,197 @@
+//! Blue/green rebuilds: a second projection of a plugin fills shadow tables
+//! from the start of the stream while the live views keep serving; once it
+//! has caught up, the live projection stands still for a moment at a batch
+//! boundary and the shadow tables replace the live ones in one transaction.
+//! A rebuild stores no notifications and no audit entries: those went out
+//! when the events were first applied.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::sync::OwnedMutexGuard;
+use tokio::task::JoinHandle;
+
+use super::{DeployError, Deployer};
+use crate::ingest::{self, Projection, ProjectionState};
+use crate::runtime::Plugin;
+use crate::store::{self, Target};
+
+/// A rebuild under way.
+#[derive(Clone)]
+pub struct RebuildStatus {
+    /// The version it rebuilds with; it runs live from the switch on.
+    pub version: Plugin,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Its projection's control block: progress and errors.
+    pub projection: Arc<ProjectionState>,
+}
+
+/// How often the rebuild's lag is read while it catches up.
+const POLL: Duration = Duration::from_millis(100);
+
+impl Deployer {
+    /// Starts rebuilding `live`'s views with `version`. `held`, when given,
+    /// holds the live projection from the start (its views were built by
+    /// another definition and must not be written until the switch). The
+    /// shadow tables are set up before this returns, so a view another
+    /// plugin owns is refused here.
+    pub(super) async fn rebuild_with(
+        self: &Arc<Self>,
+        live: Arc<ProjectionState>,
+        version: Plugin,
+        held: Option<OwnedMutexGuard<()>>,
+    ) -> Result<RebuildStatus, DeployError> {
+        let name = version.name().to_owned();
+        let target = Target::rebuild(&name);
+        ingest::delete_consumer(&self.stream, &target.key).await;
+        store::rebuild::prepare(&self.pool, &target, &version.info).await?;
+        let projection = Arc::new(ProjectionState::new(version.clone(), self.metrics.clone()));
+        let status = RebuildStatus {
+            version: version.clone(),
+            started_at: Utc::now(),
+            projection: projection.clone(),
+        };
+        self.rebuilds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone(), status.clone());
+        let task = tokio::spawn(
+            Projection::new(
+                target,
+                self.pool.clone(),
+                self.stream.clone(),
+                self.config.clone(),
+                projection.clone(),
+                self.notifier.clone(),
+            )
+            .run(),
+        );
+        tracing::info!(plugin = %name, version = %version.info.version, hash = %version.hash, "rebuild started");
+        let supervisor = Supervisor {
+            deployer: self.clone(),
+            live,
+            rebuild: projection,
+            version,
+            held,
+            started: Instant::now(),
+        };
+        let supervisor = tokio::spawn(supervisor.run(task));
+        self.projections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(supervisor);
+        Ok(status)
+    }
+}
+
+/// Watches a rebuild catch up, then switches it in.
+struct Supervisor {
+    deployer: Arc<Deployer>,
+    live: Arc<ProjectionState>,
+    rebuild: Arc<ProjectionState>,
+    version: Plugin,
+    held: Option<OwnedMutexGuard<()>>,
+    started: Instant,
+}
+
+impl Supervisor {
+    async fn run(self, projection: JoinHandle<()>) {
+        let name = self.version.name().to_owned();
+        loop {
+            match self.switch_when_caught_up(&projection).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(plugin = %name, error = format!("{e:#}"), "rebuild switch failed; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        let deployer = &self.deployer;
+        ingest::delete_consumer(&deployer.stream, &Target::rebuild(&name).key).await;
+        deployer
+            .rebuilds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&name);
+        tracing::info!(plugin = %name, version = %self.version.info.version, took = ?self.started.elapsed(), "rebuild switched in");
+    }
+
+    /// Waits until the rebuild is within a batch of the stream's end, holds
+    /// the live projection, lets the rebuild apply everything the live one
+    /// has, then switches. The live projection stands still only for that
+    /// last stretch and the switch. The rebuild's projection is stopped
+    /// while still held, so it writes nothing after the switch.
+    async fn switch_when_caught_up(&self, projection: &JoinHandle<()>) -> anyhow::Result<()> {
+        let deployer = &self.deployer;
+        let name = self.version.name();
+        let target = Target::rebuild(name);
+        loop {
+            let lag = ingest::lag(&deployer.stream, &target.key)
+                .await
+                .unwrap_or(u64::MAX);
+            if lag < deployer.config.batch_size as u64 {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        // Deploys, rollbacks and the switch change the same things.
+        let _one_at_a_time = deployer.deploying.lock().await;
+        let _live = match self.held {
+            Some(_) => None,
+            None => Some(self.live.hold().await),
+        };
+        let recorded = store::recorded_definition(&deployer.pool, name).await?;
+        let _rebuild = loop {
+            let applied = store::rebuild::live_checkpoint(&deployer.pool, name).await?;
+            let rebuild = self.rebuild.hold().await;
+            if ingest::acknowledged_through(&deployer.stream, &target.key, applied).await? {
+                break rebuild;
+            }
+            drop(rebuild);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let (old_views, old_subjects) = parts(recorded.as_ref());
+        store::rebuild::switch(&deployer.pool, &target, &old_views, &self.version.info).await?;
+        projection.abort();
+        if self.live.plugin().hash != self.version.hash {
+            self.live.swap(self.version.clone());
+        }
+        if old_subjects.is_some_and(|s| s != self.version.info.subjects) {
+            ingest::replace_consumer(
+                &deployer.stream,
+                &deployer.config,
+                name,
+                &self.version.info.subjects,
+            )
+            .await?;
+            self.live.resubscribe();
+        }
+        deployer.keep(&self.version).await;
+        self.live.wake_redrive();
+        Ok(())
+    }
+}
+
+/// The view names and subjects of a recorded definition.
+fn parts(recorded: Option<&Value>) -> (Vec<String>, Option<Vec<String>>) {
+    let Some(recorded) = recorded else {
+        return (Vec::new(), None);
+    };
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect()
+    };
+    let views = recorded["views"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str().map(str::to_owned))
+        .collect();
+    (views, Some(strings(&recorded["subjects"])))
+}

@@ -1,0 +1,76 @@
+//! Where a projection's batches land: a plugin's live views, or the shadow
+//! tables a blue/green rebuild fills while the live ones keep serving.
+
+use super::views::table_name;
+
+/// The tables and bookkeeping rows one projection writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The plugin whose views these are.
+    pub plugin: String,
+    /// The name its bookkeeping rows (processed events, dead letters, parked
+    /// events, checkpoint) and its consumer are kept under: the plugin's own
+    /// name live, `<plugin>@rebuild` for a rebuild.
+    pub key: String,
+    /// The schema of its view tables: `None` is the live `public` one.
+    schema: Option<String>,
+    /// Whether its batches store notifications and audit entries: a rebuild
+    /// re-applies events whose notifications went out long ago.
+    pub effects: bool,
+}
+
+impl Target {
+    /// A plugin's live views.
+    pub fn live(plugin: &str) -> Self {
+        Self {
+            plugin: plugin.to_owned(),
+            key: plugin.to_owned(),
+            schema: None,
+            effects: true,
+        }
+    }
+
+    /// The shadow tables of a plugin's rebuild, in a schema of their own.
+    pub fn rebuild(plugin: &str) -> Self {
+        Self {
+            plugin: plugin.to_owned(),
+            key: format!("{plugin}@rebuild"),
+            // Quoted: plugin names may hold `-`; they are checked to be
+            // [a-z0-9_-] when loaded.
+            schema: Some(format!("\"rebuild_{plugin}\"")),
+            effects: false,
+        }
+    }
+
+    /// The schema of the tables, quoted, for DDL; `None` when live.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// The table of one of its views, schema-qualified when not live.
+    pub fn table(&self, view: &str) -> String {
+        match &self.schema {
+            None => table_name(view),
+            Some(schema) => format!("{schema}.{}", table_name(view)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_tables_are_public_and_rebuild_tables_are_shadowed() {
+        let live = Target::live("sepsis-screen");
+        assert_eq!(live.table("sepsis_screen"), "view_sepsis_screen");
+        assert!(live.effects);
+        let rebuild = Target::rebuild("sepsis-screen");
+        assert_eq!(
+            rebuild.table("sepsis_screen"),
+            "\"rebuild_sepsis-screen\".view_sepsis_screen"
+        );
+        assert_eq!(rebuild.key, "sepsis-screen@rebuild");
+        assert!(!rebuild.effects);
+    }
+}
