@@ -42,6 +42,11 @@ pub struct Config {
     pub presign_ttl: Duration,
     /// `PLUGINS_DIR`: where the `.wasm` plugins are loaded from.
     pub plugins_dir: PathBuf,
+    /// `COMPILE_CACHE_DIR`: where compiled plugins are kept by content, so
+    /// a restart, or a version loaded before, is not compiled again
+    /// (default `<PLUGINS_DIR>/.compile-cache`, beside the code it comes
+    /// from; empty: no cache).
+    pub compile_cache: Option<PathBuf>,
     /// `STREAM_NAME`: the JetStream stream (default `EMR_EVENTS`).
     pub stream_name: String,
     /// `SUBJECT_PREFIX`: prepended to every event subject (default empty);
@@ -66,6 +71,17 @@ pub struct Config {
 impl Config {
     /// Reads the environment.
     pub fn from_env() -> anyhow::Result<Self> {
+        let plugins_dir = PathBuf::from(var("PLUGINS_DIR", "./plugins-dist"));
+        let compile_cache = match std::env::var("COMPILE_CACHE_DIR") {
+            Ok(dir) if dir.is_empty() => None,
+            Ok(dir) => Some(PathBuf::from(dir)),
+            Err(_) => Some(plugins_dir.join(".compile-cache")),
+        };
+        // The cache wants an absolute path.
+        let compile_cache = compile_cache
+            .map(std::path::absolute)
+            .transpose()
+            .context("COMPILE_CACHE_DIR")?;
         Ok(Self {
             nats_url: var("NATS_URL", "nats://127.0.0.1:4222"),
             database_url: var(
@@ -85,7 +101,8 @@ impl Config {
             s3_access_key: var("S3_ACCESS_KEY", "minioadmin"),
             s3_secret_key: var("S3_SECRET_KEY", "minioadmin"),
             presign_ttl: duration("PRESIGN_TTL", "5m")?,
-            plugins_dir: PathBuf::from(var("PLUGINS_DIR", "./plugins-dist")),
+            plugins_dir,
+            compile_cache,
             stream_name: var("STREAM_NAME", "EMR_EVENTS"),
             subject_prefix: var("SUBJECT_PREFIX", ""),
             batch_size: parse("BATCH_SIZE", "500")?,

@@ -21,8 +21,11 @@ pub const BUCKETS: [&str; 5] = [
     "lab-reports",
     "patient-documents",
     "prescriptions",
-    "projector-plugins",
+    PLUGINS,
 ];
+
+/// The bucket plugin versions are shared through, for fleet deploys.
+pub const PLUGINS: &str = "projector-plugins";
 
 /// The lab-reports bucket, where a lab system may store a report's PDF.
 pub const LAB_REPORTS: &str = "lab-reports";
@@ -146,6 +149,33 @@ impl ObjectStore {
         Some(request.uri().to_owned())
     }
 
+    /// Stores a plugin version as `projector-plugins/<name>/<hash>.wasm`.
+    pub async fn put_plugin(&self, name: &str, hash: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        self.client
+            .put_object()
+            .bucket(PLUGINS)
+            .key(plugin_key(name, hash))
+            .body(bytes.to_vec().into())
+            .send()
+            .await
+            .map_err(s3_error)?;
+        Ok(())
+    }
+
+    /// Fetches a plugin version stored by [`ObjectStore::put_plugin`].
+    pub async fn get_plugin(&self, name: &str, hash: &str) -> anyhow::Result<Vec<u8>> {
+        let object = self
+            .client
+            .get_object()
+            .bucket(PLUGINS)
+            .key(plugin_key(name, hash))
+            .send()
+            .await
+            .map_err(s3_error)?;
+        let bytes = object.body.collect().await?;
+        Ok(bytes.into_bytes().to_vec())
+    }
+
     /// Creates the buckets at start, and keeps trying while S3 is down.
     pub async fn ensure_buckets_until_done(self) {
         loop {
@@ -158,6 +188,11 @@ impl ObjectStore {
             }
         }
     }
+}
+
+/// Where a plugin version is stored.
+pub fn plugin_key(name: &str, hash: &str) -> String {
+    format!("{name}/{hash}.wasm")
 }
 
 /// An SDK error with its whole chain of causes (its `Display` alone says

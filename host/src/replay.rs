@@ -12,17 +12,14 @@ use sqlx::AssertSqlSafe;
 
 use crate::config::Config;
 use crate::ingest::{self, Item, Origin};
-use crate::runtime::{Limits, Plugin, Runtime};
+use crate::runtime::{Plugin, Runtime};
 use crate::store;
 
 /// Replays `events` through the plugin in `wasm` into a fresh database
 /// named after the time; returns every document of the plugin's views and
 /// the notifications and dead letters it produced.
 pub async fn replay(config: &Config, wasm: &Path, events: &Path) -> anyhow::Result<Value> {
-    let runtime = Runtime::new(Limits {
-        call_timeout: config.call_timeout,
-        memory_bytes: config.plugin_memory_bytes,
-    })?;
+    let runtime = Runtime::from_config(config)?;
     let bytes = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
     let plugin = Plugin::load(&runtime, &bytes).await?;
     let text =

@@ -10,11 +10,12 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::fleet::Fleet;
 use crate::lifecycle::{Deployer, Registry};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::objects::ObjectStore;
-use crate::runtime::{Limits, Runtime};
+use crate::runtime::Runtime;
 use crate::{api, ingest, store, watch};
 
 /// A running host: its projections and its API.
@@ -44,15 +45,17 @@ impl Host {
             .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
         let js = async_nats::jetstream::new(nats.clone());
         let stream = ingest::ensure_stream(&js, &config).await?;
-        let runtime = Runtime::new(Limits {
-            call_timeout: config.call_timeout,
-            memory_bytes: config.plugin_memory_bytes,
-        })?;
+        let runtime = Runtime::from_config(&config)?;
         let metrics = Arc::new(Metrics::default());
         let objects = ObjectStore::new(&config);
         let (notifier, mut tasks) =
             Notifier::start(pool.clone(), nats.clone(), config.clone(), metrics.clone()).await?;
         tasks.push(tokio::spawn(objects.clone().ensure_buckets_until_done()));
+        let fleet = Arc::new(Fleet::new(
+            objects.clone(),
+            nats.clone(),
+            &config.subject_prefix,
+        ));
         let deployer = Arc::new(Deployer::new(
             runtime,
             pool.clone(),
@@ -60,6 +63,7 @@ impl Host {
             config.clone(),
             notifier.clone(),
             metrics.clone(),
+            Some(fleet.clone()),
         ));
         // Watch before loading, so no file dropped meanwhile goes unseen.
         match watch::watch(config.plugins_dir.clone(), deployer.clone()) {
@@ -70,8 +74,9 @@ impl Host {
             ),
         }
         for path in plugin_files(&config.plugins_dir)? {
-            deployer.deploy_file(&path).await;
+            deployer.deploy_file(&path, false).await;
         }
+        tasks.push(fleet.follow(deployer.clone()).await?);
         let registry = deployer.registry().clone();
         let app = api::router(api::AppState {
             pool: pool.clone(),

@@ -56,7 +56,7 @@ pub fn watch(dir: PathBuf, deployer: Arc<Deployer>) -> anyhow::Result<JoinHandle
                 paths.insert(path);
             }
             for path in paths.into_iter().filter(|p| p.exists()) {
-                deployer.deploy_file(&path).await;
+                deployer.deploy_file(&path, true).await;
             }
         }
     }))

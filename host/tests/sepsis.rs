@@ -75,6 +75,7 @@ async fn replaying_the_seed_through_the_rule_prints_its_views() {
             "--plugin",
         ])
         .arg(plugins_dir().join("rules/sepsis-screen.wasm"))
+        .env("COMPILE_CACHE_DIR", plugins_dir().join(".compile-cache"))
         .env("DATABASE_URL", &env.config.database_url)
         .env("RUST_LOG", "warn")
         .output()

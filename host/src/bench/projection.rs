@@ -9,7 +9,7 @@ use anyhow::Context;
 use crate::config::Config;
 use crate::ingest;
 use crate::publish::Publisher;
-use crate::runtime::{Limits, Plugin, Runtime};
+use crate::runtime::{Plugin, Runtime};
 use crate::serve::Host;
 use crate::sim::Simulator;
 
@@ -113,10 +113,7 @@ async fn wasm_call_cost(
     config: &Config,
     traffic: &[projector_events::Event],
 ) -> anyhow::Result<()> {
-    let runtime = Runtime::new(Limits {
-        call_timeout: config.call_timeout,
-        memory_bytes: config.plugin_memory_bytes,
-    })?;
+    let runtime = Runtime::from_config(config)?;
     let mut paths: Vec<_> = std::fs::read_dir(&config.plugins_dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "wasm"))

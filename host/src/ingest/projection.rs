@@ -34,6 +34,7 @@ pub struct ProjectionState {
     redrive: Notify,
     failure: Mutex<Option<String>>,
     last_batch: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
+    batch_started: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -49,6 +50,7 @@ impl ProjectionState {
             redrive: Notify::new(),
             failure: Mutex::default(),
             last_batch: Mutex::default(),
+            batch_started: Mutex::default(),
             metrics,
         }
     }
@@ -119,6 +121,12 @@ impl ProjectionState {
     /// grows while this stands still is stuck.
     pub fn last_batch(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         *self.last_batch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When the latest batch of stream events started: from the commit
+    /// before it to this, the projection stood still (a swap's pause).
+    pub fn batch_started(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        *self.batch_started.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `running`, `paused`, or `retrying` with the error that stopped the
@@ -249,6 +257,11 @@ impl Projection {
     /// fails they are nak'ed and come back; nothing is acked before commit.
     async fn apply_messages(&self, messages: Vec<jetstream::Message>) -> anyhow::Result<()> {
         let _batch = self.state.hold().await;
+        *self
+            .state
+            .batch_started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(chrono::Utc::now());
         let prefix = &self.config.subject_prefix;
         let mut items: Vec<Item> = messages
             .iter()

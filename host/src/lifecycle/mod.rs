@@ -15,6 +15,7 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::fleet::Fleet;
 use crate::ingest::{self, Projection, ProjectionState};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -127,12 +128,15 @@ pub struct Deployer {
     projections: Mutex<Vec<JoinHandle<()>>>,
     /// The rebuilds under way, by plugin.
     rebuilds: Mutex<HashMap<String, RebuildStatus>>,
+    /// Where versions that start running here are announced, if anywhere.
+    fleet: Option<Arc<Fleet>>,
     /// One deploy at a time, so two versions of a plugin cannot race.
     deploying: tokio::sync::Mutex<()>,
 }
 
 impl Deployer {
-    /// A deployer for a host's runtime, store, stream and notifier.
+    /// A deployer for a host's runtime, store, stream and notifier, which
+    /// announces the versions it runs to `fleet`.
     pub fn new(
         runtime: Runtime,
         pool: PgPool,
@@ -140,6 +144,7 @@ impl Deployer {
         config: Arc<Config>,
         notifier: Notifier,
         metrics: Arc<Metrics>,
+        fleet: Option<Arc<Fleet>>,
     ) -> Self {
         Self {
             runtime,
@@ -151,6 +156,7 @@ impl Deployer {
             registry: Arc::default(),
             projections: Mutex::default(),
             rebuilds: Mutex::default(),
+            fleet,
             deploying: tokio::sync::Mutex::new(()),
         }
     }
@@ -200,7 +206,12 @@ impl Deployer {
                 rebuilding.version.info.version
             )));
         }
-        if store::definition(&current.info) != store::definition(&plugin.info) {
+        // What the live views were built from: the running version's
+        // definition, unless another host of the fleet has switched them.
+        let built_from = store::recorded_definition(&self.pool, plugin.name())
+            .await?
+            .unwrap_or_else(|| store::definition(&current.info));
+        if built_from != store::definition(&plugin.info) {
             self.rebuild_with(running, plugin.clone(), None).await?;
             return Ok((plugin, Deployed::Rebuilding));
         }
@@ -224,7 +235,40 @@ impl Deployer {
         if deployed.1 != Deployed::Rebuilding {
             self.keep(&deployed.0).await;
         }
+        self.announce(&deployed).await;
         Ok(deployed)
+    }
+
+    /// Deploys a version another host of the fleet runs, as an upload,
+    /// without announcing it again.
+    pub async fn deploy_from_fleet(
+        self: &Arc<Self>,
+        bytes: &[u8],
+        name: &str,
+    ) -> Result<(Plugin, Deployed), DeployError> {
+        let _one_at_a_time = self.deploying.lock().await;
+        let deployed = self.deploy(bytes, Some(name)).await?;
+        if deployed.1 != Deployed::Rebuilding {
+            self.keep(&deployed.0).await;
+        }
+        Ok(deployed)
+    }
+
+    /// Whether a plugin runs, or is rebuilding to run, the version `hash`.
+    pub fn runs(&self, name: &str, hash: &str) -> bool {
+        self.registry
+            .get(name)
+            .is_some_and(|p| p.plugin().hash == hash)
+            || self
+                .rebuild_status(name)
+                .is_some_and(|r| r.version.hash == hash)
+    }
+
+    /// Tells the fleet about a version that started running here.
+    async fn announce(&self, (plugin, deployed): &(Plugin, Deployed)) {
+        if let (Some(fleet), Deployed::Started | Deployed::Swapped) = (&self.fleet, deployed) {
+            fleet.announce(plugin).await;
+        }
     }
 
     /// Writes a version into the plugins folder as `<name>.wasm` (a hidden
@@ -245,15 +289,20 @@ impl Deployer {
 
     /// Deploys a file from the plugins folder; failures are logged and the
     /// running version stays. The file is read under the deploy lock: read
-    /// before it, it could be older than an upload that ran meanwhile.
-    pub async fn deploy_file(self: &Arc<Self>, path: &Path) {
+    /// before it, it could be older than an upload that ran meanwhile. A
+    /// file dropped in while the host runs is announced to the fleet; the
+    /// folder loaded at start is not (an old folder must not undo the
+    /// fleet's newer versions).
+    pub async fn deploy_file(self: &Arc<Self>, path: &Path, announce: bool) {
         let _one_at_a_time = self.deploying.lock().await;
         let result = match tokio::fs::read(path).await {
-            Ok(bytes) => self.deploy(&bytes, None).await.map(drop),
+            Ok(bytes) => self.deploy(&bytes, None).await,
             Err(e) => Err(DeployError::Invalid(format!("reading it: {e}"))),
         };
-        if let Err(e) = result {
-            tracing::error!(path = %path.display(), error = %e, "plugin not deployed");
+        match result {
+            Ok(deployed) if announce => self.announce(&deployed).await,
+            Ok(_) => {}
+            Err(e) => tracing::error!(path = %path.display(), error = %e, "plugin not deployed"),
         }
     }
 
@@ -281,7 +330,9 @@ impl Deployer {
             .ok_or_else(|| DeployError::Conflict(format!("`{name}` has no previous version")))?;
         tracing::info!(plugin = name, to = %back.hash, "plugin rolled back");
         self.keep(&back).await;
-        Ok((back, Deployed::Swapped))
+        let deployed = (back, Deployed::Swapped);
+        self.announce(&deployed).await;
+        Ok(deployed)
     }
 
     /// Rebuilds a plugin's views from the start of the stream with the

@@ -170,6 +170,9 @@ impl Supervisor {
             self.live.resubscribe();
         }
         deployer.keep(&self.version).await;
+        if let Some(fleet) = &deployer.fleet {
+            fleet.announce(&self.version).await;
+        }
         self.live.wake_redrive();
         Ok(())
     }

@@ -10,11 +10,14 @@ mod plugin;
 pub use instance::{CallError, PluginInstance};
 pub use plugin::{LoadError, Plugin};
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::Linker;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+};
 
 use bindings::Projection;
 use instance::HostState;
@@ -40,9 +43,20 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The runtime a host's configuration asks for.
+    pub fn from_config(config: &crate::config::Config) -> anyhow::Result<Self> {
+        let limits = Limits {
+            call_timeout: config.call_timeout,
+            memory_bytes: config.plugin_memory_bytes,
+        };
+        Self::new(limits, config.compile_cache.as_deref())
+    }
+
     /// Builds the engine (component model, async, epoch interruption, pooling
-    /// allocator) and starts its epoch ticker.
-    pub fn new(limits: Limits) -> anyhow::Result<Self> {
+    /// allocator, compiled code cached in `cache` when given) and starts its
+    /// epoch ticker. A plugin compiles on one core: a deploy to a busy host
+    /// leaves the other cores to the projections.
+    pub fn new(limits: Limits, cache: Option<&Path>) -> anyhow::Result<Self> {
         let mut pooling = PoolingAllocationConfig::default();
         pooling
             .total_component_instances(256)
@@ -57,7 +71,13 @@ impl Runtime {
             .wasm_component_model(true)
             .epoch_interruption(true)
             .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
+            .parallel_compilation(false);
+        if let Some(dir) = cache {
+            let mut cache = CacheConfig::new();
+            cache.with_directory(dir);
+            config.cache(Some(Cache::new(cache)?));
+        }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;

@@ -44,6 +44,7 @@ impl TestEnv {
         // No object storage unless the test starts one (`with_s3`).
         config.s3_endpoint = "http://127.0.0.1:1".into();
         config.plugins_dir = plugins_dir();
+        config.compile_cache = Some(plugins_dir().join(".compile-cache"));
         config.ack_wait = Duration::from_secs(1);
         config.jwt_secret = "test-secret".into();
         let client = async_nats::connect(&config.nats_url)
@@ -120,6 +121,10 @@ impl TestEnv {
             .env("STREAM_NAME", &self.config.stream_name)
             .env("SUBJECT_PREFIX", &self.config.subject_prefix)
             .env("PLUGINS_DIR", &self.config.plugins_dir)
+            .env(
+                "COMPILE_CACHE_DIR",
+                self.config.compile_cache.as_deref().unwrap_or("".as_ref()),
+            )
             .env("JWT_SECRET", &self.config.jwt_secret)
             .env("S3_ENDPOINT", &self.config.s3_endpoint)
             .env("HTTP_ADDR", format!("127.0.0.1:{http_port}"))

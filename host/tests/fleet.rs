@@ -1,0 +1,109 @@
+//! Fleet deploys against a real S3 server and NATS: a version deployed on
+//! one host, or rolled back to, reaches another host of the deployment,
+//! which fetches it from the `projector-plugins` bucket, checks its hash and
+//! runs it; bytes that do not match the announced hash are refused.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{SEED, TestEnv, eventually, own_plugins, plugins_dir};
+use projector::bench::lifecycle::rebuilt;
+use projector::objects::{ObjectStore, PLUGINS, plugin_key};
+use projector::serve::Host;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+fn lab_hash(host: &Host) -> String {
+    host.registry.get("lab").unwrap().plugin().hash.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_deployed_on_one_host_reaches_the_others() {
+    let mut env = TestEnv::new("fleet").await;
+    let _s3 = env.with_s3().await;
+    env.publish(SEED).await;
+    let dir_a = own_plugins(&format!("{}-a", env.tag), &["lab"]);
+    let dir_b = own_plugins(&format!("{}-b", env.tag), &["lab"]);
+    env.config.plugins_dir = dir_a.clone();
+    let a = env.start().await;
+    env.settle(&a).await;
+    let mut config_b = env.config.clone();
+    config_b.plugins_dir = dir_b.clone();
+    let b = Host::start(config_b).await.expect("host b starts");
+    let store = ObjectStore::new(&env.config);
+    eventually("the plugins bucket made", || async {
+        store
+            .client()
+            .head_bucket()
+            .bucket(PLUGINS)
+            .send()
+            .await
+            .ok()
+    })
+    .await;
+    let original = lab_hash(&b);
+
+    // Uploaded to one host, the version runs on the other too.
+    let lab = std::fs::read(plugins_dir().join("lab.wasm")).unwrap();
+    let v2 = rebuilt(&lab, "fleet-v2");
+    let v2_hash = hex::encode(Sha256::digest(&v2));
+    let admin = env.token("u-admin", "admin");
+    let response = reqwest::Client::new()
+        .put(format!("http://{}/api/plugins/lab", a.http_addr))
+        .bearer_auth(&admin)
+        .body(v2.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    eventually("host b runs the upload", || async {
+        (lab_hash(&b) == v2_hash).then_some(())
+    })
+    .await;
+    assert_eq!(std::fs::read(dir_b.join("lab.wasm")).unwrap(), v2);
+    let stored = store
+        .get_plugin("lab", &v2_hash)
+        .await
+        .expect("the artifact is in the bucket");
+    assert_eq!(stored, v2);
+
+    // A rollback on one host rolls the fleet back.
+    let (status, _) = env.post(&a, "/api/plugins/lab/rollback", &admin).await;
+    assert_eq!(status, 200);
+    eventually("host b rolled back", || async {
+        (lab_hash(&b) == original).then_some(())
+    })
+    .await;
+
+    // An announcement whose stored bytes do not match its hash is refused.
+    let v3 = rebuilt(&lab, "fleet-v3");
+    let v3_hash = hex::encode(Sha256::digest(&v3));
+    store
+        .client()
+        .put_object()
+        .bucket(PLUGINS)
+        .key(plugin_key("lab", &v3_hash))
+        .body(rebuilt(&lab, "tampered").into())
+        .send()
+        .await
+        .unwrap();
+    let nats = async_nats::connect(&env.config.nats_url).await.unwrap();
+    let forged = json!({ "plugin": "lab", "version": "x", "hash": v3_hash, "from": "elsewhere" });
+    nats.publish(
+        projector::fleet::subject(&env.config.subject_prefix),
+        forged.to_string().into(),
+    )
+    .await
+    .unwrap();
+    nats.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(lab_hash(&b), original, "tampered bytes are not deployed");
+    assert_eq!(lab_hash(&a), original);
+
+    a.stop();
+    b.stop();
+    let _ = std::fs::remove_dir_all(dir_a);
+    let _ = std::fs::remove_dir_all(dir_b);
+    env.cleanup().await;
+}
