@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{SEED, TestEnv, eventually, own_plugins, plugins_dir};
+use common::{SEED, TestEnv, eventually, own_plugins, plugins_dir, put_plugin};
 use projector::bench::lifecycle::rebuilt;
 use projector::objects::{ObjectStore, PLUGINS, plugin_key};
 use projector::serve::Host;
@@ -49,14 +49,14 @@ async fn a_version_deployed_on_one_host_reaches_the_others() {
     let v2 = rebuilt(&lab, "fleet-v2");
     let v2_hash = hex::encode(Sha256::digest(&v2));
     let admin = env.token("u-admin", "admin");
-    let response = reqwest::Client::new()
-        .put(format!("http://{}/api/plugins/lab", a.http_addr))
-        .bearer_auth(&admin)
-        .body(v2.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    let (status, _) = put_plugin(
+        &format!("http://{}", a.http_addr),
+        "lab",
+        &admin,
+        v2.clone(),
+    )
+    .await;
+    assert_eq!(status, 200);
     eventually("host b runs the upload", || async {
         (lab_hash(&b) == v2_hash).then_some(())
     })

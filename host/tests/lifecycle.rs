@@ -7,27 +7,11 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    SEED, TestEnv, assert_seed_chart, eventually, own_plugins, plugins_dir, view_document,
+    SEED, TestEnv, assert_seed_chart, eventually, own_plugins, plugins_dir, put_plugin as put,
+    view_document,
 };
 use projector::bench::lifecycle::rebuilt;
 use serde_json::Value;
-
-async fn put(
-    host: &projector::serve::Host,
-    name: &str,
-    token: &str,
-    bytes: Vec<u8>,
-) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .put(format!("http://{}/api/plugins/{name}", host.http_addr))
-        .bearer_auth(token)
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
 
 /// The report ids of the seed patient's lab results.
 async fn report_ids(env: &TestEnv, host: &projector::serve::Host, token: &str) -> Vec<String> {
@@ -64,11 +48,12 @@ async fn plugins_are_deployed_refused_rolled_back_paused_and_started_while_runni
     let host = env.start().await;
     env.settle(&host).await;
     let admin = env.token("u-admin", "admin");
+    let base = format!("http://{}", host.http_addr);
     let original = lab(&env, &host, &admin).await;
 
     // A new version is swapped in; the old one is kept.
     let lab_wasm = std::fs::read(plugins_dir().join("lab.wasm")).unwrap();
-    let (status, deployed) = put(&host, "lab", &admin, rebuilt(&lab_wasm, "v2")).await;
+    let (status, deployed) = put(&base, "lab", &admin, rebuilt(&lab_wasm, "v2")).await;
     assert_eq!(status, 200, "{deployed}");
     assert_eq!(deployed["deployed"], "swapped");
     let now = lab(&env, &host, &admin).await;
@@ -81,18 +66,18 @@ async fn plugins_are_deployed_refused_rolled_back_paused_and_started_while_runni
         rebuilt(&lab_wasm, "v2"),
         "a restart runs the deployed version"
     );
-    let (_, again) = put(&host, "lab", &admin, rebuilt(&lab_wasm, "v2")).await;
+    let (_, again) = put(&base, "lab", &admin, rebuilt(&lab_wasm, "v2")).await;
     assert_eq!(again["deployed"], "unchanged");
 
     // Bad uploads are refused with the reason; the running version stays.
-    let (status, refused) = put(&host, "lab", &admin, b"not wasm at all".to_vec()).await;
+    let (status, refused) = put(&base, "lab", &admin, b"not wasm at all".to_vec()).await;
     assert_eq!(
         (status, refused["code"].as_str()),
         (422, Some("invalid_plugin")),
         "{refused}"
     );
     let patient_wasm = std::fs::read(plugins_dir().join("patient.wasm")).unwrap();
-    let (status, refused) = put(&host, "lab", &admin, patient_wasm).await;
+    let (status, refused) = put(&base, "lab", &admin, patient_wasm).await;
     assert_eq!(status, 422);
     assert!(
         refused["error"].as_str().unwrap().contains("`patient`"),
@@ -166,7 +151,7 @@ async fn plugins_are_deployed_refused_rolled_back_paused_and_started_while_runni
 
     // A new plugin starts, with its own view, from the start of the stream.
     let hostile = std::fs::read(plugins_dir().join("testing/hostile.wasm")).unwrap();
-    let (status, started) = put(&host, "hostile", &admin, hostile).await;
+    let (status, started) = put(&base, "hostile", &admin, hostile).await;
     assert_eq!(
         (status, started["deployed"].as_str()),
         (200, Some("started")),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::{
     SEED, TestEnv, as_sent, assert_same_documents, eventually, own_plugins, plugins_dir,
-    view_documents,
+    put_plugin, view_documents,
 };
 use lab::LabPlugin;
 use patient::PatientPlugin;
@@ -226,16 +226,12 @@ async fn a_version_whose_views_changed_rebuilds_on_deploy_rollback_and_restart()
     // Version 2 reads radiology too and declares `tally_kinds`: deployed,
     // it rebuilds, then runs.
     let v2 = std::fs::read(plugins_dir().join("testing/tally-v2.wasm")).unwrap();
-    let response = reqwest::Client::new()
-        .put(format!("http://{}/api/plugins/tally", host.http_addr))
-        .bearer_auth(&admin)
-        .body(v2.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 202);
-    let deployed: Value = response.json().await.unwrap();
-    assert_eq!(deployed["deployed"], "rebuilding");
+    let base = format!("http://{}", host.http_addr);
+    let (status, deployed) = put_plugin(&base, "tally", &admin, v2.clone()).await;
+    assert_eq!(
+        (status, deployed["deployed"].as_str()),
+        (202, Some("rebuilding"))
+    );
     let running = switched(&env, &host, "tally", "2.0.0").await;
     assert_eq!(running["previous"]["version"], "1.0.0");
     assert_eq!(tally().await, seed_tally(&["lab.", "radiology."], &[]));

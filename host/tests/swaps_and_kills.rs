@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     HostProcess, TestEnv, as_sent, assert_same_documents, eventually, own_plugins, plugins_dir,
-    view_documents,
+    put_plugin, view_documents,
 };
 use lab::LabPlugin;
 use patient::PatientPlugin;
@@ -85,14 +85,8 @@ async fn swaps_a_rollback_and_three_kills_under_load_lose_nothing_and_apply_noth
         let version = rebuilt(&lab_wasm, &format!("v{k}"));
         let hash = hex::encode(Sha256::digest(&version));
         if k % 2 == 0 {
-            let response = reqwest::Client::new()
-                .put(format!("{}/api/plugins/lab", host.base))
-                .bearer_auth(&admin)
-                .body(version)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status().as_u16(), 200, "upload {k}");
+            let (status, answer) = put_plugin(&host.base, "lab", &admin, version).await;
+            assert_eq!(status, 200, "upload {k}: {answer}");
         } else {
             let partial = dir.join(".lab.wasm.copying");
             std::fs::write(&partial, &version).unwrap();

@@ -219,7 +219,12 @@ fn report(
 ) {
     let ms = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(0) as f64 / 1e3;
     let last_commit_before = |at: &DateTime<Utc>| commits.iter().rev().find(|c| *c <= at);
-    let swapped = |at: &DateTime<Utc>| windows.iter().any(|(from, to)| at > from && at <= to);
+    // A commit during a deploy, or the first after one, is near a swap.
+    let near_swap = |at: &DateTime<Utc>| {
+        windows.iter().any(|(from, to)| {
+            (at > from && at <= to) || commits.iter().find(|c| *c > to) == Some(at)
+        })
+    };
     // The first batch started after a deploy returned runs the new version.
     let first_start_after = |at: &DateTime<Utc>| starts.iter().find(|s| *s > at);
     let mut pauses: Vec<f64> = windows
@@ -247,7 +252,7 @@ fn report(
         .collect();
     let mut gaps: Vec<f64> = commits
         .windows(2)
-        .filter(|pair| !swapped(&pair[1]))
+        .filter(|pair| !near_swap(&pair[1]))
         .map(|pair| ms(pair[1] - pair[0]))
         .collect();
     let mut deploy_ms: Vec<f64> = deploys.iter().map(|d| d.as_secs_f64() * 1e3).collect();

@@ -222,19 +222,13 @@ impl Deployer {
 
     /// Deploys an upload, then writes it into the plugins folder so a
     /// restart runs it too; both under the deploy lock, so the folder and
-    /// the running version change in the same order.
+    /// the running version change in the same order. The fleet is told.
     pub async fn upload(
         self: &Arc<Self>,
         bytes: &[u8],
         name: &str,
     ) -> Result<(Plugin, Deployed), DeployError> {
-        let _one_at_a_time = self.deploying.lock().await;
-        let deployed = self.deploy(bytes, Some(name)).await?;
-        // A rebuilding version is written when it switches in: until
-        // then, a restart must run the version that serves.
-        if deployed.1 != Deployed::Rebuilding {
-            self.keep(&deployed.0).await;
-        }
+        let deployed = self.deploy_and_keep(bytes, name).await?;
         self.announce(&deployed).await;
         Ok(deployed)
     }
@@ -246,8 +240,18 @@ impl Deployer {
         bytes: &[u8],
         name: &str,
     ) -> Result<(Plugin, Deployed), DeployError> {
+        self.deploy_and_keep(bytes, name).await
+    }
+
+    async fn deploy_and_keep(
+        self: &Arc<Self>,
+        bytes: &[u8],
+        name: &str,
+    ) -> Result<(Plugin, Deployed), DeployError> {
         let _one_at_a_time = self.deploying.lock().await;
         let deployed = self.deploy(bytes, Some(name)).await?;
+        // A rebuilding version is written when it switches in: until
+        // then, a restart must run the version that serves.
         if deployed.1 != Deployed::Rebuilding {
             self.keep(&deployed.0).await;
         }

@@ -98,7 +98,7 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    async fn run(self, projection: JoinHandle<()>) {
+    async fn run(mut self, projection: JoinHandle<()>) {
         let name = self.version.name().to_owned();
         loop {
             match self.switch_when_caught_up(&projection).await {
@@ -109,8 +109,15 @@ impl Supervisor {
                 }
             }
         }
+        // A live projection held from its start goes on now.
+        self.held.take();
         let deployer = &self.deployer;
-        ingest::delete_consumer(&deployer.stream, &Target::rebuild(&name).key).await;
+        let target = Target::rebuild(&name);
+        ingest::delete_consumer(&deployer.stream, &target.key).await;
+        if let Err(e) = store::rebuild::forget_processed(&deployer.pool, &target).await {
+            // Dropped by the next rebuild or start instead.
+            tracing::warn!(plugin = %name, error = %e, "rebuild's processed events not dropped");
+        }
         deployer
             .rebuilds
             .lock()
@@ -139,6 +146,7 @@ impl Supervisor {
         }
         // Deploys, rollbacks and the switch change the same things.
         let _one_at_a_time = deployer.deploying.lock().await;
+        let held_at = Instant::now();
         let _live = match self.held {
             Some(_) => None,
             None => Some(self.live.hold().await),
@@ -154,7 +162,9 @@ impl Supervisor {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let (old_views, old_subjects) = parts(recorded.as_ref());
+        let switch_at = Instant::now();
         store::rebuild::switch(&deployer.pool, &target, &old_views, &self.version.info).await?;
+        tracing::info!(plugin = name, caught_up = ?switch_at - held_at, switch = ?switch_at.elapsed(), "rebuild switching: the live projection stood still meanwhile");
         projection.abort();
         if self.live.plugin().hash != self.version.hash {
             self.live.swap(self.version.clone());

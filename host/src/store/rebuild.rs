@@ -37,6 +37,15 @@ pub async fn discard(pool: &PgPool, target: &Target) -> Result<(), sqlx::Error> 
     tx.commit().await
 }
 
+/// Drops the processed events a switched-in rebuild kept under its own key.
+pub async fn forget_processed(pool: &PgPool, rebuild: &Target) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM processed_events WHERE plugin = $1")
+        .bind(&rebuild.key)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// The stream sequence a plugin's live views have applied up to.
 pub async fn live_checkpoint(pool: &PgPool, plugin: &str) -> Result<u64, sqlx::Error> {
     let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM checkpoints WHERE plugin = $1")
@@ -64,9 +73,19 @@ pub async fn switch(
     let mut tx = pool.begin().await?;
     // `$1` is the live plugin, `$2` the rebuild's key.
     for (sql, uses_key) in [
-        ("DELETE FROM processed_events WHERE plugin = $1", false),
+        // The live processed set becomes the rebuild's. They differ only
+        // where one version dead-lettered what the other applied, so this
+        // reads both and writes only the difference; the rebuild's own rows
+        // are dropped after the switch, when nothing waits for them.
         (
-            "UPDATE processed_events SET plugin = $1 WHERE plugin = $2",
+            "DELETE FROM processed_events l WHERE l.plugin = $1 AND NOT EXISTS (
+                SELECT 1 FROM processed_events r WHERE r.plugin = $2 AND r.event_id = l.event_id)",
+            true,
+        ),
+        (
+            "INSERT INTO processed_events (plugin, event_id)
+             SELECT $1, event_id FROM processed_events WHERE plugin = $2
+             ON CONFLICT DO NOTHING",
             true,
         ),
         // Open live letters the rebuilt version applied are resolved by it.

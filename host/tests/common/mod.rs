@@ -233,6 +233,20 @@ impl TestEnv {
     }
 }
 
+/// `PUT /api/plugins/:name` on the API at `base` (`http://host:port`) with
+/// a component's bytes; the status and the JSON answer.
+pub async fn put_plugin(base: &str, name: &str, token: &str, bytes: Vec<u8>) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .put(format!("{base}/api/plugins/{name}"))
+        .bearer_auth(token)
+        .body(bytes)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 /// A host running as a process of its own, killed when dropped.
 pub struct HostProcess {
     child: tokio::process::Child,
