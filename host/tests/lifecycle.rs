@@ -84,7 +84,7 @@ async fn plugins_are_deployed_refused_rolled_back_paused_and_started_while_runni
         "{refused}"
     );
     let (status, _) = put(
-        &host,
+        &base,
         "lab",
         &env.token("u-dr-smith", "provider"),
         lab_wasm.clone(),
