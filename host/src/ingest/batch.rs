@@ -48,7 +48,7 @@ pub async fn project(
     max_attempts: u32,
     items: Vec<Item>,
 ) -> anyhow::Result<Batch> {
-    let mut batch = Batch::new(&target.key);
+    let mut batch = Batch::new(target);
     batch.checkpoint = items
         .iter()
         .filter(|i| i.origin == Origin::Stream)
@@ -56,7 +56,7 @@ pub async fn project(
         .max()
         .unwrap_or(0);
     let events = checked_events(plugin, items, &mut batch);
-    let events = not_yet_applied(&target.key, pool, events, &mut batch).await?;
+    let events = not_yet_applied(target, pool, events, &mut batch).await?;
 
     let mut overlay = Overlay::new(
         pool.clone(),
@@ -184,7 +184,7 @@ fn checked_events(plugin: &Plugin, items: Vec<Item>, batch: &mut Batch) -> Vec<(
 /// eventId published again) and repeats within the batch. A re-driven dead
 /// letter whose event was applied meanwhile is resolved.
 async fn not_yet_applied(
-    plugin: &str,
+    target: &Target,
     pool: &PgPool,
     events: Vec<(Item, Event)>,
     batch: &mut Batch,
@@ -197,9 +197,11 @@ async fn not_yet_applied(
         .map(|(_, e)| e.envelope.event_id.as_str())
         .collect();
     let applied: Vec<String> = sqlx::query_scalar(
-        "SELECT event_id FROM processed_events WHERE plugin = $1 AND event_id = ANY($2)",
+        "SELECT event_id FROM processed_events
+         WHERE plugin = $1 AND generation = $2 AND event_id = ANY($3)",
     )
-    .bind(plugin)
+    .bind(&target.plugin)
+    .bind(target.generation)
     .bind(&ids)
     .fetch_all(pool)
     .await?;

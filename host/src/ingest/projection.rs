@@ -1,5 +1,6 @@
 //! One plugin's projection: its consumer, its batches, its acks.
 
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -35,12 +36,14 @@ pub struct ProjectionState {
     failure: Mutex<Option<String>>,
     last_batch: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
     batch_started: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
+    generation: AtomicI32,
     metrics: Arc<Metrics>,
 }
 
 impl ProjectionState {
-    /// A running projection of `plugin` that records into `metrics`.
-    pub fn new(plugin: Plugin, metrics: Arc<Metrics>) -> Self {
+    /// A running projection of `plugin` whose processed events are of
+    /// `generation`, recording into `metrics`.
+    pub fn new(plugin: Plugin, generation: i32, metrics: Arc<Metrics>) -> Self {
         Self {
             plugin: RwLock::new(plugin),
             previous: RwLock::default(),
@@ -51,6 +54,7 @@ impl ProjectionState {
             failure: Mutex::default(),
             last_batch: Mutex::default(),
             batch_started: Mutex::default(),
+            generation: AtomicI32::new(generation),
             metrics,
         }
     }
@@ -97,6 +101,17 @@ impl ProjectionState {
     async fn wait_while_paused(&self) {
         let mut paused = self.paused.subscribe();
         let _ = paused.wait_for(|p| !*p).await;
+    }
+
+    /// The generation of processed events its batches read and write.
+    pub fn generation(&self) -> i32 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Moves to another generation of processed events, from the next
+    /// batch: a rebuild's switch, under [`ProjectionState::hold`].
+    pub fn set_generation(&self, generation: i32) {
+        self.generation.store(generation, Ordering::Release);
     }
 
     /// Holds the projection at a batch boundary until the guard is dropped:
@@ -285,9 +300,10 @@ impl Projection {
         // The version in place now runs the whole batch; a swap takes
         // effect at the next one.
         let plugin = self.state.plugin();
+        let target = self.target.clone().at_generation(self.state.generation());
         let outcome = match batch::project(
             &plugin,
-            &self.target,
+            &target,
             &self.pool,
             self.config.max_attempts,
             items,
@@ -367,9 +383,10 @@ impl Projection {
     /// Projects and commits items that are not fresh from the stream.
     async fn apply_items(&self, items: Vec<Item>) -> anyhow::Result<()> {
         let _batch = self.state.hold().await;
+        let target = self.target.clone().at_generation(self.state.generation());
         let batch = batch::project(
             &self.state.plugin(),
-            &self.target,
+            &target,
             &self.pool,
             self.config.max_attempts,
             items,

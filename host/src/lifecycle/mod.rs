@@ -208,9 +208,9 @@ impl Deployer {
         }
         // What the live views were built from: the running version's
         // definition, unless another host of the fleet has switched them.
-        let built_from = store::recorded_definition(&self.pool, plugin.name())
+        let built_from = store::recorded(&self.pool, plugin.name())
             .await?
-            .unwrap_or_else(|| store::definition(&current.info));
+            .map_or_else(|| store::definition(&current.info), |r| r.definition);
         if built_from != store::definition(&plugin.info) {
             self.rebuild_with(running, plugin.clone(), None).await?;
             return Ok((plugin, Deployed::Rebuilding));
@@ -379,14 +379,19 @@ impl Deployer {
     /// its own.
     async fn start(self: &Arc<Self>, plugin: Plugin) -> Result<Deployed, DeployError> {
         let name = plugin.name().to_owned();
+        let recorded = store::recorded(&self.pool, &name).await?;
+        let generation = recorded.as_ref().map_or(0, |r| r.generation);
         // A rebuild a crash interrupted starts again from nothing.
-        ingest::delete_consumer(&self.stream, &Target::rebuild(&name).key).await;
-        store::rebuild::discard(&self.pool, &Target::rebuild(&name)).await?;
-        let recorded = store::recorded_definition(&self.pool, &name).await?;
-        let definition = store::definition(&plugin.info);
-        let state = Arc::new(ProjectionState::new(plugin.clone(), self.metrics.clone()));
+        let rebuild = Target::rebuild(&name).at_generation(generation + 1);
+        ingest::delete_consumer(&self.stream, &rebuild.key).await;
+        store::rebuild::discard(&self.pool, &rebuild).await?;
+        let state = Arc::new(ProjectionState::new(
+            plugin.clone(),
+            generation,
+            self.metrics.clone(),
+        ));
         let deployed = match recorded {
-            Some(recorded) if recorded != definition => {
+            Some(recorded) if recorded.definition != store::definition(&plugin.info) => {
                 let held = state.hold().await;
                 self.registry.insert(state.clone());
                 self.rebuild_with(state.clone(), plugin, Some(held)).await?;
@@ -395,7 +400,7 @@ impl Deployer {
             _ => {
                 store::ensure_views(&self.pool, &Target::live(&name), &plugin.info).await?;
                 let mut tx = self.pool.begin().await?;
-                store::record_definition(&mut tx, &plugin.info).await?;
+                store::record_definition(&mut tx, &plugin.info, generation).await?;
                 tx.commit().await?;
                 self.registry.insert(state.clone());
                 Deployed::Started

@@ -45,10 +45,14 @@ impl Deployer {
         held: Option<OwnedMutexGuard<()>>,
     ) -> Result<RebuildStatus, DeployError> {
         let name = version.name().to_owned();
-        let target = Target::rebuild(&name);
+        let target = Target::rebuild(&name).at_generation(live.generation() + 1);
         ingest::delete_consumer(&self.stream, &target.key).await;
         store::rebuild::prepare(&self.pool, &target, &version.info).await?;
-        let projection = Arc::new(ProjectionState::new(version.clone(), self.metrics.clone()));
+        let projection = Arc::new(ProjectionState::new(
+            version.clone(),
+            target.generation,
+            self.metrics.clone(),
+        ));
         let status = RebuildStatus {
             version: version.clone(),
             started_at: Utc::now(),
@@ -112,11 +116,12 @@ impl Supervisor {
         // A live projection held from its start goes on now.
         self.held.take();
         let deployer = &self.deployer;
-        let target = Target::rebuild(&name);
-        ingest::delete_consumer(&deployer.stream, &target.key).await;
-        if let Err(e) = store::rebuild::forget_processed(&deployer.pool, &target).await {
+        ingest::delete_consumer(&deployer.stream, &Target::rebuild(&name).key).await;
+        let dropped =
+            store::rebuild::drop_other_generations(&deployer.pool, &name, self.live.generation());
+        if let Err(e) = dropped.await {
             // Dropped by the next rebuild or start instead.
-            tracing::warn!(plugin = %name, error = %e, "rebuild's processed events not dropped");
+            tracing::warn!(plugin = %name, error = %e, "old processed events not dropped");
         }
         deployer
             .rebuilds
@@ -134,7 +139,7 @@ impl Supervisor {
     async fn switch_when_caught_up(&self, projection: &JoinHandle<()>) -> anyhow::Result<()> {
         let deployer = &self.deployer;
         let name = self.version.name();
-        let target = Target::rebuild(name);
+        let target = Target::rebuild(name).at_generation(self.rebuild.generation());
         loop {
             let lag = ingest::lag(&deployer.stream, &target.key)
                 .await
@@ -151,7 +156,7 @@ impl Supervisor {
             Some(_) => None,
             None => Some(self.live.hold().await),
         };
-        let recorded = store::recorded_definition(&deployer.pool, name).await?;
+        let recorded = store::recorded(&deployer.pool, name).await?;
         let _rebuild = loop {
             let applied = store::rebuild::live_checkpoint(&deployer.pool, name).await?;
             let rebuild = self.rebuild.hold().await;
@@ -161,11 +166,12 @@ impl Supervisor {
             drop(rebuild);
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let (old_views, old_subjects) = parts(recorded.as_ref());
+        let (old_views, old_subjects) = parts(recorded.as_ref().map(|r| &r.definition));
         let switch_at = Instant::now();
         store::rebuild::switch(&deployer.pool, &target, &old_views, &self.version.info).await?;
         tracing::info!(plugin = name, caught_up = ?switch_at - held_at, switch = ?switch_at.elapsed(), "rebuild switching: the live projection stood still meanwhile");
         projection.abort();
+        self.live.set_generation(target.generation);
         if self.live.plugin().hash != self.version.hash {
             self.live.swap(self.version.clone());
         }

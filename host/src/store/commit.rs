@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use projector_sdk::Value;
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
+use super::Target;
 use super::outbox::{self, NewNotification};
 use super::overlay::{Overlay, ViewWrites};
 
@@ -63,8 +64,9 @@ pub struct NewAudit {
 
 /// Everything one batch of one plugin commits.
 pub struct Batch {
-    /// The plugin.
-    pub plugin: String,
+    /// Where it lands: the name its bookkeeping rows go by, and the
+    /// generation of its processed events.
+    pub target: Target,
     /// The batch's documents.
     pub views: Option<Overlay>,
     /// eventIds applied.
@@ -86,10 +88,10 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// An empty batch.
-    pub fn new(plugin: &str) -> Self {
+    /// An empty batch for `target`.
+    pub fn new(target: &Target) -> Self {
         Self {
-            plugin: plugin.to_owned(),
+            target: target.clone(),
             views: None,
             processed: Vec::new(),
             dead_letters: Vec::new(),
@@ -106,6 +108,7 @@ impl Batch {
     /// stored, as clients see them, to push once committed.
     pub async fn commit(self, pool: &PgPool) -> Result<Vec<Value>, sqlx::Error> {
         let mut tx = pool.begin().await?;
+        let key = &self.target.key;
         if let Some(views) = self.views {
             for writes in views.into_writes() {
                 write_view(&mut tx, writes).await?;
@@ -113,26 +116,27 @@ impl Batch {
         }
         if !self.processed.is_empty() {
             sqlx::query(
-                "INSERT INTO processed_events (plugin, event_id)
-                 SELECT $1, e FROM UNNEST($2::text[]) AS e ON CONFLICT DO NOTHING",
+                "INSERT INTO processed_events (plugin, generation, event_id)
+                 SELECT $1, $2, e FROM UNNEST($3::text[]) AS e ON CONFLICT DO NOTHING",
             )
-            .bind(&self.plugin)
+            .bind(&self.target.plugin)
+            .bind(self.target.generation)
             .bind(&self.processed)
             .execute(&mut *tx)
             .await?;
         }
-        insert_dead_letters(&mut tx, &self.plugin, &self.dead_letters).await?;
+        insert_dead_letters(&mut tx, key, &self.dead_letters).await?;
         if !self.resolved.is_empty() {
             sqlx::query("UPDATE dead_letters SET status = 'resolved', updated_at = now() WHERE id = ANY($1)")
                 .bind(&self.resolved)
                 .execute(&mut *tx)
                 .await?;
         }
-        park(&mut tx, &self.plugin, &self.parked).await?;
+        park(&mut tx, key, &self.parked).await?;
         if !self.released.is_empty() {
             let seqs: Vec<i64> = self.released.iter().map(|s| *s as i64).collect();
             sqlx::query("DELETE FROM parked_events WHERE plugin = $1 AND stream_seq = ANY($2)")
-                .bind(&self.plugin)
+                .bind(key)
                 .bind(seqs)
                 .execute(&mut *tx)
                 .await?;
@@ -147,7 +151,7 @@ impl Batch {
                 dead_lettered = checkpoints.dead_lettered + EXCLUDED.dead_lettered,
                 updated_at = now()",
         )
-        .bind(&self.plugin)
+        .bind(key)
         .bind(self.checkpoint as i64)
         .bind(self.processed.len() as i64)
         .bind(self.dead_letters.len() as i64)

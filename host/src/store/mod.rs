@@ -14,17 +14,13 @@ pub use outbox::NewNotification;
 pub use overlay::{ApplyFailure, Overlay};
 pub use target::Target;
 pub use views::{
-    ViewError, definition, ensure_views, record_definition, recorded_definition, table_name,
+    Recorded, ViewError, definition, ensure_views, record_definition, recorded, table_name,
 };
 
 /// The host's tables that hold a projection's bookkeeping rows, by
-/// `plugin` (a [`Target`]'s key).
-const TARGET_ROWS: [&str; 4] = [
-    "processed_events",
-    "dead_letters",
-    "parked_events",
-    "checkpoints",
-];
+/// `plugin` (a [`Target`]'s key); processed events go by plugin and
+/// generation instead.
+const TARGET_ROWS: [&str; 3] = ["dead_letters", "parked_events", "checkpoints"];
 
 use anyhow::Context;
 use sqlx::PgPool;

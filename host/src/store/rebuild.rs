@@ -15,7 +15,8 @@ pub async fn prepare(pool: &PgPool, target: &Target, plugin: &PluginInfo) -> Res
 }
 
 /// Drops a rebuild's shadow tables and its bookkeeping rows (an abandoned
-/// rebuild, or one a crash interrupted); the live views are untouched.
+/// rebuild, or one a crash interrupted); the live views, and the processed
+/// events of the generation before `target`'s, are untouched.
 pub async fn discard(pool: &PgPool, target: &Target) -> Result<(), sqlx::Error> {
     let Some(schema) = target.schema() else {
         return Ok(());
@@ -34,14 +35,24 @@ pub async fn discard(pool: &PgPool, target: &Target) -> Result<(), sqlx::Error> 
         .execute(&mut *tx)
         .await?;
     }
+    drop_other_generations(&mut *tx, &target.plugin, target.generation - 1).await?;
     tx.commit().await
 }
 
-/// Drops the processed events a switched-in rebuild kept under its own key.
-pub async fn forget_processed(pool: &PgPool, rebuild: &Target) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM processed_events WHERE plugin = $1")
-        .bind(&rebuild.key)
-        .execute(pool)
+/// Drops a plugin's processed events of every generation but `keep`'s:
+/// those a switch left behind, or an abandoned rebuild's.
+pub async fn drop_other_generations<'c, E>(
+    executor: E,
+    plugin: &str,
+    keep: i32,
+) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = Postgres>,
+{
+    sqlx::query("DELETE FROM processed_events WHERE plugin = $1 AND generation <> $2")
+        .bind(plugin)
+        .bind(keep)
+        .execute(executor)
         .await?;
     Ok(())
 }
@@ -55,8 +66,10 @@ pub async fn live_checkpoint(pool: &PgPool, plugin: &str) -> Result<u64, sqlx::E
     Ok(seq.unwrap_or(0).max(0) as u64)
 }
 
-/// Makes a finished rebuild live, all or nothing: its processed events,
-/// dead letters and parked events replace the live ones, and its tables
+/// Makes a finished rebuild live, all or nothing: its generation of
+/// processed events becomes the live one (the old rows are dropped after,
+/// by [`drop_other_generations`]), its dead letters and parked events
+/// replace the live ones, and its tables
 /// replace the live tables (views `next` no longer declares are dropped).
 /// Readers see the old tables or the new ones, never a mix: the table
 /// moves come last, so they are locked only for the moment before commit.
@@ -73,21 +86,6 @@ pub async fn switch(
     let mut tx = pool.begin().await?;
     // `$1` is the live plugin, `$2` the rebuild's key.
     for (sql, uses_key) in [
-        // The live processed set becomes the rebuild's. They differ only
-        // where one version dead-lettered what the other applied, so this
-        // reads both and writes only the difference; the rebuild's own rows
-        // are dropped after the switch, when nothing waits for them.
-        (
-            "DELETE FROM processed_events l WHERE l.plugin = $1 AND NOT EXISTS (
-                SELECT 1 FROM processed_events r WHERE r.plugin = $2 AND r.event_id = l.event_id)",
-            true,
-        ),
-        (
-            "INSERT INTO processed_events (plugin, event_id)
-             SELECT $1, event_id FROM processed_events WHERE plugin = $2
-             ON CONFLICT DO NOTHING",
-            true,
-        ),
         // Open live letters the rebuilt version applied are resolved by it.
         (
             "UPDATE dead_letters l SET status = 'resolved', updated_at = now()
@@ -130,7 +128,7 @@ pub async fn switch(
         .bind(key)
         .execute(&mut *tx)
         .await?;
-    record_definition(&mut tx, next).await?;
+    record_definition(&mut tx, next, rebuild.generation).await?;
     move_tables(&mut tx, schema, old_views, next).await?;
     tx.commit().await
 }

@@ -17,6 +17,10 @@ pub struct Target {
     /// Whether its batches store notifications and audit entries: a rebuild
     /// re-applies events whose notifications went out long ago.
     pub effects: bool,
+    /// The generation of the processed-event rows it reads and writes: the
+    /// live views' recorded one, or the next for a rebuild, so that a
+    /// rebuild's switch moves a number instead of every row.
+    pub generation: i32,
 }
 
 impl Target {
@@ -27,6 +31,7 @@ impl Target {
             key: plugin.to_owned(),
             schema: None,
             effects: true,
+            generation: 0,
         }
     }
 
@@ -39,7 +44,14 @@ impl Target {
             // [a-z0-9_-] when loaded.
             schema: Some(format!("\"rebuild_{plugin}\"")),
             effects: false,
+            generation: 0,
         }
+    }
+
+    /// The same target with processed events of `generation`.
+    pub fn at_generation(mut self, generation: i32) -> Self {
+        self.generation = generation;
+        self
     }
 
     /// The schema of the tables, quoted, for DDL; `None` when live.

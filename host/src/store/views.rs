@@ -96,28 +96,44 @@ pub fn definition(plugin: &PluginInfo) -> Value {
     json!({ "subjects": plugin.subjects, "views": views })
 }
 
-/// The definition a plugin's live views were last built from, if recorded.
-pub async fn recorded_definition(
-    pool: &PgPool,
-    plugin: &str,
-) -> Result<Option<Value>, sqlx::Error> {
-    sqlx::query_scalar("SELECT definition FROM plugin_definitions WHERE plugin = $1")
-        .bind(plugin)
-        .fetch_optional(pool)
-        .await
+/// What a plugin's live views were last built from, and the generation of
+/// processed events they go with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    /// Subjects and declared views, as [`definition`] gives them.
+    pub definition: Value,
+    /// The processed events' generation.
+    pub generation: i32,
 }
 
-/// Records what a plugin's live views are built from.
+/// What a plugin's live views were built from, if recorded.
+pub async fn recorded(pool: &PgPool, plugin: &str) -> Result<Option<Recorded>, sqlx::Error> {
+    let row: Option<(Value, i32)> =
+        sqlx::query_as("SELECT definition, generation FROM plugin_definitions WHERE plugin = $1")
+            .bind(plugin)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(definition, generation)| Recorded {
+        definition,
+        generation,
+    }))
+}
+
+/// Records what a plugin's live views are built from, with the generation
+/// of processed events they go with.
 pub async fn record_definition(
     tx: &mut Transaction<'_, Postgres>,
     plugin: &PluginInfo,
+    generation: i32,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO plugin_definitions (plugin, definition) VALUES ($1, $2)
-         ON CONFLICT (plugin) DO UPDATE SET definition = EXCLUDED.definition, updated_at = now()",
+        "INSERT INTO plugin_definitions (plugin, definition, generation) VALUES ($1, $2, $3)
+         ON CONFLICT (plugin) DO UPDATE SET
+            definition = EXCLUDED.definition, generation = EXCLUDED.generation, updated_at = now()",
     )
     .bind(&plugin.name)
     .bind(definition(plugin))
+    .bind(generation)
     .execute(&mut **tx)
     .await?;
     Ok(())
