@@ -197,11 +197,9 @@ async fn not_yet_applied(
         .map(|(_, e)| e.envelope.event_id.as_str())
         .collect();
     let applied: Vec<String> = sqlx::query_scalar(
-        "SELECT event_id FROM processed_events
-         WHERE plugin = $1 AND generation = $2 AND event_id = ANY($3)",
+        "SELECT event_id FROM processed_events WHERE plugin = $1 AND event_id = ANY($2)",
     )
-    .bind(&target.plugin)
-    .bind(target.generation)
+    .bind(target.processed_key())
     .bind(&ids)
     .fetch_all(pool)
     .await?;

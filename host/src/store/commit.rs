@@ -116,11 +116,10 @@ impl Batch {
         }
         if !self.processed.is_empty() {
             sqlx::query(
-                "INSERT INTO processed_events (plugin, generation, event_id)
-                 SELECT $1, $2, e FROM UNNEST($3::text[]) AS e ON CONFLICT DO NOTHING",
+                "INSERT INTO processed_events (plugin, event_id)
+                 SELECT $1, e FROM UNNEST($2::text[]) AS e ON CONFLICT DO NOTHING",
             )
-            .bind(&self.target.plugin)
-            .bind(self.target.generation)
+            .bind(self.target.processed_key())
             .bind(&self.processed)
             .execute(&mut *tx)
             .await?;

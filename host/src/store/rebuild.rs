@@ -4,6 +4,7 @@
 use projector_sdk::PluginInfo;
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
+use super::target::processed_key;
 use super::views::{ViewError, ensure_views, record_definition, table_name};
 use super::{TARGET_ROWS, Target};
 
@@ -49,11 +50,14 @@ pub async fn drop_other_generations<'c, E>(
 where
     E: sqlx::Executor<'c, Database = Postgres>,
 {
-    sqlx::query("DELETE FROM processed_events WHERE plugin = $1 AND generation <> $2")
-        .bind(plugin)
-        .bind(keep)
-        .execute(executor)
-        .await?;
+    sqlx::query(
+        "DELETE FROM processed_events
+         WHERE (plugin = $1 OR starts_with(plugin, $1 || '#')) AND plugin <> $2",
+    )
+    .bind(plugin)
+    .bind(processed_key(plugin, keep))
+    .execute(executor)
+    .await?;
     Ok(())
 }
 

@@ -48,6 +48,13 @@ impl Target {
         }
     }
 
+    /// The name its processed events are kept under: the plugin's own for
+    /// generation 0, `<plugin>#<generation>` after (plugin names hold no
+    /// `#`).
+    pub fn processed_key(&self) -> String {
+        processed_key(&self.plugin, self.generation)
+    }
+
     /// The same target with processed events of `generation`.
     pub fn at_generation(mut self, generation: i32) -> Self {
         self.generation = generation;
@@ -68,6 +75,14 @@ impl Target {
     }
 }
 
+/// The name a plugin's processed events of `generation` are kept under.
+pub fn processed_key(plugin: &str, generation: i32) -> String {
+    match generation {
+        0 => plugin.to_owned(),
+        _ => format!("{plugin}#{generation}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +99,7 @@ mod tests {
         );
         assert_eq!(rebuild.key, "sepsis-screen@rebuild");
         assert!(!rebuild.effects);
+        assert_eq!(live.processed_key(), "sepsis-screen");
+        assert_eq!(rebuild.at_generation(2).processed_key(), "sepsis-screen#2");
     }
 }
