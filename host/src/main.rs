@@ -114,8 +114,9 @@ enum Bench {
         #[arg(long, default_value_t = 100_000)]
         events: usize,
     },
-    /// Load-to-ready time of each plugin, and how long a plugin's pipeline
-    /// stands still when a new version is swapped in under load.
+    /// Load-to-ready time of each plugin, how long a plugin's pipeline
+    /// stands still when a new version is swapped in under load, and how
+    /// fast every plugin's views are rebuilt.
     Lifecycle {
         /// Events of backlog projected during the swaps.
         #[arg(long, default_value_t = 100_000)]
