@@ -54,6 +54,10 @@ pub struct Config {
     pub subject_prefix: String,
     /// `BATCH_SIZE`: the most events applied in one transaction.
     pub batch_size: usize,
+    /// `DOC_CACHE_DOCS`: how many committed documents each projection keeps
+    /// in memory between batches (checked against the row's version before
+    /// use; 0 turns it off).
+    pub doc_cache: usize,
     /// `BATCH_LINGER_MS`: how long a batch waits for more events after its first.
     pub batch_linger: Duration,
     /// `ACK_WAIT_SECS`: how long JetStream waits for an ack before redelivering.
@@ -106,6 +110,7 @@ impl Config {
             stream_name: var("STREAM_NAME", "EMR_EVENTS"),
             subject_prefix: var("SUBJECT_PREFIX", ""),
             batch_size: parse("BATCH_SIZE", "500")?,
+            doc_cache: parse("DOC_CACHE_DOCS", "10000")?,
             batch_linger: Duration::from_millis(parse("BATCH_LINGER_MS", "5")?),
             ack_wait: Duration::from_secs(parse("ACK_WAIT_SECS", "30")?),
             call_timeout: Duration::from_millis(parse("PLUGIN_CALL_TIMEOUT_MS", "1000")?),

@@ -39,11 +39,19 @@ pub async fn replay(config: &Config, wasm: &Path, events: &Path) -> anyhow::Resu
     let pool = store::connect(&config.database_url_named(&database)).await?;
     let target = store::Target::live(plugin.name());
     store::ensure_views(&pool, &target, &plugin.info).await?;
+    let cache = store::DocCache::new(config.doc_cache);
     for chunk in items.chunks(config.batch_size.max(1)) {
-        ingest::project(&plugin, &target, &pool, config.max_attempts, chunk.to_vec())
-            .await?
-            .commit(&pool)
-            .await?;
+        ingest::project(
+            &plugin,
+            &target,
+            &pool,
+            &cache,
+            config.max_attempts,
+            chunk.to_vec(),
+        )
+        .await?
+        .commit(&pool)
+        .await?;
     }
     let mut views = serde_json::Map::new();
     for view in &plugin.info.views {

@@ -111,6 +111,50 @@ async fn seed_flow_produces_the_chart_and_every_view() {
     env.cleanup().await;
 }
 
+/// The projection keeps the documents it committed in memory between
+/// batches; a document some other writer changed meanwhile must be read
+/// again, not served from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_changed_by_another_writer_is_read_again() {
+    let env = TestEnv::new("cachecheck").await;
+    env.publish(SEED).await;
+    let host = env.start().await;
+    env.settle(&host).await;
+    let pool = env.pool().await;
+    sqlx::query(
+        "UPDATE view_patient_chart SET doc = jsonb_set(doc, '{mrn}', '\"MRN-ELSEWHERE\"')
+         WHERE key = 'p-john-doe'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let seed_allergy = SEED
+        .lines()
+        .find(|line| line.contains("\"patient.allergy.added\""))
+        .unwrap();
+    let another = seed_allergy
+        .replace("seed-0003", "cache-check-1")
+        .replace("alg-1", "alg-cache-check");
+    env.publish(&another).await;
+    env.settle(&host).await;
+
+    let chart = common::view_document(&pool, "patient_chart", "p-john-doe").await;
+    assert_eq!(chart["lastEventId"], "cache-check-1", "{chart}");
+    assert_eq!(
+        chart["mrn"], "MRN-ELSEWHERE",
+        "the other writer's change is kept"
+    );
+    let allergies = chart["allergies"].as_array().unwrap();
+    assert!(
+        allergies
+            .iter()
+            .any(|a| a["allergyId"] == "alg-cache-check")
+    );
+    host.stop();
+    env.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn republishing_under_new_message_ids_changes_nothing() {
     let env = TestEnv::new("republish").await;

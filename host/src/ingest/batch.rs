@@ -10,8 +10,8 @@ use sqlx::PgPool;
 
 use crate::runtime::{CallError, Plugin};
 use crate::store::{
-    ApplyFailure, Batch, NewAudit, NewDeadLetter, NewNotification, NewParked, Overlay, Target,
-    queries,
+    ApplyFailure, Batch, DocCache, NewAudit, NewDeadLetter, NewNotification, NewParked, Overlay,
+    Target, queries,
 };
 
 /// One message to apply.
@@ -39,12 +39,14 @@ pub enum Origin {
 }
 
 /// Builds and fills the batch for `items` into `target`, calling the plugin
-/// once per event. Errors are database failures: the caller retries the
-/// whole batch.
+/// once per event; documents `cache` kept from earlier batches are used
+/// where still current. Errors are database failures: the caller retries
+/// the whole batch.
 pub async fn project(
     plugin: &Plugin,
     target: &Target,
     pool: &PgPool,
+    cache: &DocCache,
     max_attempts: u32,
     items: Vec<Item>,
 ) -> anyhow::Result<Batch> {
@@ -62,6 +64,7 @@ pub async fn project(
         pool.clone(),
         target.clone(),
         plugin.info.views.iter().map(|v| v.name.clone()),
+        cache.clone(),
     );
     for view in &plugin.info.views {
         let keys = events.iter().filter_map(|(_, e)| key_hint(&view.key, e));

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::runtime::Plugin;
-use crate::store::{Target, queries};
+use crate::store::{DocCache, Target, queries};
 
 /// Environment variable for fault injection in tests: when `crash-after-commit`,
 /// the process aborts after its first commit, before acking, as a host killed
@@ -174,6 +174,7 @@ pub struct Projection {
     config: Arc<Config>,
     state: Arc<ProjectionState>,
     notifier: Notifier,
+    cache: DocCache,
 }
 
 impl Projection {
@@ -189,6 +190,7 @@ impl Projection {
         notifier: Notifier,
     ) -> Self {
         Self {
+            cache: DocCache::new(config.doc_cache),
             target,
             pool,
             stream,
@@ -305,6 +307,7 @@ impl Projection {
             &plugin,
             &target,
             &self.pool,
+            &self.cache,
             self.config.max_attempts,
             items,
         )
@@ -388,6 +391,7 @@ impl Projection {
             &self.state.plugin(),
             &target,
             &self.pool,
+            &self.cache,
             self.config.max_attempts,
             items,
         )

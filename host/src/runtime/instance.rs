@@ -60,11 +60,25 @@ impl ProjectionImports for HostState {
         let Some(views) = self.views.as_mut() else {
             return Ok(None);
         };
-        let doc = views
-            .get(&view, &key)
+        views
+            .get_text_at(&view, &key, None)
             .await
-            .map_err(|e| wasmtime::Error::msg(format!("view-get {view}: {e:#}")))?;
-        Ok(doc.map(|d| d.to_string()))
+            .map_err(|e| wasmtime::Error::msg(format!("view-get {view}: {e:#}")))
+    }
+
+    async fn view_get_at(
+        &mut self,
+        view: String,
+        key: String,
+        path: String,
+    ) -> wasmtime::Result<Option<String>> {
+        let Some(views) = self.views.as_mut() else {
+            return Ok(None);
+        };
+        views
+            .get_text_at(&view, &key, Some(&path))
+            .await
+            .map_err(|e| wasmtime::Error::msg(format!("view-get-at {view}: {e:#}")))
     }
 }
 

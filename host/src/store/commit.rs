@@ -109,10 +109,9 @@ impl Batch {
     pub async fn commit(self, pool: &PgPool) -> Result<Vec<Value>, sqlx::Error> {
         let mut tx = pool.begin().await?;
         let key = &self.target.key;
-        if let Some(views) = self.views {
-            for writes in views.into_writes() {
-                write_view(&mut tx, writes).await?;
-            }
+        let finished = self.views.map(Overlay::finish);
+        for writes in finished.iter().flat_map(|f| &f.writes) {
+            write_view(&mut tx, writes).await?;
         }
         if !self.processed.is_empty() {
             sqlx::query(
@@ -142,28 +141,42 @@ impl Batch {
         }
         let notifications = outbox::insert(&mut tx, self.notifications).await?;
         insert_audits(&mut tx, &self.audits).await?;
-        sqlx::query(
+        // The row's xmin is this transaction's id: the version every
+        // document written here is committed as.
+        let version: String = sqlx::query_scalar(
             "INSERT INTO checkpoints (plugin, seq, applied, dead_lettered) VALUES ($1, $2, $3, $4)
              ON CONFLICT (plugin) DO UPDATE SET
                 seq = GREATEST(checkpoints.seq, EXCLUDED.seq),
                 applied = checkpoints.applied + EXCLUDED.applied,
                 dead_lettered = checkpoints.dead_lettered + EXCLUDED.dead_lettered,
-                updated_at = now()",
+                updated_at = now()
+             RETURNING xmin::text",
         )
         .bind(key)
         .bind(self.checkpoint as i64)
         .bind(self.processed.len() as i64)
         .bind(self.dead_letters.len() as i64)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
+        if let Some(finished) = finished {
+            let written = finished.writes.into_iter().flat_map(|w| {
+                let view = w.view;
+                let version = &version;
+                w.upsert_keys
+                    .into_iter()
+                    .zip(w.upsert_docs)
+                    .map(move |(key, doc)| (view.clone(), key, version.clone(), doc))
+            });
+            finished.cache.keep(written.chain(finished.unchanged));
+        }
         Ok(notifications)
     }
 }
 
 async fn write_view(
     tx: &mut Transaction<'_, Postgres>,
-    writes: ViewWrites,
+    writes: &ViewWrites,
 ) -> Result<(), sqlx::Error> {
     let table = &writes.table;
     if !writes.upsert_keys.is_empty() {

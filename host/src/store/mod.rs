@@ -1,6 +1,7 @@
 //! PostgreSQL: the host's schema, read-model tables created from the views
 //! plugins declare, and applying a batch in one transaction.
 
+mod cache;
 mod commit;
 pub mod outbox;
 mod overlay;
@@ -9,6 +10,7 @@ pub mod rebuild;
 mod target;
 mod views;
 
+pub use cache::DocCache;
 pub use commit::{Batch, NewAudit, NewDeadLetter, NewParked};
 pub use outbox::NewNotification;
 pub use overlay::{ApplyFailure, Overlay};

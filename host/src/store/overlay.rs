@@ -2,13 +2,14 @@
 //! loaded, with every mutation of the batch so far folded in. `view-get`
 //! reads it; the batch's commit writes its changed documents.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use projector_sdk::document::{self, ApplyError};
 use projector_sdk::{Mutation, Value};
 use sqlx::{AssertSqlSafe, PgPool};
 
 use super::Target;
+use super::cache::DocCache;
 
 /// Why an outcome could not be folded in.
 #[derive(Debug, thiserror::Error)]
@@ -30,20 +31,24 @@ impl From<ApplyError> for ApplyFailure {
 #[derive(Debug)]
 struct Slot {
     doc: Option<Value>,
+    /// The row version it was loaded as; `None` when absent.
+    version: Option<String>,
     dirty: bool,
 }
 
-/// The documents a batch has read or changed, by (view, key).
+/// The documents a batch has read or changed: by view, then key.
 pub struct Overlay {
     pool: PgPool,
     target: Target,
-    owned: HashSet<String>,
-    docs: HashMap<(String, String), Slot>,
+    cache: DocCache,
+    views: HashMap<String, HashMap<String, Slot>>,
 }
 
 /// The changed documents of one view, ready for one statement each.
 #[derive(Debug, Default)]
 pub struct ViewWrites {
+    /// The view.
+    pub view: String,
     /// The view's table.
     pub table: String,
     /// Keys and documents to upsert.
@@ -54,69 +59,131 @@ pub struct ViewWrites {
     pub delete_keys: Vec<String>,
 }
 
+/// What a batch hands its commit: the writes, the documents it read and
+/// left as they were (to keep), and the cache to keep them in.
+pub struct Finished {
+    /// The changed documents, by view.
+    pub writes: Vec<ViewWrites>,
+    /// Unchanged documents: `(view, key, version, doc)`.
+    pub unchanged: Vec<(String, String, String, Value)>,
+    /// Where the projection keeps committed documents.
+    pub cache: DocCache,
+}
+
+/// How to undo one step of an outcome that turns out invalid.
+enum Undo {
+    /// The whole document before (absent: `None`) and its dirty flag.
+    Document {
+        view: String,
+        key: String,
+        doc: Option<Value>,
+        dirty: bool,
+    },
+    /// Only the dirty flag before; the fields are undone one by one.
+    Dirty {
+        view: String,
+        key: String,
+        dirty: bool,
+    },
+    /// A top-level field before (absent: `None`).
+    Field {
+        view: String,
+        key: String,
+        field: String,
+        value: Option<Value>,
+    },
+}
+
 impl Overlay {
-    /// An empty overlay over the views a plugin owns, in `target`'s tables.
-    pub fn new(pool: PgPool, target: Target, owned: impl IntoIterator<Item = String>) -> Self {
+    /// An empty overlay over the views a plugin owns, in `target`'s tables;
+    /// documents kept in `cache` are used when still current.
+    pub fn new(
+        pool: PgPool,
+        target: Target,
+        owned: impl IntoIterator<Item = String>,
+        cache: DocCache,
+    ) -> Self {
         Self {
             pool,
             target,
-            owned: owned.into_iter().collect(),
-            docs: HashMap::new(),
+            cache,
+            views: owned.into_iter().map(|v| (v, HashMap::new())).collect(),
         }
     }
 
-    fn check_owned(&self, view: &str) -> Result<(), ApplyFailure> {
-        if self.owned.contains(view) {
-            Ok(())
-        } else {
-            Err(ApplyFailure::Rejected(format!(
-                "view `{view}` is not one this plugin declared"
-            )))
-        }
+    fn slots(&mut self, view: &str) -> Result<&mut HashMap<String, Slot>, ApplyFailure> {
+        self.views.get_mut(view).ok_or_else(|| {
+            ApplyFailure::Rejected(format!("view `{view}` is not one this plugin declared"))
+        })
     }
 
-    /// Loads, in one query, the documents of `keys` not loaded yet.
+    /// Loads the documents of `keys` not loaded yet: those the cache kept
+    /// at their current version from there, the rest in one query.
     pub async fn load(
         &mut self,
         view: &str,
         keys: impl IntoIterator<Item = String>,
     ) -> Result<(), ApplyFailure> {
-        self.check_owned(view)?;
+        let slots = self.slots(view)?;
         let mut missing: Vec<String> = keys
             .into_iter()
-            .filter(|k| !self.docs.contains_key(&(view.to_owned(), k.clone())))
+            .filter(|k| !slots.contains_key(k))
             .collect();
         missing.sort_unstable();
         missing.dedup();
         if missing.is_empty() {
             return Ok(());
         }
-        let rows: Vec<(String, Value)> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT key, doc FROM {} WHERE key = ANY($1)",
+        let mut kept = self.cache.take(view, &missing);
+        // Kept documents still at their version come back without the
+        // document: one round trip either way.
+        let versions: serde_json::Map<String, Value> = kept
+            .iter()
+            .map(|(key, k)| (key.clone(), Value::String(k.version.clone())))
+            .collect();
+        let rows: Vec<(String, String, Option<Value>)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT key, xmin::text, CASE WHEN $2::jsonb ->> key = xmin::text THEN NULL ELSE doc END
+             FROM {} WHERE key = ANY($1)",
             self.target.table(view)
         )))
         .bind(&missing)
+        .bind(Value::Object(versions))
         .fetch_all(&self.pool)
         .await?;
-        let mut found: HashMap<String, Value> = rows.into_iter().collect();
+        let mut found: HashMap<String, Slot> = HashMap::with_capacity(rows.len());
+        for (key, version, doc) in rows {
+            let doc = doc.or_else(|| kept.remove(&key).map(|k| k.doc));
+            found.insert(key, clean(doc, Some(version)));
+        }
+        let slots = self.slots(view)?;
         for key in missing {
-            let doc = found.remove(&key);
-            self.docs
-                .insert((view.to_owned(), key), Slot { doc, dirty: false });
+            let slot = found.remove(&key).unwrap_or_else(|| clean(None, None));
+            slots.insert(key, slot);
         }
         Ok(())
     }
 
-    /// A document as of now in the batch.
-    pub async fn get(&mut self, view: &str, key: &str) -> Result<Option<Value>, ApplyFailure> {
+    /// A document as of now in the batch, or the value at a dotted `path`
+    /// in it, as JSON text.
+    pub async fn get_text_at(
+        &mut self,
+        view: &str,
+        key: &str,
+        path: Option<&str>,
+    ) -> Result<Option<String>, ApplyFailure> {
         self.load(view, [key.to_owned()]).await?;
-        Ok(self
-            .docs
-            .get(&(view.to_owned(), key.to_owned()))
-            .and_then(|s| s.doc.clone()))
+        let doc = self.slots(view)?.get(key).and_then(|s| s.doc.as_ref());
+        Ok(match path {
+            None => doc.map(Value::to_string),
+            Some(path) => doc
+                .and_then(|d| document::value_at(d, path))
+                .map(Value::to_string),
+        })
     }
 
-    /// Folds one event's mutations in, all or nothing.
+    /// Folds one event's mutations in, all or nothing: what a failing
+    /// mutation leaves is undone, field by field, rather than copying each
+    /// document first.
     pub async fn apply(&mut self, mutations: &[Mutation]) -> Result<(), ApplyFailure> {
         let mut wanted: HashMap<&str, Vec<String>> = HashMap::new();
         for m in mutations {
@@ -126,38 +193,226 @@ impl Overlay {
         for (view, keys) in wanted {
             self.load(view, keys).await?;
         }
-        let mut scratch: HashMap<(String, String), Option<Value>> = HashMap::new();
+        let mut undo = Vec::new();
         for m in mutations {
-            let (view, key) = m.target();
-            let slot_key = (view.to_owned(), key.to_owned());
-            let doc = scratch
-                .entry(slot_key.clone())
-                .or_insert_with(|| self.docs.get(&slot_key).and_then(|s| s.doc.clone()));
-            document::apply(doc, m)?;
-        }
-        for (slot_key, doc) in scratch {
-            self.docs.insert(slot_key, Slot { doc, dirty: true });
+            if let Err(e) = self.apply_one(m, &mut undo) {
+                self.roll_back(undo);
+                return Err(e.into());
+            }
         }
         Ok(())
     }
 
-    /// The changed documents, grouped by view.
-    pub fn into_writes(self) -> Vec<ViewWrites> {
-        let mut by_view: HashMap<String, ViewWrites> = HashMap::new();
-        let target = &self.target;
-        for ((view, key), slot) in self.docs.into_iter().filter(|(_, s)| s.dirty) {
-            let writes = by_view.entry(view.clone()).or_insert_with(|| ViewWrites {
-                table: target.table(&view),
-                ..ViewWrites::default()
-            });
-            match slot.doc {
-                Some(doc) => {
-                    writes.upsert_keys.push(key);
-                    writes.upsert_docs.push(doc);
+    fn apply_one(&mut self, m: &Mutation, undo: &mut Vec<Undo>) -> Result<(), ApplyError> {
+        let (view, key) = m.target();
+        let Some(slot) = self.views.get_mut(view).and_then(|s| s.get_mut(key)) else {
+            // Loaded just before: a view it does not own was refused there.
+            return Ok(());
+        };
+        let (v, k, dirty) = (view.to_owned(), key.to_owned(), slot.dirty);
+        match &slot.doc {
+            Some(Value::Object(fields))
+                if !matches!(m, Mutation::Upsert { .. } | Mutation::Delete { .. }) =>
+            {
+                for field in touched_fields(m) {
+                    undo.push(Undo::Field {
+                        view: v.clone(),
+                        key: k.clone(),
+                        field: field.to_owned(),
+                        value: fields.get(field).cloned(),
+                    });
                 }
-                None => writes.delete_keys.push(key),
+                undo.push(Undo::Dirty {
+                    view: v,
+                    key: k,
+                    dirty,
+                });
+            }
+            // Replaced, deleted, created or (never written so) not an
+            // object: the document before is kept whole, without a copy
+            // where the mutation replaces it anyway.
+            _ => {
+                let doc = match m {
+                    Mutation::Upsert { .. } | Mutation::Delete { .. } => slot.doc.take(),
+                    _ => slot.doc.clone(),
+                };
+                undo.push(Undo::Document {
+                    view: v,
+                    key: k,
+                    doc,
+                    dirty,
+                });
             }
         }
-        by_view.into_values().collect()
+        slot.dirty = true;
+        document::apply(&mut slot.doc, m)
+    }
+
+    fn roll_back(&mut self, undo: Vec<Undo>) {
+        for step in undo.into_iter().rev() {
+            let (view, key) = match &step {
+                Undo::Document { view, key, .. }
+                | Undo::Dirty { view, key, .. }
+                | Undo::Field { view, key, .. } => (view, key),
+            };
+            let Some(slot) = self.views.get_mut(view).and_then(|s| s.get_mut(key)) else {
+                continue;
+            };
+            match step {
+                Undo::Document { doc, dirty, .. } => {
+                    slot.doc = doc;
+                    slot.dirty = dirty;
+                }
+                Undo::Dirty { dirty, .. } => slot.dirty = dirty,
+                Undo::Field { field, value, .. } => {
+                    if let Some(Value::Object(fields)) = slot.doc.as_mut() {
+                        match value {
+                            Some(value) => fields.insert(field, value),
+                            None => fields.remove(&field),
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the batch: the changed documents, grouped by view, and the
+    /// unchanged ones with the cache to keep them in.
+    pub fn finish(self) -> Finished {
+        let mut writes = Vec::new();
+        let mut unchanged = Vec::new();
+        for (view, slots) in self.views {
+            let mut w = ViewWrites {
+                table: self.target.table(&view),
+                view: view.clone(),
+                ..ViewWrites::default()
+            };
+            for (key, slot) in slots {
+                match slot {
+                    Slot {
+                        dirty: false,
+                        doc: Some(doc),
+                        version: Some(version),
+                    } => unchanged.push((view.clone(), key, version, doc)),
+                    Slot { dirty: false, .. } => {}
+                    Slot { doc: Some(doc), .. } => {
+                        w.upsert_keys.push(key);
+                        w.upsert_docs.push(doc);
+                    }
+                    Slot { doc: None, .. } => w.delete_keys.push(key),
+                }
+            }
+            if !w.upsert_keys.is_empty() || !w.delete_keys.is_empty() {
+                writes.push(w);
+            }
+        }
+        Finished {
+            writes,
+            unchanged,
+            cache: self.cache,
+        }
+    }
+}
+
+fn clean(doc: Option<Value>, version: Option<String>) -> Slot {
+    Slot {
+        doc,
+        version,
+        dirty: false,
+    }
+}
+
+/// The top-level fields of a document a (non-whole-document) mutation can
+/// change: the first step of its path, or the keys of a merge.
+fn touched_fields(m: &Mutation) -> Vec<&str> {
+    match m {
+        Mutation::Merge {
+            doc: Value::Object(patch),
+            ..
+        } => patch.keys().map(String::as_str).collect(),
+        Mutation::Append { path, .. }
+        | Mutation::Remove { path, .. }
+        | Mutation::Increment { path, .. } => {
+            vec![path.split('.').next().unwrap_or(path)]
+        }
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use projector_sdk::{Outcome, json};
+
+    /// An overlay over view `v` holding `doc` at key `k` as loaded (no
+    /// database is reached: every key it is asked for is loaded already).
+    fn overlay_with(doc: Value) -> Overlay {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://unused@127.0.0.1:1/none")
+            .expect("a lazy pool");
+        let mut overlay = Overlay::new(pool, Target::live("t"), ["v".to_owned()], DocCache::new(0));
+        let slot = clean(Some(doc), Some("7".into()));
+        overlay.slots("v").unwrap().insert("k".into(), slot);
+        overlay
+    }
+
+    fn doc(overlay: &mut Overlay) -> (Option<Value>, bool) {
+        let slot = &overlay.slots("v").unwrap()["k"];
+        (slot.doc.clone(), slot.dirty)
+    }
+
+    #[tokio::test]
+    async fn a_failing_mutation_undoes_the_whole_outcome() {
+        let before = json!({ "n": 1, "list": [1], "name": "x", "nested": { "a": 1 } });
+        let mut overlay = overlay_with(before.clone());
+        let mut out = Outcome::default();
+        out.increment("v", "k", "n", 1)
+            .append("v", "k", "list", json!(2), None)
+            .merge("v", "k", json!({ "nested": { "b": 2 }, "added": true }))
+            .upsert("v", "k", json!({ "replaced": true }))
+            .merge("v", "k", json!({ "name": { "first": "y" } }))
+            .increment("v", "k", "replaced", 1);
+        let failure = overlay.apply(&out.mutations).await;
+        assert!(
+            matches!(failure, Err(ApplyFailure::Rejected(_))),
+            "{failure:?}"
+        );
+        assert_eq!(doc(&mut overlay), (Some(before.clone()), false));
+
+        let mut out = Outcome::default();
+        out.delete("v", "k")
+            .increment("v", "k", "a.b", 1)
+            .append("v", "k", "a.b", json!(1), None);
+        assert!(overlay.apply(&out.mutations).await.is_err());
+        assert_eq!(
+            doc(&mut overlay),
+            (Some(before), false),
+            "deleted, recreated, undone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_valid_outcome_changes_the_document_and_marks_it_written() {
+        let mut overlay = overlay_with(json!({ "n": 1 }));
+        let mut out = Outcome::default();
+        out.increment("v", "k", "n", 1)
+            .merge("v", "k", json!({ "m": 2 }));
+        overlay.apply(&out.mutations).await.expect("applies");
+        assert_eq!(doc(&mut overlay), (Some(json!({ "n": 2, "m": 2 })), true));
+        let finished = overlay.finish();
+        assert_eq!(finished.writes.len(), 1);
+        assert_eq!(finished.writes[0].upsert_keys, ["k"]);
+        assert!(finished.unchanged.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_document_is_handed_back_with_its_version() {
+        let overlay = overlay_with(json!({ "n": 1 }));
+        let finished = overlay.finish();
+        assert!(finished.writes.is_empty());
+        assert_eq!(
+            finished.unchanged,
+            [("v".into(), "k".into(), "7".into(), json!({ "n": 1 }))]
+        );
     }
 }

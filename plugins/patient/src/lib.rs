@@ -43,40 +43,42 @@ impl Plugin for PatientPlugin {
             return Ok(Outcome::default());
         }
         let mut chart = Chart::open(event, views);
-        chart.apply(&event.payload, views)?;
+        chart.apply(&event.payload)?;
         Ok(chart.out)
     }
 }
 
 projector_sdk::export_plugin!(PatientPlugin);
 
-/// The chart being changed by one event.
+/// The chart being changed by one event. It reads only the parts of the
+/// chart a rule needs (`Views::get_at`), never the whole chart: that grows
+/// with the patient's history, and every event changes it.
 struct Chart<'a> {
     pid: &'a str,
-    current: Value,
+    views: &'a dyn Views,
     out: Outcome,
 }
 
 impl<'a> Chart<'a> {
-    /// Reads the chart, creating it with every field at its empty value when
-    /// this is the first event for the patient, and stamps the event on it.
-    fn open(event: &'a Event, views: &dyn Views) -> Self {
+    /// Creates the chart with every field at its empty value when this is
+    /// the first event for the patient, and stamps the event on it.
+    fn open(event: &'a Event, views: &'a dyn Views) -> Self {
         let pid = event.patient_id.as_str();
         let mut out = Outcome::default();
-        let current = match views.get(CHART, pid) {
-            Some(doc) => doc,
-            None => {
-                let empty = empty_chart(pid);
-                out.upsert(CHART, pid, empty.clone());
-                empty
-            }
-        };
+        if views.get_at(CHART, pid, "patientId").is_none() {
+            out.upsert(CHART, pid, empty_chart(pid));
+        }
         out.merge(
             CHART,
             pid,
             json!({ "updatedAt": event.timestamp.as_str(), "lastEventId": event.id }),
         );
-        Self { pid, current, out }
+        Self { pid, views, out }
+    }
+
+    /// The value at `path` in the chart (absent on a chart created now).
+    fn read(&self, path: &str) -> Option<Value> {
+        self.views.get_at(CHART, self.pid, path)
     }
 
     fn merge(&mut self, doc: Value) {
@@ -87,7 +89,7 @@ impl<'a> Chart<'a> {
         self.out.increment(CHART, self.pid, path, delta);
     }
 
-    fn apply(&mut self, payload: &Payload, views: &dyn Views) -> Result<(), String> {
+    fn apply(&mut self, payload: &Payload) -> Result<(), String> {
         match payload {
             Payload::PatientCreated(p) => self.merge(json!({
                 "mrn": p.mrn, "name": p.name, "birthDate": p.birth_date, "gender": p.gender,
@@ -115,15 +117,15 @@ impl<'a> Chart<'a> {
                     json!(p.allergy_id),
                 );
             }
-            Payload::LabOrderCreated(p) => self.order_placed(&p.order_id, "lab", views),
-            Payload::RadiologyOrderCreated(p) => self.order_placed(&p.order_id, "imaging", views),
+            Payload::LabOrderCreated(p) => self.order_placed(&p.order_id, "lab"),
+            Payload::RadiologyOrderCreated(p) => self.order_placed(&p.order_id, "imaging"),
             Payload::LabResultAvailable(p) => {
-                self.order_resulted(&p.order_id, views);
-                self.report_issued(&p.report_id, views);
+                self.order_resulted(&p.order_id);
+                self.report_issued(&p.report_id);
             }
-            Payload::RadiologyStudyComplete(p) => self.order_resulted(&p.order_id, views),
-            Payload::RadiologyReportFinalized(p) => self.report_issued(&p.report_id, views),
-            Payload::LabResultViewed(p) => self.report_viewed(&p.report_id, views),
+            Payload::RadiologyStudyComplete(p) => self.order_resulted(&p.order_id),
+            Payload::RadiologyReportFinalized(p) => self.report_issued(&p.report_id),
+            Payload::LabResultViewed(p) => self.report_viewed(&p.report_id),
             Payload::LabCriticalAlert(_)
             | Payload::RadiologyCriticalAlert(_)
             | Payload::InteractionAlert(_)
@@ -148,8 +150,8 @@ impl<'a> Chart<'a> {
             }
             Payload::EncounterStarted(p) => {
                 self.count("encounterSummary.count", 1);
-                let last = self.current["encounterSummary"]["lastEncounterAt"].as_str();
-                if is_newer(p.started_at.as_str(), last) {
+                let last = self.read("encounterSummary.lastEncounterAt");
+                if is_newer(p.started_at.as_str(), last.as_ref().and_then(Value::as_str)) {
                     self.merge(
                         json!({ "encounterSummary": { "lastEncounterAt": p.started_at.as_str() } }),
                     );
@@ -163,8 +165,11 @@ impl<'a> Chart<'a> {
                 }
             }
             Payload::VitalsRecorded(p) => {
-                let last = self.current["latestVitals"]["recordedAt"].as_str();
-                if is_newer(p.recorded_at.as_str(), last) {
+                let last = self.read("latestVitals.recordedAt");
+                if is_newer(
+                    p.recorded_at.as_str(),
+                    last.as_ref().and_then(Value::as_str),
+                ) {
                     self.merge(
                         json!({ "latestVitals": latest_vitals(p.recorded_at.as_str(), &p.vitals) }),
                     );
@@ -176,16 +181,17 @@ impl<'a> Chart<'a> {
     }
 
     fn list_item(&self, list: &str, field: &str, id: &str) -> Option<Value> {
-        self.current[list]
-            .as_array()?
-            .iter()
+        let Value::Array(items) = self.read(list)? else {
+            return None;
+        };
+        items
+            .into_iter()
             .find(|item| item[field].as_str() == Some(id))
-            .cloned()
     }
 
     /// An order raises `pendingOrders` the first time it is seen.
-    fn order_placed(&mut self, order_id: &str, kind: &str, views: &dyn Views) {
-        if views.get(ORDERS, order_id).is_none() {
+    fn order_placed(&mut self, order_id: &str, kind: &str) {
+        if self.views.get(ORDERS, order_id).is_none() {
             self.out.upsert(
                 ORDERS,
                 order_id,
@@ -196,8 +202,8 @@ impl<'a> Chart<'a> {
     }
 
     /// A result lowers `pendingOrders` once, and only for an order that was pending.
-    fn order_resulted(&mut self, order_id: &str, views: &dyn Views) {
-        match views.get(ORDERS, order_id) {
+    fn order_resulted(&mut self, order_id: &str) {
+        match self.views.get(ORDERS, order_id) {
             Some(order) if order["status"] == "pending" => {
                 let kind = order["kind"].as_str().unwrap_or("lab").to_owned();
                 self.out
@@ -218,8 +224,8 @@ impl<'a> Chart<'a> {
     }
 
     /// A new report raises `unreadResults` once.
-    fn report_issued(&mut self, report_id: &str, views: &dyn Views) {
-        if views.get(REPORTS, report_id).is_none() {
+    fn report_issued(&mut self, report_id: &str) {
+        if self.views.get(REPORTS, report_id).is_none() {
             self.out.upsert(
                 REPORTS,
                 report_id,
@@ -231,8 +237,8 @@ impl<'a> Chart<'a> {
 
     /// The first view of an unread report lowers `unreadResults`; later views
     /// change nothing. A view before the report arrives marks it read ahead.
-    fn report_viewed(&mut self, report_id: &str, views: &dyn Views) {
-        match views.get(REPORTS, report_id) {
+    fn report_viewed(&mut self, report_id: &str) {
+        match self.views.get(REPORTS, report_id) {
             Some(report) if report["unread"] == true => {
                 self.out
                     .merge(REPORTS, report_id, json!({ "unread": false }));

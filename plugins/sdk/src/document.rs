@@ -115,6 +115,19 @@ pub fn apply(doc: &mut Option<Value>, mutation: &Mutation) -> Result<(), ApplyEr
     Ok(())
 }
 
+/// The value at a dotted path of a document, if every step is there.
+///
+/// ```
+/// use projector_sdk::{document::value_at, json};
+///
+/// let doc = json!({ "a": { "b": [1] }, "n": null });
+/// assert_eq!(value_at(&doc, "a.b"), Some(&json!([1])));
+/// assert_eq!(value_at(&doc, "n.x"), None);
+/// ```
+pub fn value_at<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(doc, |here, part| here.get(part))
+}
+
 /// Deep merge: objects merge key by key, anything else replaces.
 fn merge(target: &mut Value, patch: &Value) {
     match (target, patch) {

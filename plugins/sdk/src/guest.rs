@@ -26,12 +26,16 @@ pub type WitEvent = wit::Event;
 /// What the world's `handle` returns (for [`crate::export_plugin!`]).
 pub type WitHandled = Result<wit::Outcome, String>;
 
-/// Reads views through the host's `view-get` import.
+/// Reads views through the host's `view-get` and `view-get-at` imports.
 struct HostViews;
 
 impl Views for HostViews {
     fn get(&self, view: &str, key: &str) -> Option<Value> {
         view_get(view, key).and_then(|text| serde_json::from_str(&text).ok())
+    }
+
+    fn get_at(&self, view: &str, key: &str, path: &str) -> Option<Value> {
+        view_get_at(view, key, path).and_then(|text| serde_json::from_str(&text).ok())
     }
 }
 

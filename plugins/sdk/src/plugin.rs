@@ -54,6 +54,27 @@ pub trait Plugin {
 pub trait Views {
     /// The document of `view` at `key`, if there is one.
     fn get(&self, view: &str, key: &str) -> Option<Value>;
+
+    /// The value at the dotted `path` inside that document, if both are
+    /// there. In the sandbox this copies and parses only that value, so a
+    /// plugin reading a field or a list of a large document should use it
+    /// rather than [`Views::get`].
+    ///
+    /// ```
+    /// use projector_sdk::{Value, Views, json};
+    ///
+    /// struct One(Value);
+    /// impl Views for One {
+    ///     fn get(&self, _: &str, _: &str) -> Option<Value> { Some(self.0.clone()) }
+    /// }
+    /// let views = One(json!({ "summary": { "count": 2 } }));
+    /// assert_eq!(views.get_at("v", "k", "summary.count"), Some(json!(2)));
+    /// assert_eq!(views.get_at("v", "k", "summary.last"), None);
+    /// ```
+    fn get_at(&self, view: &str, key: &str, path: &str) -> Option<Value> {
+        let doc = self.get(view, key)?;
+        crate::document::value_at(&doc, path).cloned()
+    }
 }
 
 /// A read model a plugin owns.
