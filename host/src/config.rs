@@ -109,7 +109,7 @@ impl Config {
             compile_cache,
             stream_name: var("STREAM_NAME", "EMR_EVENTS"),
             subject_prefix: var("SUBJECT_PREFIX", ""),
-            batch_size: parse("BATCH_SIZE", "500")?,
+            batch_size: parse("BATCH_SIZE", "1000")?,
             doc_cache: parse("DOC_CACHE_DOCS", "10000")?,
             batch_linger: Duration::from_millis(parse("BATCH_LINGER_MS", "5")?),
             ack_wait: Duration::from_secs(parse("ACK_WAIT_SECS", "30")?),

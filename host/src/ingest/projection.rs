@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 
 use super::batch::{self, Item, Origin};
-use super::stream::ensure_consumer;
+use super::stream::{ensure_consumer, reclaim_pending};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -201,8 +201,17 @@ impl Projection {
     }
 
     /// Consumes for ever: opens its consumer again when told to, and after
-    /// NATS errors.
+    /// NATS errors. First, messages a host before it took and never
+    /// acknowledged (it was killed) are made to come again at once and in
+    /// order; JetStream would otherwise hold them for the ack wait and
+    /// deliver later events first.
     pub async fn run(self) {
+        let subjects = self.state.plugin().info.subjects.clone();
+        if let Err(e) =
+            reclaim_pending(&self.stream, &self.config, &self.target.key, &subjects).await
+        {
+            tracing::warn!(plugin = %self.target.key, error = format!("{e:#}"), "could not reclaim unacknowledged messages");
+        }
         loop {
             let pause = match self.consume().await {
                 Ok(()) => Duration::from_millis(10),

@@ -84,6 +84,24 @@ pub async fn replace_consumer(
     Ok(())
 }
 
+/// When a plugin's consumer has messages out that nobody acknowledged (a
+/// host was killed holding them), replaces it to start after its ack floor,
+/// so they come again now and before anything later. Applied ones among
+/// them are skipped as applied.
+pub async fn reclaim_pending(
+    stream: &stream::Stream,
+    config: &Config,
+    plugin: &str,
+    subjects: &[String],
+) -> anyhow::Result<()> {
+    match stream.consumer_info(consumer_name(plugin)).await {
+        Ok(info) if info.num_ack_pending > 0 => {
+            replace_consumer(stream, config, plugin, subjects).await
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Deletes a plugin's consumer, if it has one.
 pub async fn delete_consumer(stream: &stream::Stream, plugin: &str) {
     let _ = stream.delete_consumer(&consumer_name(plugin)).await;
