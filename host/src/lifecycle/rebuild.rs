@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::OwnedRwLockWriteGuard;
 use tokio::task::JoinHandle;
 
 use super::{DeployError, Deployer};
@@ -42,7 +42,7 @@ impl Deployer {
         self: &Arc<Self>,
         live: Arc<ProjectionState>,
         version: Plugin,
-        held: Option<OwnedMutexGuard<()>>,
+        held: Option<OwnedRwLockWriteGuard<()>>,
     ) -> Result<RebuildStatus, DeployError> {
         let name = version.name().to_owned();
         let target = Target::rebuild(&name).at_generation(live.generation() + 1);
@@ -97,7 +97,7 @@ struct Supervisor {
     live: Arc<ProjectionState>,
     rebuild: Arc<ProjectionState>,
     version: Plugin,
-    held: Option<OwnedMutexGuard<()>>,
+    held: Option<OwnedRwLockWriteGuard<()>>,
     started: Instant,
 }
 
