@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use crate::config::Config;
 use crate::ingest;
 use crate::publish::Publisher;
-use crate::runtime::{Limits, Plugin, Runtime};
+use crate::runtime::{Plugin, Runtime};
 use crate::serve::Host;
 use crate::sim::Simulator;
 
@@ -64,13 +64,11 @@ pub async fn run(mut config: Config, events: usize, swaps: usize) -> anyhow::Res
     // Load to ready without a compile cache, then with one: the first load
     // compiles and stores, the second (a restart, or a version seen before)
     // reads the compiled code back.
-    let limits = Limits {
-        call_timeout: config.call_timeout,
-        memory_bytes: config.plugin_memory_bytes,
-    };
     let cache = dir.join(".compile-cache");
-    let uncached = Runtime::new(limits, None)?;
-    let cached = Runtime::new(limits, Some(&cache))?;
+    config.compile_cache = None;
+    let uncached = Runtime::from_config(&config)?;
+    config.compile_cache = Some(cache.clone());
+    let cached = Runtime::from_config(&config)?;
     for name in ["patient", "lab", "radiology", "pharmacy", "encounter"] {
         let bytes = std::fs::read(dir.join(format!("{name}.wasm")))?;
         let mut took = Vec::new();
@@ -87,7 +85,6 @@ pub async fn run(mut config: Config, events: usize, swaps: usize) -> anyhow::Res
             bytes.len() / 1024
         );
     }
-    config.compile_cache = Some(cache);
 
     let js = async_nats::jetstream::new(async_nats::connect(&config.nats_url).await?);
     ingest::ensure_stream(&js, &config).await?;

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use tokio::sync::OwnedRwLockWriteGuard;
 use tokio::task::JoinHandle;
 
@@ -166,7 +165,10 @@ impl Supervisor {
             drop(rebuild);
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let (old_views, old_subjects) = parts(recorded.as_ref().map(|r| &r.definition));
+        let (old_views, old_subjects) = match &recorded {
+            Some(r) => (r.views.clone(), Some(r.subjects.clone())),
+            None => (Vec::new(), None),
+        };
         let switch_at = Instant::now();
         store::rebuild::switch(&deployer.pool, &target, &old_views, &self.version.info).await?;
         tracing::info!(plugin = name, caught_up = ?switch_at - held_at, switch = ?switch_at.elapsed(), "rebuild switching: the live projection stood still meanwhile");
@@ -192,25 +194,4 @@ impl Supervisor {
         self.live.wake_redrive();
         Ok(())
     }
-}
-
-/// The view names and subjects of a recorded definition.
-fn parts(recorded: Option<&Value>) -> (Vec<String>, Option<Vec<String>>) {
-    let Some(recorded) = recorded else {
-        return (Vec::new(), None);
-    };
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s.as_str().map(str::to_owned))
-            .collect()
-    };
-    let views = recorded["views"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v["name"].as_str().map(str::to_owned))
-        .collect();
-    (views, Some(strings(&recorded["subjects"])))
 }

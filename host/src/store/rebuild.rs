@@ -19,9 +19,7 @@ pub async fn prepare(pool: &PgPool, target: &Target, plugin: &PluginInfo) -> Res
 /// rebuild, or one a crash interrupted); the live views, and the processed
 /// events of the generation before `target`'s, are untouched.
 pub async fn discard(pool: &PgPool, target: &Target) -> Result<(), sqlx::Error> {
-    let Some(schema) = target.schema() else {
-        return Ok(());
-    };
+    let schema = shadow_schema(target)?;
     let mut tx = pool.begin().await?;
     sqlx::query(AssertSqlSafe(format!(
         "DROP SCHEMA IF EXISTS {schema} CASCADE"
@@ -84,9 +82,7 @@ pub async fn switch(
     next: &PluginInfo,
 ) -> Result<(), sqlx::Error> {
     let (live, key) = (&rebuild.plugin, &rebuild.key);
-    let Some(schema) = rebuild.schema() else {
-        return Ok(());
-    };
+    let schema = shadow_schema(rebuild)?;
     let mut tx = pool.begin().await?;
     // `$1` is the live plugin, `$2` the rebuild's key.
     for (sql, uses_key) in [
@@ -170,4 +166,29 @@ async fn move_tables(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// A rebuild's schema; a live target has none, and discarding or switching
+/// it in would be a bug in the caller.
+fn shadow_schema(target: &Target) -> Result<&str, sqlx::Error> {
+    target
+        .schema()
+        .ok_or_else(|| sqlx::Error::InvalidArgument(format!("`{}` is not a rebuild", target.key)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_live_target_is_neither_discarded_nor_switched_in() {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://unused@127.0.0.1:1/none")
+            .expect("a lazy pool");
+        let live = Target::live("lab");
+        let info = PluginInfo::new("lab", "1", &["lab.>"], Vec::new());
+        let refused = |e: sqlx::Error| matches!(e, sqlx::Error::InvalidArgument(_));
+        assert!(discard(&pool, &live).await.is_err_and(refused));
+        assert!(switch(&pool, &live, &[], &info).await.is_err_and(refused));
+    }
 }

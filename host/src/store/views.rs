@@ -1,6 +1,7 @@
 //! Read-model tables: one per declared view, owned by exactly one plugin.
 
 use projector_sdk::PluginInfo;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
@@ -102,8 +103,37 @@ pub fn definition(plugin: &PluginInfo) -> Value {
 pub struct Recorded {
     /// Subjects and declared views, as [`definition`] gives them.
     pub definition: Value,
+    /// The subjects in it.
+    pub subjects: Vec<String>,
+    /// The names of the views in it.
+    pub views: Vec<String>,
     /// The processed events' generation.
     pub generation: i32,
+}
+
+impl Recorded {
+    fn new(definition: Value, generation: i32) -> Self {
+        let parts = Parts::deserialize(&definition).unwrap_or_default();
+        Self {
+            subjects: parts.subjects,
+            views: parts.views.into_iter().map(|v| v.name).collect(),
+            definition,
+            generation,
+        }
+    }
+}
+
+/// The parts of a recorded definition the host reads back.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Parts {
+    subjects: Vec<String>,
+    views: Vec<Named>,
+}
+
+#[derive(Deserialize)]
+struct Named {
+    name: String,
 }
 
 /// What a plugin's live views were built from, if recorded.
@@ -113,10 +143,7 @@ pub async fn recorded(pool: &PgPool, plugin: &str) -> Result<Option<Recorded>, s
             .bind(plugin)
             .fetch_optional(pool)
             .await?;
-    Ok(row.map(|(definition, generation)| Recorded {
-        definition,
-        generation,
-    }))
+    Ok(row.map(|(definition, generation)| Recorded::new(definition, generation)))
 }
 
 /// Records what a plugin's live views are built from, with the generation
@@ -137,4 +164,27 @@ pub async fn record_definition(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use projector_sdk::ViewDef;
+
+    #[test]
+    fn a_recorded_definition_gives_back_its_subjects_and_views() {
+        let info = PluginInfo::new(
+            "p",
+            "1",
+            &["lab.>", "encounter.started"],
+            vec![
+                ViewDef::new("a", "patientId", &[]),
+                ViewDef::new("b", "eventId", &["x"]),
+            ],
+        );
+        let recorded = Recorded::new(definition(&info), 3);
+        assert_eq!(recorded.subjects, ["lab.>", "encounter.started"]);
+        assert_eq!(recorded.views, ["a", "b"]);
+        assert_eq!(recorded.generation, 3);
+    }
 }
