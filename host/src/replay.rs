@@ -40,13 +40,12 @@ pub async fn replay(config: &Config, wasm: &Path, events: &Path) -> anyhow::Resu
     let target = store::Target::live(plugin.name());
     store::ensure_views(&pool, &target, &plugin.info).await?;
     let cache = store::DocCache::new(config.doc_cache);
-    let nothing_committing = ingest::Carried::default();
     for chunk in items.chunks(config.batch_size.max(1)) {
         ingest::project(
             &plugin,
             &target,
             &pool,
-            (&cache, &nothing_committing),
+            &cache,
             config.max_attempts,
             chunk.to_vec(),
         )

@@ -2,7 +2,6 @@
 //! deduplication, prefetch, the plugin calls, retries and dead letters.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use projector_events::{Envelope, Event};
@@ -11,8 +10,8 @@ use sqlx::PgPool;
 
 use crate::runtime::{CallError, Plugin};
 use crate::store::{
-    ApplyFailure, Batch, DocCache, Documents, NewAudit, NewDeadLetter, NewNotification, NewParked,
-    Overlay, Target, queries,
+    ApplyFailure, Batch, DocCache, NewAudit, NewDeadLetter, NewNotification, NewParked, Overlay,
+    Target, queries,
 };
 
 /// One message to apply.
@@ -39,50 +38,15 @@ pub enum Origin {
     Parked,
 }
 
-/// What a batch still committing changed, for the batch projected
-/// meanwhile: its documents, the events it applied, and the patients it
-/// poisoned or parked. Empty when nothing is committing.
-#[derive(Default)]
-pub struct Carried {
-    docs: Arc<Documents>,
-    processed: HashSet<String>,
-    blocked: HashSet<String>,
-    waiting: HashSet<String>,
-}
-
-impl Carried {
-    /// What `batch` changes once committed.
-    pub fn of(batch: &Batch) -> Self {
-        Self {
-            docs: Arc::new(
-                batch
-                    .views
-                    .as_ref()
-                    .map(Overlay::changed)
-                    .unwrap_or_default(),
-            ),
-            processed: batch.processed.iter().cloned().collect(),
-            blocked: batch
-                .dead_letters
-                .iter()
-                .filter(|d| d.poisons)
-                .filter_map(|d| d.patient_id.clone())
-                .collect(),
-            waiting: batch.parked.iter().map(|p| p.patient_id.clone()).collect(),
-        }
-    }
-}
-
 /// Builds and fills the batch for `items` into `target`, calling the plugin
-/// once per event; it sees what `carried` (the batch before, still
-/// committing) changed, and documents `cache` kept from earlier batches
+/// once per event; documents `cache` kept from earlier batches are used
 /// where still current. Errors are database failures: the caller retries
 /// the whole batch.
 pub async fn project(
     plugin: &Plugin,
     target: &Target,
     pool: &PgPool,
-    (cache, carried): (&DocCache, &Carried),
+    cache: &DocCache,
     max_attempts: u32,
     items: Vec<Item>,
 ) -> anyhow::Result<Batch> {
@@ -94,14 +58,13 @@ pub async fn project(
         .max()
         .unwrap_or(0);
     let events = checked_events(plugin, items, &mut batch);
-    let events = not_yet_applied(target, pool, events, &carried.processed, &mut batch).await?;
+    let events = not_yet_applied(target, pool, events, &mut batch).await?;
 
     let mut overlay = Overlay::new(
         pool.clone(),
         target.clone(),
         plugin.info.views.iter().map(|v| v.name.clone()),
         cache.clone(),
-        carried.docs.clone(),
     );
     for view in &plugin.info.views {
         let keys = events.iter().filter_map(|(_, e)| key_hint(&view.key, e));
@@ -114,8 +77,6 @@ pub async fn project(
         .into_iter()
         .collect();
     let (mut blocked, mut waiting) = queries::poisoned(pool, &target.key, &patients).await?;
-    blocked.extend(carried.blocked.iter().cloned());
-    waiting.extend(carried.waiting.iter().cloned());
     let mut instance = plugin.instantiate(Some(overlay)).await?;
     for (item, event) in events {
         // A plugin call never waits, so a batch would hold its worker
@@ -223,14 +184,12 @@ fn checked_events(plugin: &Plugin, items: Vec<Item>, batch: &mut Batch) -> Vec<(
 }
 
 /// Drops events this plugin applied before (a redelivery, or the same
-/// eventId published again), or that the batch still `committing` applies,
-/// and repeats within the batch. A re-driven dead
+/// eventId published again) and repeats within the batch. A re-driven dead
 /// letter whose event was applied meanwhile is resolved.
 async fn not_yet_applied(
     target: &Target,
     pool: &PgPool,
     events: Vec<(Item, Event)>,
-    committing: &HashSet<String>,
     batch: &mut Batch,
 ) -> Result<Vec<(Item, Event)>, sqlx::Error> {
     if events.is_empty() {
@@ -248,7 +207,6 @@ async fn not_yet_applied(
     .fetch_all(pool)
     .await?;
     let mut seen: HashSet<String> = applied.into_iter().collect();
-    seen.extend(committing.iter().cloned());
     let mut fresh = Vec::with_capacity(events.len());
     for (item, event) in events {
         if seen.insert(event.envelope.event_id.to_string()) {

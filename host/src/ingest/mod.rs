@@ -5,7 +5,7 @@ mod batch;
 mod projection;
 mod stream;
 
-pub use batch::{Carried, Item, Origin, project};
+pub use batch::{Item, Origin, project};
 pub use projection::{Projection, ProjectionState};
 pub use stream::{
     acknowledged_through, consumer_name, delete_consumer, ensure_stream, lag, replace_consumer,

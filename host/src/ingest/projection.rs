@@ -9,7 +9,7 @@ use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 
-use super::batch::{self, Carried, Item, Origin};
+use super::batch::{self, Item, Origin};
 use super::stream::{ensure_consumer, reclaim_pending};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -30,7 +30,7 @@ pub struct ProjectionState {
     plugin: RwLock<Plugin>,
     previous: RwLock<Option<Plugin>>,
     paused: watch::Sender<bool>,
-    gate: Arc<tokio::sync::RwLock<()>>,
+    gate: Arc<tokio::sync::Mutex<()>>,
     resubscribe: Notify,
     redrive: Notify,
     failure: Mutex<Option<String>>,
@@ -115,15 +115,10 @@ impl ProjectionState {
     }
 
     /// Holds the projection at a batch boundary until the guard is dropped:
-    /// the batches in hand (one projecting, one committing) commit first. A
-    /// rebuild holds it while it switches tables under the live projection.
-    pub async fn hold(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
-        self.gate.clone().write_owned().await
-    }
-
-    /// What each batch holds from its start to the end of its commit.
-    async fn batch_gate(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
-        self.gate.clone().read_owned().await
+    /// the batch in hand commits first. A rebuild holds it while it
+    /// switches tables under the live projection.
+    pub async fn hold(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.gate.clone().lock_owned().await
     }
 
     /// Makes the projection open its consumer again, after the consumer was
@@ -168,35 +163,6 @@ impl ProjectionState {
 
     fn set(&self, failure: Option<String>) {
         *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = failure;
-    }
-}
-
-/// A projected batch, and the gate it holds until its commit ends.
-struct Projected {
-    batch: crate::store::Batch,
-    held: tokio::sync::OwnedRwLockReadGuard<()>,
-    started: std::time::Instant,
-}
-
-/// A batch whose transaction runs while the next batch is projected.
-struct Committing {
-    messages: Vec<jetstream::Message>,
-    /// Applied, dead-lettered and parked events, for the metrics.
-    counts: [usize; 3],
-    started: std::time::Instant,
-    carried: Carried,
-    commit: tokio::task::JoinHandle<Result<Vec<projector_sdk::Value>, sqlx::Error>>,
-}
-
-/// The most batches one chain of overlapping batches runs before the
-/// projection looks at its other work (dead letters to re-drive, a
-/// consumer to open again) between two batches.
-const CHAIN_BATCHES: usize = 8;
-
-/// Asks for messages to come again in a second.
-async fn nak(messages: &[jetstream::Message]) {
-    for m in messages {
-        let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
     }
 }
 
@@ -280,7 +246,8 @@ impl Projection {
                 first = messages.next() => {
                     let Some(first) = first else { return Ok(()) };
                     self.state.wait_while_paused().await;
-                    self.apply_while_busy(first, &mut messages).await?;
+                    let batch = self.gather(first, &mut messages).await?;
+                    self.apply_messages(batch).await?;
                     self.state.set(None);
                 }
                 () = self.state.redrive.notified() => self.redrive_dead_letters().await?,
@@ -312,92 +279,15 @@ impl Projection {
         Ok(batch)
     }
 
-    /// Applies batches for as long as messages keep coming (up to
-    /// [`CHAIN_BATCHES`]), each batch projected while the one before
-    /// commits (it sees what that one changed), and commits in order. Returns once everything taken is
-    /// committed and acknowledged. Nothing is acked before its commit; a
-    /// batch whose commit or projection fails is nak'ed, and so is the one
-    /// projected on top of it.
-    async fn apply_while_busy<S, E>(
-        &self,
-        first: Result<jetstream::Message, E>,
-        messages: &mut S,
-    ) -> anyhow::Result<()>
-    where
-        S: futures::Stream<Item = Result<jetstream::Message, E>> + Unpin,
-        E: std::fmt::Display,
-    {
-        let mut committing = None;
-        let chained = self.chain(first, messages, &mut committing).await;
-        let settled = match committing {
-            Some(last) => self.settle(last).await,
-            None => Ok(()),
-        };
-        chained.and(settled)
-    }
-
-    async fn chain<S, E>(
-        &self,
-        first: Result<jetstream::Message, E>,
-        messages: &mut S,
-        committing: &mut Option<Committing>,
-    ) -> anyhow::Result<()>
-    where
-        S: futures::Stream<Item = Result<jetstream::Message, E>> + Unpin,
-        E: std::fmt::Display,
-    {
-        let mut next = Some(first);
-        let mut batches = 0;
-        while let Some(first) = next.take() {
-            batches += 1;
-            if *self.state.paused.borrow() {
-                // The batch in hand finishes; nothing new is taken.
-                if let Some(previous) = committing.take() {
-                    self.settle(previous).await?;
-                }
-                self.state.wait_while_paused().await;
-            }
-            let batch = self.gather(first, messages).await?;
-            let carried = committing.as_ref().map(|c| &c.carried);
-            let projected = self.project_messages(&batch, carried).await;
-            if let Some(previous) = committing.take()
-                && let Err(e) = self.settle(previous).await
-            {
-                nak(&batch).await;
-                return Err(e);
-            }
-            match projected {
-                Ok(projected) => *committing = Some(self.start_commit(batch, projected)),
-                Err(e) => {
-                    nak(&batch).await;
-                    return Err(e.context("projecting a batch"));
-                }
-            }
-            if batches < CHAIN_BATCHES {
-                next = tokio::time::timeout(self.config.batch_linger, messages.next())
-                    .await
-                    .ok()
-                    .flatten();
-            }
-        }
-        Ok(())
-    }
-
-    /// Projects a batch of stream messages on top of what `carried` (the
-    /// batch before, still committing) changed. Holds the projection's
-    /// gate from here until its commit ends.
-    async fn project_messages(
-        &self,
-        messages: &[jetstream::Message],
-        carried: Option<&Carried>,
-    ) -> anyhow::Result<Projected> {
-        let held = self.state.batch_gate().await;
+    /// Applies a batch of stream messages, then acks them. If the commit
+    /// fails they are nak'ed and come back; nothing is acked before commit.
+    async fn apply_messages(&self, messages: Vec<jetstream::Message>) -> anyhow::Result<()> {
+        let _batch = self.state.hold().await;
         *self
             .state
             .batch_started
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(chrono::Utc::now());
-        let started = std::time::Instant::now();
         let prefix = &self.config.subject_prefix;
         let mut items: Vec<Item> = messages
             .iter()
@@ -417,79 +307,52 @@ impl Projection {
             .collect();
         items.sort_by_key(|i| i.seq);
         items.dedup_by_key(|i| i.seq);
+        let started = std::time::Instant::now();
         // The version in place now runs the whole batch; a swap takes
         // effect at the next one.
         let plugin = self.state.plugin();
         let target = self.target.clone().at_generation(self.state.generation());
-        let nothing = Carried::default();
-        let batch = batch::project(
+        let outcome = match batch::project(
             &plugin,
             &target,
             &self.pool,
-            (&self.cache, carried.unwrap_or(&nothing)),
+            &self.cache,
             self.config.max_attempts,
             items,
         )
-        .await?;
-        Ok(Projected {
-            batch,
-            held,
-            started,
-        })
-    }
-
-    /// Starts a projected batch's transaction; the projection goes on.
-    fn start_commit(&self, messages: Vec<jetstream::Message>, projected: Projected) -> Committing {
-        let Projected {
-            batch,
-            held,
-            started,
-        } = projected;
-        let counts = [
-            batch.processed.len(),
-            batch.dead_letters.len(),
-            batch.parked.len(),
-        ];
-        let carried = Carried::of(&batch);
-        let pool = self.pool.clone();
-        let commit = tokio::spawn(async move {
-            let result = batch.commit(&pool).await;
-            drop(held);
-            result
-        });
-        Committing {
-            messages,
-            counts,
-            started,
-            carried,
-            commit,
-        }
-    }
-
-    /// Waits for a batch's commit; then pushes its notifications and acks
-    /// its messages, or naks them if it failed.
-    async fn settle(&self, committing: Committing) -> anyhow::Result<()> {
-        let result = match committing.commit.await {
-            Ok(result) => result.map_err(anyhow::Error::from),
-            Err(e) => Err(anyhow::anyhow!("the commit task ended: {e}")),
+        .await
+        {
+            Ok(batch) => {
+                let projected = started.elapsed();
+                let counts = [
+                    batch.processed.len(),
+                    batch.dead_letters.len(),
+                    batch.parked.len(),
+                ];
+                let result = batch.commit(&self.pool).await.map_err(anyhow::Error::from);
+                let took = started.elapsed();
+                if result.is_ok() {
+                    self.state.metrics.batch(&self.target.key, counts, took);
+                    *self
+                        .state
+                        .last_batch
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(chrono::Utc::now());
+                }
+                tracing::debug!(plugin = %self.target.key, messages = messages.len(), ?projected, total = ?took, "batch committed");
+                result
+            }
+            Err(e) => Err(e),
         };
-        let took = committing.started.elapsed();
-        tracing::debug!(plugin = %self.target.key, messages = committing.messages.len(), total = ?took, "batch committed");
-        let notifications = match result {
+        let notifications = match outcome {
             Ok(notifications) => notifications,
             Err(e) => {
-                nak(&committing.messages).await;
+                for m in &messages {
+                    let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                }
                 return Err(e.context("applying a batch"));
             }
         };
-        self.state
-            .metrics
-            .batch(&self.target.key, committing.counts, took);
-        *self
-            .state
-            .last_batch
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(chrono::Utc::now());
         if std::env::var(FAULT_ENV).as_deref() == Ok("crash-after-commit") {
             tracing::error!(
                 plugin = %self.target.key,
@@ -498,7 +361,7 @@ impl Projection {
             std::process::abort();
         }
         self.notifier.push(notifications);
-        for m in &committing.messages {
+        for m in &messages {
             m.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
         }
         Ok(())
@@ -531,13 +394,13 @@ impl Projection {
 
     /// Projects and commits items that are not fresh from the stream.
     async fn apply_items(&self, items: Vec<Item>) -> anyhow::Result<()> {
-        let _batch = self.state.batch_gate().await;
+        let _batch = self.state.hold().await;
         let target = self.target.clone().at_generation(self.state.generation());
         let batch = batch::project(
             &self.state.plugin(),
             &target,
             &self.pool,
-            (&self.cache, &Carried::default()),
+            &self.cache,
             self.config.max_attempts,
             items,
         )

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::OwnedRwLockWriteGuard;
+use tokio::sync::OwnedMutexGuard;
 use tokio::task::JoinHandle;
 
 use super::{DeployError, Deployer};
@@ -41,7 +41,7 @@ impl Deployer {
         self: &Arc<Self>,
         live: Arc<ProjectionState>,
         version: Plugin,
-        held: Option<OwnedRwLockWriteGuard<()>>,
+        held: Option<OwnedMutexGuard<()>>,
     ) -> Result<RebuildStatus, DeployError> {
         let name = version.name().to_owned();
         let target = Target::rebuild(&name).at_generation(live.generation() + 1);
@@ -96,7 +96,7 @@ struct Supervisor {
     live: Arc<ProjectionState>,
     rebuild: Arc<ProjectionState>,
     version: Plugin,
-    held: Option<OwnedRwLockWriteGuard<()>>,
+    held: Option<OwnedMutexGuard<()>>,
     started: Instant,
 }
 

@@ -13,7 +13,7 @@ mod views;
 pub use cache::DocCache;
 pub use commit::{Batch, NewAudit, NewDeadLetter, NewParked};
 pub use outbox::NewNotification;
-pub use overlay::{ApplyFailure, Documents, Overlay};
+pub use overlay::{ApplyFailure, Overlay};
 pub use target::Target;
 pub use views::{
     Recorded, ViewError, definition, ensure_views, record_definition, recorded, table_name,

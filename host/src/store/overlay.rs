@@ -3,7 +3,6 @@
 //! reads it; the batch's commit writes its changed documents.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use projector_sdk::document::{self, ApplyError};
 use projector_sdk::{Mutation, Value};
@@ -42,13 +41,8 @@ pub struct Overlay {
     pool: PgPool,
     target: Target,
     cache: DocCache,
-    carried: Arc<Documents>,
     views: HashMap<String, HashMap<String, Slot>>,
 }
-
-/// Documents by view, then key (`None`: deleted): what a batch still
-/// committing changed, for the batch projected meanwhile.
-pub type Documents = HashMap<String, HashMap<String, Option<Value>>>;
 
 /// The changed documents of one view, ready for one statement each.
 #[derive(Debug, Default)]
@@ -102,41 +96,25 @@ enum Undo {
 
 impl Overlay {
     /// An empty overlay over the views a plugin owns, in `target`'s tables;
-    /// documents in `carried` (the batch before, still committing) come
-    /// first, then those kept in `cache` while still current.
+    /// documents kept in `cache` are used when still current.
     pub fn new(
         pool: PgPool,
         target: Target,
         owned: impl IntoIterator<Item = String>,
         cache: DocCache,
-        carried: Arc<Documents>,
     ) -> Self {
         Self {
             pool,
             target,
             cache,
-            carried,
             views: owned.into_iter().map(|v| (v, HashMap::new())).collect(),
         }
     }
 
-    /// The documents this batch changed, as they are now.
-    pub fn changed(&self) -> Documents {
-        self.views
-            .iter()
-            .map(|(view, slots)| {
-                let docs = slots
-                    .iter()
-                    .filter(|(_, slot)| slot.dirty)
-                    .map(|(key, slot)| (key.clone(), slot.doc.clone()))
-                    .collect();
-                (view.clone(), docs)
-            })
-            .collect()
-    }
-
     fn slots(&mut self, view: &str) -> Result<&mut HashMap<String, Slot>, ApplyFailure> {
-        self.views.get_mut(view).ok_or_else(|| not_owned(view))
+        self.views.get_mut(view).ok_or_else(|| {
+            ApplyFailure::Rejected(format!("view `{view}` is not one this plugin declared"))
+        })
     }
 
     /// Loads the documents of `keys` not loaded yet: those the cache kept
@@ -146,21 +124,11 @@ impl Overlay {
         view: &str,
         keys: impl IntoIterator<Item = String>,
     ) -> Result<(), ApplyFailure> {
-        let carried = self.carried.get(view);
-        let slots = self.views.get_mut(view).ok_or_else(|| not_owned(view))?;
-        let mut missing: Vec<String> = Vec::new();
-        for key in keys {
-            if slots.contains_key(&key) {
-                continue;
-            }
-            match carried.and_then(|docs| docs.get(&key)) {
-                // Not committed yet: written by the batch before, not kept.
-                Some(doc) => {
-                    slots.insert(key, clean(doc.clone(), None));
-                }
-                None => missing.push(key),
-            }
-        }
+        let slots = self.slots(view)?;
+        let mut missing: Vec<String> = keys
+            .into_iter()
+            .filter(|k| !slots.contains_key(k))
+            .collect();
         missing.sort_unstable();
         missing.dedup();
         if missing.is_empty() {
@@ -346,10 +314,6 @@ impl Overlay {
     }
 }
 
-fn not_owned(view: &str) -> ApplyFailure {
-    ApplyFailure::Rejected(format!("view `{view}` is not one this plugin declared"))
-}
-
 fn clean(doc: Option<Value>, version: Option<String>) -> Slot {
     Slot {
         doc,
@@ -386,13 +350,7 @@ mod tests {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy("postgres://unused@127.0.0.1:1/none")
             .expect("a lazy pool");
-        let mut overlay = Overlay::new(
-            pool,
-            Target::live("t"),
-            ["v".to_owned()],
-            DocCache::new(0),
-            Arc::default(),
-        );
+        let mut overlay = Overlay::new(pool, Target::live("t"), ["v".to_owned()], DocCache::new(0));
         let slot = clean(Some(doc), Some("7".into()));
         overlay.slots("v").unwrap().insert("k".into(), slot);
         overlay
@@ -445,41 +403,6 @@ mod tests {
         assert_eq!(finished.writes.len(), 1);
         assert_eq!(finished.writes[0].upsert_keys, ["k"]);
         assert!(finished.unchanged.is_empty());
-    }
-
-    #[tokio::test]
-    async fn the_batch_before_comes_first_and_what_it_changed_is_carried() {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .connect_lazy("postgres://unused@127.0.0.1:1/none")
-            .expect("a lazy pool");
-        let carried: Documents = [(
-            "v".to_owned(),
-            [("k".to_owned(), Some(json!({ "n": 5 })))].into(),
-        )]
-        .into();
-        let mut overlay = Overlay::new(
-            pool,
-            Target::live("t"),
-            ["v".to_owned()],
-            DocCache::new(0),
-            Arc::new(carried),
-        );
-        assert_eq!(
-            overlay.get_text_at("v", "k", Some("n")).await.unwrap(),
-            Some("5".to_owned()),
-            "read from the batch before, not the database"
-        );
-        assert!(overlay.changed()["v"].is_empty(), "read, not changed");
-        let mut out = Outcome::default();
-        out.increment("v", "k", "n", 1);
-        overlay.apply(&out.mutations).await.unwrap();
-        assert_eq!(overlay.changed()["v"]["k"], Some(json!({ "n": 6 })));
-        let finished = overlay.finish();
-        assert!(
-            finished.unchanged.is_empty(),
-            "uncommitted: never kept as is"
-        );
-        assert_eq!(finished.writes[0].upsert_keys, ["k"]);
     }
 
     #[tokio::test]
