@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{TestEnv, as_sent, assert_same_documents, eventually, own_plugins, view_documents};
 use patient::PatientPlugin;
@@ -47,16 +47,7 @@ async fn a_refused_commit_loses_nothing_and_keeps_each_patients_order() {
         .await
         .unwrap();
 
-    let stream = env.js.get_stream(&env.config.stream_name).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while projector::ingest::lag(&stream, "patient")
-        .await
-        .unwrap_or(1)
-        > 0
-    {
-        assert!(Instant::now() < deadline, "patient did not catch up");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    env.settle(&host).await;
     let mut expected = Harness::<PatientPlugin>::new();
     for event in &events {
         expected.feed(&as_sent(event)).unwrap();
