@@ -57,13 +57,7 @@ impl ProjectionImports for HostState {
     }
 
     async fn view_get(&mut self, view: String, key: String) -> wasmtime::Result<Option<String>> {
-        let Some(views) = self.views.as_mut() else {
-            return Ok(None);
-        };
-        views
-            .get_text_at(&view, &key, None)
-            .await
-            .map_err(|e| wasmtime::Error::msg(format!("view-get {view}: {e:#}")))
+        self.read_view("view-get", &view, &key, None).await
     }
 
     async fn view_get_at(
@@ -72,13 +66,28 @@ impl ProjectionImports for HostState {
         key: String,
         path: String,
     ) -> wasmtime::Result<Option<String>> {
+        self.read_view("view-get-at", &view, &key, Some(&path))
+            .await
+    }
+}
+
+impl HostState {
+    /// What `view-get` (no path) and `view-get-at` answer; `None` without
+    /// views (`describe`, the benchmark's bare calls).
+    async fn read_view(
+        &mut self,
+        import: &str,
+        view: &str,
+        key: &str,
+        path: Option<&str>,
+    ) -> wasmtime::Result<Option<String>> {
         let Some(views) = self.views.as_mut() else {
             return Ok(None);
         };
         views
-            .get_text_at(&view, &key, Some(&path))
+            .get_text_at(view, key, path)
             .await
-            .map_err(|e| wasmtime::Error::msg(format!("view-get-at {view}: {e:#}")))
+            .map_err(|e| wasmtime::Error::msg(format!("{import} {view}: {e:#}")))
     }
 }
 
