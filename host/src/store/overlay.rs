@@ -70,26 +70,27 @@ pub struct Finished {
     pub cache: DocCache,
 }
 
-/// How to undo one step of an outcome that turns out invalid.
-enum Undo {
+/// How to undo one step of an outcome that turns out invalid; names are
+/// borrowed from the outcome's mutations.
+enum Undo<'m> {
     /// The whole document before (absent: `None`) and its dirty flag.
     Document {
-        view: String,
-        key: String,
+        view: &'m str,
+        key: &'m str,
         doc: Option<Value>,
         dirty: bool,
     },
     /// Only the dirty flag before; the fields are undone one by one.
     Dirty {
-        view: String,
-        key: String,
+        view: &'m str,
+        key: &'m str,
         dirty: bool,
     },
     /// A top-level field before (absent: `None`).
     Field {
-        view: String,
-        key: String,
-        field: String,
+        view: &'m str,
+        key: &'m str,
+        field: &'m str,
         value: Option<Value>,
     },
 }
@@ -203,30 +204,30 @@ impl Overlay {
         Ok(())
     }
 
-    fn apply_one(&mut self, m: &Mutation, undo: &mut Vec<Undo>) -> Result<(), ApplyError> {
+    fn apply_one<'m>(
+        &mut self,
+        m: &'m Mutation,
+        undo: &mut Vec<Undo<'m>>,
+    ) -> Result<(), ApplyError> {
         let (view, key) = m.target();
         let Some(slot) = self.views.get_mut(view).and_then(|s| s.get_mut(key)) else {
             // Loaded just before: a view it does not own was refused there.
             return Ok(());
         };
-        let (v, k, dirty) = (view.to_owned(), key.to_owned(), slot.dirty);
+        let dirty = slot.dirty;
         match &slot.doc {
             Some(Value::Object(fields))
                 if !matches!(m, Mutation::Upsert { .. } | Mutation::Delete { .. }) =>
             {
                 for field in touched_fields(m) {
                     undo.push(Undo::Field {
-                        view: v.clone(),
-                        key: k.clone(),
-                        field: field.to_owned(),
+                        view,
+                        key,
+                        field,
                         value: fields.get(field).cloned(),
                     });
                 }
-                undo.push(Undo::Dirty {
-                    view: v,
-                    key: k,
-                    dirty,
-                });
+                undo.push(Undo::Dirty { view, key, dirty });
             }
             // Replaced, deleted, created or (never written so) not an
             // object: the document before is kept whole, without a copy
@@ -237,8 +238,8 @@ impl Overlay {
                     _ => slot.doc.clone(),
                 };
                 undo.push(Undo::Document {
-                    view: v,
-                    key: k,
+                    view,
+                    key,
                     doc,
                     dirty,
                 });
@@ -248,9 +249,9 @@ impl Overlay {
         document::apply(&mut slot.doc, m)
     }
 
-    fn roll_back(&mut self, undo: Vec<Undo>) {
+    fn roll_back(&mut self, undo: Vec<Undo<'_>>) {
         for step in undo.into_iter().rev() {
-            let (view, key) = match &step {
+            let (view, key) = match step {
                 Undo::Document { view, key, .. }
                 | Undo::Dirty { view, key, .. }
                 | Undo::Field { view, key, .. } => (view, key),
@@ -267,8 +268,8 @@ impl Overlay {
                 Undo::Field { field, value, .. } => {
                     if let Some(Value::Object(fields)) = slot.doc.as_mut() {
                         match value {
-                            Some(value) => fields.insert(field, value),
-                            None => fields.remove(&field),
+                            Some(value) => fields.insert(field.to_owned(), value),
+                            None => fields.remove(field),
                         };
                     }
                 }
