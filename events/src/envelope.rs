@@ -122,8 +122,8 @@ pub struct Event {
 }
 
 impl Envelope {
-    /// Parses and checks raw bytes from the wire: UTF-8, a JSON object, every
-    /// required envelope field, a known `eventType` and a payload of its shape.
+    /// Parses and checks raw bytes from the wire: UTF-8, a JSON object that
+    /// the read models can store ([`crate::storable`]), every required envelope field, a known `eventType` and a payload of its shape.
     pub fn parse(bytes: &[u8]) -> Result<Event, EventError> {
         let text = std::str::from_utf8(bytes).map_err(|e| EventError::NotUtf8(e.to_string()))?;
         let value: Value =
@@ -131,6 +131,7 @@ impl Envelope {
         if !value.is_object() {
             return Err(EventError::NotJson("top level is not an object".to_owned()));
         }
+        crate::storable::check(&value).map_err(EventError::Unstorable)?;
         let envelope: Envelope = serde_json::from_value(value)
             .map_err(|e| EventError::InvalidEnvelope(e.to_string()))?;
         let payload = Payload::from_json(&envelope.event_type, &envelope.payload)?;

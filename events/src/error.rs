@@ -12,6 +12,10 @@ pub enum EventError {
     /// An envelope field is missing or has the wrong type or format.
     #[error("invalid envelope: {0}")]
     InvalidEnvelope(String),
+    /// A value the read models could not store: U+0000 in a string, an
+    /// over-long id, a number JSON does not carry exactly.
+    #[error("event cannot be stored: {0}")]
+    Unstorable(String),
     /// `eventType` names no event of the contract.
     #[error("unknown eventType `{0}`")]
     UnknownType(String),

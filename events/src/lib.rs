@@ -12,6 +12,7 @@ mod error;
 pub mod payloads;
 #[cfg(feature = "schema")]
 pub mod schema;
+pub mod storable;
 
 pub use codes::{Code, CodeSystem};
 pub use envelope::{Envelope, Event, PortalType};
