@@ -1,10 +1,11 @@
 //! One sandboxed instance of a plugin, serving a whole batch.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use projector_sdk::{Outcome, PluginInfo};
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::Runtime;
@@ -13,6 +14,17 @@ use super::bindings::{Projection, ProjectionImports, ProjectionPre};
 use super::convert;
 use super::logs::{self, GuestOutput, LogLimiter};
 use crate::store::Overlay;
+
+/// Epoch ticks a call runs before it yields to the async runtime.
+const YIELD_TICKS: u64 = 5;
+/// Core instances a plugin's store may create (a component is a handful).
+const MAX_INSTANCES: usize = 64;
+/// Linear memories a plugin's store may create.
+const MAX_MEMORIES: usize = 8;
+/// Tables a plugin's store may create.
+const MAX_TABLES: usize = 64;
+/// Elements any one table may grow to.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// Why one `handle` call produced no outcome.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +49,9 @@ pub struct HostState {
     plugin: String,
     logs: Arc<LogLimiter>,
     views: Option<Overlay>,
+    /// When the call under way must have ended: past it, the next epoch
+    /// check traps the call.
+    deadline: Instant,
 }
 
 impl WasiView for HostState {
@@ -114,16 +129,30 @@ impl PluginInstance {
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(runtime.limits.memory_bytes)
+                .instances(MAX_INSTANCES)
+                .memories(MAX_MEMORIES)
+                .tables(MAX_TABLES)
+                .table_elements(MAX_TABLE_ELEMENTS)
                 .trap_on_grow_failure(true)
                 .build(),
             plugin,
             logs,
             views,
+            deadline: Instant::now() + runtime.limits.call_timeout,
         };
         let mut store = Store::new(&runtime.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(runtime.deadline_ticks());
+        // Every few ticks a running call hands its thread back to tokio, so
+        // a slow plugin never holds up the other projections; past its
+        // deadline it traps.
+        store.epoch_deadline_callback(|store| {
+            Ok(if Instant::now() >= store.data().deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::YieldCustom(YIELD_TICKS, Box::pin(tokio::task::yield_now()))
+            })
+        });
+        store.set_epoch_deadline(YIELD_TICKS);
         let bindings = pre
             .instantiate_async(&mut store)
             .await
@@ -137,7 +166,7 @@ impl PluginInstance {
 
     /// Calls `describe`.
     pub(super) async fn describe(&mut self) -> Result<PluginInfo, CallError> {
-        self.store.set_epoch_deadline(self.runtime.deadline_ticks());
+        self.start_call();
         let call = self.bindings.call_describe(&mut self.store);
         let info = tokio::time::timeout(self.runtime.limits.call_timeout * 2, call)
             .await
@@ -162,14 +191,22 @@ impl PluginInstance {
             sequence,
             payload: event.envelope.payload.to_string(),
         };
-        self.store.set_epoch_deadline(self.runtime.deadline_ticks());
+        self.start_call();
         let call = self.bindings.call_handle(&mut self.store, &wit_event);
         let result = tokio::time::timeout(self.runtime.limits.call_timeout * 2, call)
             .await
             .map_err(|_| CallError::Trap("call timed out".into()))?
             .map_err(|e| CallError::Trap(format!("{e:?}")))?;
         let outcome = result.map_err(CallError::Refused)?;
-        convert::outcome(outcome).map_err(CallError::Invalid)
+        let outcome = convert::outcome(outcome).map_err(CallError::Invalid)?;
+        super::limits::check(&outcome).map_err(CallError::Invalid)?;
+        Ok(outcome)
+    }
+
+    /// Sets the deadline of the call about to start.
+    fn start_call(&mut self) {
+        self.store.data_mut().deadline = Instant::now() + self.runtime.limits.call_timeout;
+        self.store.set_epoch_deadline(YIELD_TICKS);
     }
 
     /// Ends the instance and hands back the batch's views.

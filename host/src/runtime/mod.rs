@@ -4,6 +4,7 @@
 mod bindings;
 mod convert;
 mod instance;
+pub mod limits;
 mod logs;
 mod plugin;
 
@@ -97,10 +98,5 @@ impl Runtime {
             linker: Arc::new(linker),
             limits,
         })
-    }
-
-    /// The deadline of one call, in epoch ticks.
-    fn deadline_ticks(&self) -> u64 {
-        (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
     }
 }

@@ -1,5 +1,5 @@
-//! A plugin that misbehaves on purpose, for the sandbox tests: the MRN of a
-//! `patient.created` event says how. Any other MRN is handled normally, so a
+//! A plugin that misbehaves on purpose, for the sandbox and failure tests:
+//! the MRN of a `patient.created` event says how. Any other MRN is handled normally, so a
 //! test can show that the host goes on after each attack.
 
 use projector_sdk::events::Payload;
@@ -46,6 +46,22 @@ impl Plugin for Hostile {
                 for i in 0..10_000 {
                     log::write(Level::Info, &format!("flooding the log, line {i}"));
                 }
+            }
+            // Outcomes over the host's limits, or that it cannot store.
+            "deep-path" => {
+                out.increment(SEEN, &event.patient_id, &vec!["a"; 100_000].join("."), 1);
+            }
+            "many-mutations" => {
+                for i in 0..5_000 {
+                    out.increment(SEEN, &event.patient_id, &format!("n{i}"), 1);
+                }
+            }
+            "nul" => seen["name"] = json!("a\u{0}b"),
+            "huge" => seen["padding"] = json!("x".repeat(5 << 20)),
+            // Takes over another patient's document.
+            mrn if mrn.starts_with("move:") => {
+                let victim = &mrn["move:".len()..];
+                out.merge(SEEN, victim, json!({ "patientId": event.patient_id }));
             }
             _ => {}
         }
