@@ -51,12 +51,14 @@ pub async fn project(
     items: Vec<Item>,
 ) -> anyhow::Result<Batch> {
     let mut batch = Batch::new(target);
-    batch.checkpoint = items
-        .iter()
-        .filter(|i| i.origin == Origin::Stream)
-        .map(|i| i.seq)
-        .max()
-        .unwrap_or(0);
+    let stream_seqs = || {
+        items
+            .iter()
+            .filter(|i| i.origin == Origin::Stream)
+            .map(|i| i.seq)
+    };
+    batch.checkpoint = stream_seqs().max().unwrap_or(0);
+    batch.first = stream_seqs().min();
     let events = checked_events(plugin, items, &mut batch);
     let events = not_yet_applied(target, pool, events, &mut batch).await?;
 
@@ -151,6 +153,25 @@ pub async fn project(
     Ok(batch)
 }
 
+/// The batch for one item whose effects the database refused for their
+/// content: a dead letter with the database's reason, behind which its
+/// patient's later events park, as after any failed event.
+pub fn refused(target: &Target, item: Item, reason: String) -> Batch {
+    let mut batch = Batch::new(target);
+    if item.origin == Origin::Stream {
+        batch.checkpoint = item.seq;
+        batch.first = Some(item.seq);
+    }
+    let event = Envelope::parse(&item.raw).ok();
+    let mut letter = dead_letter(&item, event.as_ref(), reason, 1);
+    letter.poisons = event.is_some();
+    if item.origin == Origin::Parked {
+        batch.released.push(item.seq);
+    }
+    batch.dead_letters.push(letter);
+    batch
+}
+
 /// Parses each item the plugin subscribes to; the rest are dead letters
 /// (malformed) or skipped (not its subject).
 fn checked_events(plugin: &Plugin, items: Vec<Item>, batch: &mut Batch) -> Vec<(Item, Event)> {
@@ -218,14 +239,21 @@ async fn not_yet_applied(
     Ok(fresh)
 }
 
-/// The document key a view's hint (`patientId`, `eventId`, `payload.<field>`) names in an event.
+/// The document key a view's hint names in an event: parts joined by `/`,
+/// each `patientId`, `eventId`, `domain` (the event type's first segment)
+/// or `payload.<field>`.
 fn key_hint(hint: &str, event: &Event) -> Option<String> {
-    let value: &Value = match hint {
-        "patientId" => return Some(event.envelope.patient_id.to_string()),
-        "eventId" => return Some(event.envelope.event_id.to_string()),
-        _ => event.envelope.payload.get(hint.strip_prefix("payload.")?)?,
-    };
-    value.as_str().map(str::to_owned)
+    let envelope = &event.envelope;
+    let parts = hint.split('/').map(|part| match part {
+        "patientId" => Some(envelope.patient_id.as_str()),
+        "eventId" => Some(envelope.event_id.as_str()),
+        "domain" => envelope.event_type.split('.').next(),
+        _ => envelope
+            .payload
+            .get(part.strip_prefix("payload.")?)
+            .and_then(Value::as_str),
+    });
+    parts.collect::<Option<Vec<&str>>>().map(|p| p.join("/"))
 }
 
 /// Records an applied event; with `effects`, also its notifications and
@@ -296,5 +324,27 @@ fn dead_letter(item: &Item, event: Option<&Event>, reason: String, attempts: i32
         raw: item.raw.clone(),
         attempts,
         poisons: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_hint_joins_its_parts() {
+        let raw = r#"{"eventId":"e1","eventType":"lab.order.created","timestamp":"2026-11-26T09:10:00Z",
+            "patientId":"p1","userId":"u1","portalType":"provider",
+            "payload":{"orderId":"o7","orderingProviderId":"u1","tests":[],"priority":"routine"}}"#;
+        let event = Envelope::parse(raw.as_bytes()).expect("valid");
+        let hint = |h: &str| key_hint(h, &event);
+        assert_eq!(hint("patientId").as_deref(), Some("p1"));
+        assert_eq!(hint("payload.orderId").as_deref(), Some("o7"));
+        assert_eq!(hint("patientId/payload.orderId").as_deref(), Some("p1/o7"));
+        assert_eq!(
+            hint("patientId/domain/payload.orderId").as_deref(),
+            Some("p1/lab/o7")
+        );
+        assert_eq!(hint("patientId/payload.missing"), None);
     }
 }

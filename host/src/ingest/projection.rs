@@ -1,21 +1,31 @@
 //! One plugin's projection: its consumer, its batches, its acks.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, stream};
+use anyhow::Context;
+
+use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
+use futures::future::BoxFuture;
+use projector_sdk::Value;
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 
 use super::batch::{self, Item, Origin};
-use super::stream::{ensure_consumer, reclaim_pending};
+use super::stream::{ensure_consumer, has_pending, reposition};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::runtime::Plugin;
-use crate::store::{DocCache, Target, queries};
+use crate::store::{CommitError, DocCache, Target, queries};
+
+/// The first pause before a failed projection tries again; it doubles up to
+/// [`MAX_RETRY_PAUSE`] while failures go on.
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// The longest pause between two tries of a failed projection.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
 
 /// Environment variable for fault injection in tests: when `crash-after-commit`,
 /// the process aborts after its first commit, before acking, as a host killed
@@ -175,6 +185,27 @@ pub struct Projection {
     state: Arc<ProjectionState>,
     notifier: Notifier,
     cache: DocCache,
+    /// The committed checkpoint as this projection last read or wrote it:
+    /// a stream event at or below it was handled already.
+    committed: AtomicU64,
+}
+
+/// What a batch committed, for the metrics and the push.
+#[derive(Default)]
+struct Committed {
+    /// Events applied, dead-lettered, parked.
+    counts: [usize; 3],
+    /// The notifications stored, to push.
+    notifications: Vec<Value>,
+}
+
+impl Committed {
+    fn add(&mut self, other: Committed) {
+        for (mine, theirs) in self.counts.iter_mut().zip(other.counts) {
+            *mine += theirs;
+        }
+        self.notifications.extend(other.notifications);
+    }
 }
 
 impl Projection {
@@ -197,36 +228,62 @@ impl Projection {
             config,
             state,
             notifier,
+            committed: AtomicU64::new(0),
         }
     }
 
     /// Consumes for ever: opens its consumer again when told to, and after
-    /// NATS errors. First, messages a host before it took and never
-    /// acknowledged (it was killed) are made to come again at once and in
-    /// order; JetStream would otherwise hold them for the ack wait and
-    /// deliver later events first.
+    /// any failure. After a failure the consumer is repositioned after the
+    /// committed checkpoint, so the next event applied is the next one in
+    /// stream order whatever the failed pull had out; at start it is too
+    /// when a host before it was killed holding messages (JetStream would
+    /// otherwise hold them for the ack wait and deliver later events first).
     pub async fn run(self) {
-        let subjects = self.state.plugin().info.subjects.clone();
-        if let Err(e) =
-            reclaim_pending(&self.stream, &self.config, &self.target.key, &subjects).await
-        {
-            tracing::warn!(plugin = %self.target.key, error = format!("{e:#}"), "could not reclaim unacknowledged messages");
-        }
+        let mut failed = has_pending(&self.stream, &self.target.key).await;
+        let mut pause = FIRST_RETRY_PAUSE;
         loop {
-            let pause = match self.consume().await {
-                Ok(()) => Duration::from_millis(10),
+            let result = match self.resume(failed).await {
+                Ok(()) => self.consume().await,
+                Err(e) => Err(e),
+            };
+            failed = result.is_err();
+            match result {
+                Ok(()) => {
+                    pause = FIRST_RETRY_PAUSE;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 Err(e) => {
                     self.state.set(Some(format!("{e:#}")));
                     tracing::error!(
                         plugin = %self.target.key,
                         error = format!("{e:#}"),
-                        "projection failed; restarting"
+                        retry_in = ?pause,
+                        "projection failed; resuming after its checkpoint"
                     );
-                    Duration::from_secs(1)
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
                 }
-            };
-            tokio::time::sleep(pause).await;
+            }
         }
+    }
+
+    /// Reads the committed checkpoint and, after a failure, repositions the
+    /// consumer after it.
+    async fn resume(&self, reposition_consumer: bool) -> anyhow::Result<()> {
+        let checkpoint = queries::checkpoint(&self.pool, &self.target.key).await?;
+        self.committed.store(checkpoint, Ordering::Release);
+        if reposition_consumer {
+            let subjects = self.state.plugin().info.subjects.clone();
+            reposition(
+                &self.stream,
+                &self.config,
+                &self.target.key,
+                &subjects,
+                checkpoint,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Consumes until the stream ends or the consumer is replaced.
@@ -279,8 +336,10 @@ impl Projection {
         Ok(batch)
     }
 
-    /// Applies a batch of stream messages, then acks them. If the commit
-    /// fails they are nak'ed and come back; nothing is acked before commit.
+    /// Applies a batch of stream messages, then acks them. Nothing is
+    /// acked before its commit; if the batch fails, the error makes the
+    /// projection resume after its checkpoint. Messages at or below the
+    /// checkpoint (a redelivery) were handled before and are only acked.
     async fn apply_messages(&self, messages: Vec<jetstream::Message>) -> anyhow::Result<()> {
         let _batch = self.state.hold().await;
         *self
@@ -289,6 +348,7 @@ impl Projection {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(chrono::Utc::now());
         let prefix = &self.config.subject_prefix;
+        let committed = self.committed.load(Ordering::Acquire);
         let mut items: Vec<Item> = messages
             .iter()
             .filter_map(|m| {
@@ -304,6 +364,7 @@ impl Projection {
                     origin: Origin::Stream,
                 })
             })
+            .filter(|item| item.seq > committed)
             .collect();
         items.sort_by_key(|i| i.seq);
         items.dedup_by_key(|i| i.seq);
@@ -312,47 +373,23 @@ impl Projection {
         // effect at the next one.
         let plugin = self.state.plugin();
         let target = self.target.clone().at_generation(self.state.generation());
-        let outcome = match batch::project(
-            &plugin,
-            &target,
-            &self.pool,
-            &self.cache,
-            self.config.max_attempts,
-            items,
-        )
-        .await
-        {
-            Ok(batch) => {
-                let projected = started.elapsed();
-                let counts = [
-                    batch.processed.len(),
-                    batch.dead_letters.len(),
-                    batch.parked.len(),
-                ];
-                let result = batch.commit(&self.pool).await.map_err(anyhow::Error::from);
-                let took = started.elapsed();
-                if result.is_ok() {
-                    self.state.metrics.batch(&self.target.key, counts, took);
-                    *self
-                        .state
-                        .last_batch
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner()) = Some(chrono::Utc::now());
-                }
-                tracing::debug!(plugin = %self.target.key, messages = messages.len(), ?projected, total = ?took, "batch committed");
-                result
-            }
-            Err(e) => Err(e),
-        };
-        let notifications = match outcome {
-            Ok(notifications) => notifications,
-            Err(e) => {
-                for m in &messages {
-                    let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
-                }
-                return Err(e.context("applying a batch"));
-            }
-        };
+        let last = items.last().map(|i| i.seq);
+        let done = self
+            .commit_items(&plugin, &target, items)
+            .await
+            .context("applying a batch")?;
+        if let Some(last) = last {
+            self.committed.fetch_max(last, Ordering::AcqRel);
+            self.state
+                .metrics
+                .batch(&self.target.key, done.counts, started.elapsed());
+            *self
+                .state
+                .last_batch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(chrono::Utc::now());
+        }
+        tracing::debug!(plugin = %self.target.key, messages = messages.len(), took = ?started.elapsed(), "batch committed");
         if std::env::var(FAULT_ENV).as_deref() == Ok("crash-after-commit") {
             tracing::error!(
                 plugin = %self.target.key,
@@ -360,11 +397,67 @@ impl Projection {
             );
             std::process::abort();
         }
-        self.notifier.push(notifications);
+        self.notifier.push(done.notifications);
         for m in &messages {
             m.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
         }
         Ok(())
+    }
+
+    /// Projects `items` and commits them in one transaction. When the
+    /// database refuses the batch for its content, the batch is split in
+    /// halves, each committed in turn, until the event at fault stands
+    /// alone: that one becomes a dead letter (its patient's later events
+    /// park behind it) and every other event commits.
+    fn commit_items<'a>(
+        &'a self,
+        plugin: &'a Plugin,
+        target: &'a Target,
+        items: Vec<Item>,
+    ) -> BoxFuture<'a, anyhow::Result<Committed>> {
+        Box::pin(async move {
+            if items.is_empty() {
+                return Ok(Committed::default());
+            }
+            let batch = batch::project(
+                plugin,
+                target,
+                &self.pool,
+                &self.cache,
+                self.config.max_attempts,
+                items.clone(),
+            )
+            .await?;
+            let counts = [
+                batch.processed.len(),
+                batch.dead_letters.len(),
+                batch.parked.len(),
+            ];
+            let reason = match batch.commit(&self.pool).await {
+                Ok(notifications) => {
+                    return Ok(Committed {
+                        counts,
+                        notifications,
+                    });
+                }
+                Err(CommitError::Refused(reason)) => reason,
+                Err(e) => return Err(e.into()),
+            };
+            let mut second = items;
+            if let [item] = second.as_slice() {
+                // The reason can quote payload values: it goes to the database, not the log.
+                tracing::warn!(plugin = %target.key, seq = item.seq, "the database refused an event's effects; dead-lettered");
+                let letter = batch::refused(target, item.clone(), reason);
+                return Ok(Committed {
+                    counts: [0, 1, 0],
+                    notifications: letter.commit(&self.pool).await?,
+                });
+            }
+            let first: Vec<Item> = second.drain(..second.len() / 2).collect();
+            let mut done = self.commit_items(plugin, target, first).await?;
+            done.add(self.commit_items(plugin, target, second).await?);
+            Ok(done)
+        })
     }
 
     /// Re-applies the dead letters an operator asked to retry, then
@@ -396,16 +489,10 @@ impl Projection {
     async fn apply_items(&self, items: Vec<Item>) -> anyhow::Result<()> {
         let _batch = self.state.hold().await;
         let target = self.target.clone().at_generation(self.state.generation());
-        let batch = batch::project(
-            &self.state.plugin(),
-            &target,
-            &self.pool,
-            &self.cache,
-            self.config.max_attempts,
-            items,
-        )
-        .await?;
-        self.notifier.push(batch.commit(&self.pool).await?);
+        let done = self
+            .commit_items(&self.state.plugin(), &target, items)
+            .await?;
+        self.notifier.push(done.notifications);
         Ok(())
     }
 

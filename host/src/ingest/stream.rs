@@ -66,40 +66,46 @@ pub async fn replace_consumer(
     plugin: &str,
     subjects: &[String],
 ) -> anyhow::Result<()> {
-    let name = consumer_name(plugin);
     let floor = stream
-        .consumer_info(&name)
+        .consumer_info(consumer_name(plugin))
         .await
         .map(|info| info.ack_floor.stream_sequence)
         .unwrap_or(0);
+    reposition(stream, config, plugin, subjects, floor).await
+}
+
+/// Replaces a plugin's consumer with one that delivers, in stream order,
+/// everything after `after` (its committed checkpoint): nothing it had out
+/// (prefetched, nak'ed, held by a killed host until the ack wait) can then
+/// arrive after a later event. A projection repositions after every
+/// failure, and at start when messages are out.
+pub async fn reposition(
+    stream: &stream::Stream,
+    config: &Config,
+    plugin: &str,
+    subjects: &[String],
+    after: u64,
+) -> anyhow::Result<()> {
+    let name = consumer_name(plugin);
     let _ = stream.delete_consumer(&name).await;
     let start = consumer::DeliverPolicy::ByStartSequence {
-        start_sequence: floor + 1,
+        start_sequence: after + 1,
     };
     stream
         .create_consumer(consumer_config(config, &name, subjects, start))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("replacing consumer {name}"))?;
+        .with_context(|| format!("repositioning consumer {name} after {after}"))?;
     Ok(())
 }
 
-/// When a plugin's consumer has messages out that nobody acknowledged (a
-/// host was killed holding them), replaces it to start after its ack floor,
-/// so they come again now and before anything later. Applied ones among
-/// them are skipped as applied.
-pub async fn reclaim_pending(
-    stream: &stream::Stream,
-    config: &Config,
-    plugin: &str,
-    subjects: &[String],
-) -> anyhow::Result<()> {
-    match stream.consumer_info(consumer_name(plugin)).await {
-        Ok(info) if info.num_ack_pending > 0 => {
-            replace_consumer(stream, config, plugin, subjects).await
-        }
-        _ => Ok(()),
-    }
+/// Whether a plugin's consumer has messages out that nobody acknowledged
+/// (a host was killed holding them).
+pub async fn has_pending(stream: &stream::Stream, plugin: &str) -> bool {
+    stream
+        .consumer_info(consumer_name(plugin))
+        .await
+        .is_ok_and(|info| info.num_ack_pending > 0)
 }
 
 /// Deletes a plugin's consumer, if it has one.

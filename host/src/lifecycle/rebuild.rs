@@ -157,7 +157,7 @@ impl Supervisor {
         };
         let recorded = store::recorded(&deployer.pool, name).await?;
         let _rebuild = loop {
-            let applied = store::rebuild::live_checkpoint(&deployer.pool, name).await?;
+            let applied = store::queries::checkpoint(&deployer.pool, name).await?;
             let rebuild = self.rebuild.hold().await;
             if ingest::acknowledged_through(&deployer.stream, &target.key, applied).await? {
                 break rebuild;

@@ -11,6 +11,48 @@ use super::Target;
 use super::outbox::{self, NewNotification};
 use super::overlay::{Overlay, ViewWrites};
 
+/// The largest document a view holds, serialised, in bytes.
+pub const MAX_DOCUMENT_BYTES: usize = 4 << 20;
+/// The most document bytes one batch writes; a larger batch is split.
+pub const MAX_BATCH_BYTES: usize = 64 << 20;
+
+/// Why a batch did not commit; each kind calls for its own remedy.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// What the batch holds cannot be stored: PostgreSQL refused it for its
+    /// content (SQLSTATE classes 22, data exceptions, and 54, limits), or a
+    /// document is over its size. One of its events is at fault; the same
+    /// batch would fail again.
+    #[error("the batch's content cannot be stored: {0}")]
+    Refused(String),
+    /// The checkpoint is already at or past the batch's first event:
+    /// another commit got there first, and the projection must resume
+    /// after it rather than apply events out of order.
+    #[error("checkpoint is at {checkpoint}, at or past the batch's first event {first}")]
+    Behind {
+        /// The committed checkpoint.
+        checkpoint: u64,
+        /// The batch's first stream sequence.
+        first: u64,
+    },
+    /// The database failed (connection, serialization, a timeout): the
+    /// same batch can succeed later.
+    #[error(transparent)]
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for CommitError {
+    fn from(e: sqlx::Error) -> Self {
+        let refused = matches!(&e, sqlx::Error::Database(db)
+            if db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("54")));
+        if refused {
+            Self::Refused(e.to_string())
+        } else {
+            Self::Database(e)
+        }
+    }
+}
+
 /// An event the plugin could not apply.
 #[derive(Debug, Clone)]
 pub struct NewDeadLetter {
@@ -85,6 +127,9 @@ pub struct Batch {
     pub audits: Vec<NewAudit>,
     /// Highest stream sequence covered by the batch.
     pub checkpoint: u64,
+    /// Lowest stream sequence in the batch: the checkpoint must be below
+    /// it, or the batch is out of order (`None`: no stream events).
+    pub first: Option<u64>,
 }
 
 impl Batch {
@@ -101,17 +146,22 @@ impl Batch {
             notifications: Vec::new(),
             audits: Vec::new(),
             checkpoint: 0,
+            first: None,
         }
     }
 
     /// Commits the batch in one transaction; returns the notifications it
     /// stored, as clients see them, to push once committed.
-    pub async fn commit(self, pool: &PgPool) -> Result<Vec<Value>, sqlx::Error> {
-        let mut tx = pool.begin().await?;
+    pub async fn commit(self, pool: &PgPool) -> Result<Vec<Value>, CommitError> {
         let key = &self.target.key;
         let finished = self.views.map(Overlay::finish);
-        for writes in finished.iter().flat_map(|f| &f.writes) {
-            write_view(&mut tx, writes).await?;
+        let serialised = match &finished {
+            Some(f) => serialise(&f.writes)?,
+            None => Vec::new(),
+        };
+        let mut tx = pool.begin().await?;
+        for (writes, docs) in finished.iter().flat_map(|f| &f.writes).zip(&serialised) {
+            write_view(&mut tx, writes, docs).await?;
         }
         if !self.processed.is_empty() {
             sqlx::query(
@@ -142,22 +192,37 @@ impl Batch {
         let notifications = outbox::insert(&mut tx, self.notifications).await?;
         insert_audits(&mut tx, &self.audits).await?;
         // The row's xmin is this transaction's id: the version every
-        // document written here is committed as.
-        let version: String = sqlx::query_scalar(
+        // document written here is committed as. The checkpoint moves only
+        // forward from below the batch's first event: no event is applied
+        // out of stream order, whatever redelivered it.
+        let version: Option<String> = sqlx::query_scalar(
             "INSERT INTO checkpoints (plugin, seq, applied, dead_lettered) VALUES ($1, $2, $3, $4)
              ON CONFLICT (plugin) DO UPDATE SET
                 seq = GREATEST(checkpoints.seq, EXCLUDED.seq),
                 applied = checkpoints.applied + EXCLUDED.applied,
                 dead_lettered = checkpoints.dead_lettered + EXCLUDED.dead_lettered,
                 updated_at = now()
+             WHERE $5::bigint IS NULL OR checkpoints.seq < $5
              RETURNING xmin::text",
         )
         .bind(key)
         .bind(self.checkpoint as i64)
         .bind(self.processed.len() as i64)
         .bind(self.dead_letters.len() as i64)
-        .fetch_one(&mut *tx)
+        .bind(self.first.map(|s| s as i64))
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some(version) = version else {
+            let checkpoint: i64 =
+                sqlx::query_scalar("SELECT seq FROM checkpoints WHERE plugin = $1")
+                    .bind(key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            return Err(CommitError::Behind {
+                checkpoint: checkpoint as u64,
+                first: self.first.unwrap_or_default(),
+            });
+        };
         tx.commit().await?;
         if let Some(finished) = finished {
             let written = finished.writes.into_iter().flat_map(|w| {
@@ -174,19 +239,51 @@ impl Batch {
     }
 }
 
+/// The changed documents of each view as JSON text, each within
+/// [`MAX_DOCUMENT_BYTES`] and all within [`MAX_BATCH_BYTES`].
+fn serialise(writes: &[ViewWrites]) -> Result<Vec<Vec<String>>, CommitError> {
+    let mut total = 0;
+    writes
+        .iter()
+        .map(|w| {
+            w.upsert_docs
+                .iter()
+                .map(|doc| {
+                    let text = doc.to_string();
+                    if text.len() > MAX_DOCUMENT_BYTES {
+                        return Err(CommitError::Refused(format!(
+                            "a document of view `{}` would be {} bytes, over the limit of {MAX_DOCUMENT_BYTES}",
+                            w.view,
+                            text.len()
+                        )));
+                    }
+                    total += text.len();
+                    if total > MAX_BATCH_BYTES {
+                        return Err(CommitError::Refused(format!(
+                            "the batch's documents are over {MAX_BATCH_BYTES} bytes"
+                        )));
+                    }
+                    Ok(text)
+                })
+                .collect()
+        })
+        .collect()
+}
+
 async fn write_view(
     tx: &mut Transaction<'_, Postgres>,
     writes: &ViewWrites,
+    docs: &[String],
 ) -> Result<(), sqlx::Error> {
     let table = &writes.table;
     if !writes.upsert_keys.is_empty() {
         sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {table} (key, doc, updated_at)
-             SELECT k, d, now() FROM UNNEST($1::text[], $2::jsonb[]) AS u(k, d)
+             SELECT k, d::jsonb, now() FROM UNNEST($1::text[], $2::text[]) AS u(k, d)
              ON CONFLICT (key) DO UPDATE SET doc = EXCLUDED.doc, updated_at = now()"
         )))
         .bind(&writes.upsert_keys)
-        .bind(&writes.upsert_docs)
+        .bind(docs)
         .execute(&mut **tx)
         .await?;
     }

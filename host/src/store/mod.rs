@@ -11,7 +11,9 @@ mod target;
 mod views;
 
 pub use cache::DocCache;
-pub use commit::{Batch, NewAudit, NewDeadLetter, NewParked};
+pub use commit::{
+    Batch, CommitError, MAX_BATCH_BYTES, MAX_DOCUMENT_BYTES, NewAudit, NewDeadLetter, NewParked,
+};
 pub use outbox::NewNotification;
 pub use overlay::{ApplyFailure, Overlay};
 pub use target::Target;

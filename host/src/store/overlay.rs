@@ -198,7 +198,7 @@ impl Overlay {
         for m in mutations {
             if let Err(e) = self.apply_one(m, &mut undo) {
                 self.roll_back(undo);
-                return Err(e.into());
+                return Err(e);
             }
         }
         Ok(())
@@ -208,13 +208,14 @@ impl Overlay {
         &mut self,
         m: &'m Mutation,
         undo: &mut Vec<Undo<'m>>,
-    ) -> Result<(), ApplyError> {
+    ) -> Result<(), ApplyFailure> {
         let (view, key) = m.target();
         let Some(slot) = self.views.get_mut(view).and_then(|s| s.get_mut(key)) else {
             // Loaded just before: a view it does not own was refused there.
             return Ok(());
         };
         let dirty = slot.dirty;
+        let owner = patient_of(slot.doc.as_ref()).map(str::to_owned);
         match &slot.doc {
             Some(Value::Object(fields))
                 if !matches!(m, Mutation::Upsert { .. } | Mutation::Delete { .. }) =>
@@ -246,7 +247,18 @@ impl Overlay {
             }
         }
         slot.dirty = true;
-        document::apply(&mut slot.doc, m)
+        document::apply(&mut slot.doc, m)?;
+        // A patient's document stays that patient's: no mutation moves it
+        // to another (deleting it is allowed).
+        match (owner, slot.doc.as_ref()) {
+            (Some(owner), Some(doc)) if patient_of(Some(doc)) != Some(owner.as_str()) => {
+                Err(ApplyFailure::Rejected(format!(
+                    "mutation would move document `{key}` of view `{view}` from patient `{owner}` to {}",
+                    patient_of(Some(doc)).map_or("none".to_owned(), |p| format!("`{p}`"))
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn roll_back(&mut self, undo: Vec<Undo<'_>>) {
@@ -313,6 +325,11 @@ impl Overlay {
             cache: self.cache,
         }
     }
+}
+
+/// The patient a document belongs to: its `patientId`.
+fn patient_of(doc: Option<&Value>) -> Option<&str> {
+    doc?.get("patientId")?.as_str()
 }
 
 fn clean(doc: Option<Value>, version: Option<String>) -> Slot {
@@ -390,6 +407,33 @@ mod tests {
             (Some(before), false),
             "deleted, recreated, undone"
         );
+    }
+
+    #[tokio::test]
+    async fn a_document_never_moves_to_another_patient() {
+        let before = json!({ "reportId": "r1", "patientId": "A", "unread": true });
+        let mut overlay = overlay_with(before.clone());
+        let mut out = Outcome::default();
+        out.merge("v", "k", json!({ "patientId": "B", "unread": false }));
+        let failure = overlay.apply(&out.mutations).await.unwrap_err();
+        assert!(
+            failure.to_string().contains("from patient `A` to `B`"),
+            "{failure}"
+        );
+        let mut out = Outcome::default();
+        out.upsert("v", "k", json!({ "reportId": "r1" }));
+        assert!(
+            overlay.apply(&out.mutations).await.is_err(),
+            "dropping the owner moves it too"
+        );
+        assert_eq!(doc(&mut overlay), (Some(before), false));
+
+        let mut out = Outcome::default();
+        out.merge("v", "k", json!({ "patientId": "A", "unread": false }));
+        overlay
+            .apply(&out.mutations)
+            .await
+            .expect("the same patient may change it");
     }
 
     #[tokio::test]

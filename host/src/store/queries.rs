@@ -110,6 +110,16 @@ pub async fn settle_dead_letter(
     Ok(Err(status))
 }
 
+/// The stream sequence a projection (a [`super::Target`]'s key) has
+/// handled every event up to: applied, parked, dead-lettered or skipped.
+pub async fn checkpoint(pool: &PgPool, key: &str) -> Result<u64, sqlx::Error> {
+    let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM checkpoints WHERE plugin = $1")
+        .bind(key)
+        .fetch_optional(pool)
+        .await?;
+    Ok(seq.unwrap_or(0).max(0) as u64)
+}
+
 /// Each plugin's checkpoint and counts.
 pub async fn checkpoints(pool: &PgPool) -> Result<Vec<(String, i64, i64, i64)>, sqlx::Error> {
     sqlx::query_as("SELECT plugin, seq, applied, dead_lettered FROM checkpoints")

@@ -59,15 +59,6 @@ where
     Ok(())
 }
 
-/// The stream sequence a plugin's live views have applied up to.
-pub async fn live_checkpoint(pool: &PgPool, plugin: &str) -> Result<u64, sqlx::Error> {
-    let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM checkpoints WHERE plugin = $1")
-        .bind(plugin)
-        .fetch_optional(pool)
-        .await?;
-    Ok(seq.unwrap_or(0).max(0) as u64)
-}
-
 /// Makes a finished rebuild live, all or nothing: its generation of
 /// processed events becomes the live one (the old rows are dropped after,
 /// by [`drop_other_generations`]), its dead letters and parked events
