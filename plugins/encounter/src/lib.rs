@@ -3,7 +3,7 @@
 //! `open_encounters` (a patient's encounter in progress, to attach orders to).
 
 use projector_sdk::events::Payload;
-use projector_sdk::{Event, Outcome, Plugin, PluginInfo, ViewDef, Views, json};
+use projector_sdk::{Event, Outcome, Plugin, PluginInfo, ViewDef, Views, json, patient_key};
 
 /// The EncounterView, keyed by encounter id.
 pub const ENCOUNTERS: &str = "encounters";
@@ -24,7 +24,7 @@ impl Plugin for EncounterPlugin {
                 "radiology.order.created",
             ],
             vec![
-                ViewDef::new(ENCOUNTERS, "payload.encounterId", &["patientId"]),
+                ViewDef::new(ENCOUNTERS, "patientId/payload.encounterId", &["patientId"]),
                 ViewDef::new(OPEN, "patientId", &[]),
             ],
         )
@@ -33,9 +33,10 @@ impl Plugin for EncounterPlugin {
     fn handle(event: &Event, views: &dyn Views) -> Result<Outcome, String> {
         let mut out = Outcome::default();
         let pid = event.patient_id.as_str();
+        let key = |id: &str| patient_key(pid, id);
         match &event.payload {
             Payload::EncounterStarted(p) => {
-                out.merge(ENCOUNTERS, &p.encounter_id, json!({
+                out.merge(ENCOUNTERS, &key(&p.encounter_id), json!({
                     "encounterId": p.encounter_id, "patientId": pid, "providerId": p.provider_id,
                     "class": p.class, "reason": p.reason, "startedAt": p.started_at.as_str(),
                     "location": p.location, "status": "in-progress",
@@ -47,7 +48,7 @@ impl Plugin for EncounterPlugin {
                 );
             }
             Payload::EncounterCompleted(p) => {
-                out.merge(ENCOUNTERS, &p.encounter_id, json!({
+                out.merge(ENCOUNTERS, &key(&p.encounter_id), json!({
                     "encounterId": p.encounter_id, "patientId": pid, "endedAt": p.ended_at.as_str(),
                     "diagnoses": p.diagnoses, "procedures": p.procedures,
                     "disposition": p.disposition, "status": "finished",
@@ -62,12 +63,12 @@ impl Plugin for EncounterPlugin {
                 reading["recordedAt"] = json!(p.recorded_at.as_str());
                 out.merge(
                     ENCOUNTERS,
-                    &p.encounter_id,
+                    &key(&p.encounter_id),
                     json!({ "encounterId": p.encounter_id, "patientId": pid }),
                 );
                 out.append(
                     ENCOUNTERS,
-                    &p.encounter_id,
+                    &key(&p.encounter_id),
                     "vitals",
                     reading,
                     Some("recordedAt"),
@@ -108,7 +109,13 @@ fn attach_order(out: &mut Outcome, views: &dyn Views, pid: &str, order: projecto
     if let Some(open) = views.get(OPEN, pid)
         && let Some(encounter_id) = open["encounterId"].as_str()
     {
-        out.append(ENCOUNTERS, encounter_id, "orders", order, Some("orderId"));
+        out.append(
+            ENCOUNTERS,
+            &patient_key(pid, encounter_id),
+            "orders",
+            order,
+            Some("orderId"),
+        );
     }
 }
 
@@ -123,7 +130,9 @@ mod tests {
         harness
             .feed_jsonl(include_str!("../../../fixtures/seed-flow.jsonl"))
             .unwrap();
-        let visit = harness.view(ENCOUNTERS, "enc-1").expect("encounter");
+        let visit = harness
+            .view(ENCOUNTERS, &patient_key("p-john-doe", "enc-1"))
+            .expect("encounter");
         assert_eq!(visit["status"], "finished");
         assert_eq!(visit["class"], "EMER");
         assert_eq!(visit["diagnoses"].as_array().unwrap().len(), 2);

@@ -4,7 +4,9 @@
 
 use projector_sdk::events::Payload;
 use projector_sdk::events::payloads::ResultValue;
-use projector_sdk::{Event, Notification, Outcome, Plugin, PluginInfo, ViewDef, Views, json};
+use projector_sdk::{
+    Event, Notification, Outcome, Plugin, PluginInfo, ViewDef, Views, json, patient_key,
+};
 
 /// The LabResultView, keyed by report id.
 pub const RESULTS: &str = "lab_results";
@@ -21,8 +23,8 @@ impl Plugin for LabPlugin {
             env!("CARGO_PKG_VERSION"),
             &["lab.>"],
             vec![
-                ViewDef::new(RESULTS, "payload.reportId", &["patientId"]),
-                ViewDef::new(ORDERS, "payload.orderId", &["patientId"]),
+                ViewDef::new(RESULTS, "patientId/payload.reportId", &["patientId"]),
+                ViewDef::new(ORDERS, "patientId/payload.orderId", &["patientId"]),
             ],
         )
     }
@@ -30,25 +32,26 @@ impl Plugin for LabPlugin {
     fn handle(event: &Event, _views: &dyn Views) -> Result<Outcome, String> {
         let mut out = Outcome::default();
         let pid = event.patient_id.as_str();
+        let key = |id: &str| patient_key(pid, id);
         match &event.payload {
             Payload::LabOrderCreated(p) => {
-                out.merge(ORDERS, &p.order_id, json!({
+                out.merge(ORDERS, &key(&p.order_id), json!({
                     "orderId": p.order_id, "patientId": pid, "orderingProviderId": p.ordering_provider_id,
                     "tests": p.tests, "priority": p.priority, "orderedAt": event.timestamp.as_str(),
                 }));
             }
             Payload::LabResultAvailable(p) => {
-                out.merge(RESULTS, &p.report_id, json!({
+                out.merge(RESULTS, &key(&p.report_id), json!({
                     "reportId": p.report_id, "patientId": pid, "orderId": p.order_id,
                     "orderingProviderId": p.ordering_provider_id, "issuedAt": p.issued_at.as_str(),
                     "results": p.results, "status": "final",
                 }));
                 if p.results.iter().any(|r| r.critical) {
-                    out.merge(RESULTS, &p.report_id, json!({ "critical": true }));
+                    out.merge(RESULTS, &key(&p.report_id), json!({ "critical": true }));
                 }
                 out.merge(
                     ORDERS,
-                    &p.order_id,
+                    &key(&p.order_id),
                     json!({ "status": "resulted", "reportId": p.report_id }),
                 );
                 out.notify(Notification::normal(
@@ -70,12 +73,12 @@ impl Plugin for LabPlugin {
                 };
                 out.merge(
                     RESULTS,
-                    &p.report_id,
+                    &key(&p.report_id),
                     json!({ "reportId": p.report_id, "patientId": pid, "critical": true }),
                 );
                 out.append(
                     RESULTS,
-                    &p.report_id,
+                    &key(&p.report_id),
                     "criticalValues",
                     json!({
                         "testName": p.test_name, "code": p.code, "value": value, "unit": p.unit,
@@ -103,12 +106,12 @@ impl Plugin for LabPlugin {
             Payload::LabResultViewed(p) => {
                 out.merge(
                     RESULTS,
-                    &p.report_id,
+                    &key(&p.report_id),
                     json!({ "reportId": p.report_id, "patientId": pid }),
                 );
                 out.append(
                     RESULTS,
-                    &p.report_id,
+                    &key(&p.report_id),
                     "viewedBy",
                     json!({
                         "userId": p.viewed_by, "viewedAt": event.timestamp.as_str(),
@@ -136,7 +139,9 @@ mod tests {
     fn seed_flow_builds_the_lab_result_view() {
         let mut harness = Harness::<LabPlugin>::new();
         harness.feed_jsonl(SEED).unwrap();
-        let report = harness.view(RESULTS, "rep-lab-1").expect("report");
+        let report = harness
+            .view(RESULTS, &patient_key("p-john-doe", "rep-lab-1"))
+            .expect("report");
         assert_eq!(report["patientId"], "p-john-doe");
         assert_eq!(report["critical"], true);
         assert_eq!(report["results"].as_array().unwrap().len(), 2);
@@ -146,7 +151,9 @@ mod tests {
         );
         assert_eq!(report["viewedBy"].as_array().unwrap().len(), 2);
         assert_eq!(
-            harness.view(ORDERS, "ord-lab-1").unwrap()["status"],
+            harness
+                .view(ORDERS, &patient_key("p-john-doe", "ord-lab-1"))
+                .unwrap()["status"],
             "resulted"
         );
         assert_eq!(harness.audits.len(), 2);

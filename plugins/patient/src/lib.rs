@@ -8,7 +8,7 @@
 
 use projector_sdk::events::Payload;
 use projector_sdk::events::payloads::{Criticality, Vitals};
-use projector_sdk::{Event, Outcome, Plugin, PluginInfo, Value, ViewDef, Views, json};
+use projector_sdk::{Event, Outcome, Plugin, PluginInfo, Value, ViewDef, Views, json, patient_key};
 
 /// The chart view.
 pub const CHART: &str = "patient_chart";
@@ -32,8 +32,8 @@ impl Plugin for PatientPlugin {
             ],
             vec![
                 ViewDef::new(CHART, "patientId", &[]),
-                ViewDef::new(ORDERS, "payload.orderId", &[]),
-                ViewDef::new(REPORTS, "payload.reportId", &[]),
+                ViewDef::new(ORDERS, "patientId/domain/payload.orderId", &[]),
+                ViewDef::new(REPORTS, "patientId/domain/payload.reportId", &[]),
             ],
         )
     }
@@ -53,6 +53,24 @@ projector_sdk::export_plugin!(PatientPlugin);
 /// The chart being changed by one event. It reads only the parts of the
 /// chart a rule needs (`Views::get_at`), never the whole chart: that grows
 /// with the patient's history, and every event changes it.
+/// A source system whose orders and reports the chart counts: its name
+/// (the event type's first segment, as in the views' key hint) and the
+/// `pendingOrders` field its orders count in.
+#[derive(Clone, Copy)]
+struct Domain {
+    name: &'static str,
+    orders: &'static str,
+}
+
+const LAB: Domain = Domain {
+    name: "lab",
+    orders: "lab",
+};
+const RADIOLOGY: Domain = Domain {
+    name: "radiology",
+    orders: "imaging",
+};
+
 struct Chart<'a> {
     pid: &'a str,
     views: &'a dyn Views,
@@ -117,15 +135,15 @@ impl<'a> Chart<'a> {
                     json!(p.allergy_id),
                 );
             }
-            Payload::LabOrderCreated(p) => self.order_placed(&p.order_id, "lab"),
-            Payload::RadiologyOrderCreated(p) => self.order_placed(&p.order_id, "imaging"),
+            Payload::LabOrderCreated(p) => self.order_placed(LAB, &p.order_id),
+            Payload::RadiologyOrderCreated(p) => self.order_placed(RADIOLOGY, &p.order_id),
             Payload::LabResultAvailable(p) => {
-                self.order_resulted(&p.order_id);
-                self.report_issued(&p.report_id);
+                self.order_resulted(LAB, &p.order_id);
+                self.report_issued(LAB, &p.report_id);
             }
-            Payload::RadiologyStudyComplete(p) => self.order_resulted(&p.order_id),
-            Payload::RadiologyReportFinalized(p) => self.report_issued(&p.report_id),
-            Payload::LabResultViewed(p) => self.report_viewed(&p.report_id),
+            Payload::RadiologyStudyComplete(p) => self.order_resulted(RADIOLOGY, &p.order_id),
+            Payload::RadiologyReportFinalized(p) => self.report_issued(RADIOLOGY, &p.report_id),
+            Payload::LabResultViewed(p) => self.report_viewed(LAB, &p.report_id),
             Payload::LabCriticalAlert(_)
             | Payload::RadiologyCriticalAlert(_)
             | Payload::InteractionAlert(_)
@@ -189,26 +207,34 @@ impl<'a> Chart<'a> {
             .find(|item| item[field].as_str() == Some(id))
     }
 
+    /// The key of an order or report of this patient from one source
+    /// system (`domain`): the lab and radiology systems number theirs
+    /// independently, and other patients' numbers may be the same.
+    fn key(&self, domain: Domain, id: &str) -> String {
+        patient_key(self.pid, &format!("{}/{id}", domain.name))
+    }
+
     /// An order raises `pendingOrders` the first time it is seen.
-    fn order_placed(&mut self, order_id: &str, kind: &str) {
-        if self.views.get(ORDERS, order_id).is_none() {
+    fn order_placed(&mut self, domain: Domain, order_id: &str) {
+        let key = self.key(domain, order_id);
+        if self.views.get(ORDERS, &key).is_none() {
             self.out.upsert(
                 ORDERS,
-                order_id,
-                json!({ "orderId": order_id, "patientId": self.pid, "kind": kind, "status": "pending" }),
+                &key,
+                json!({ "orderId": order_id, "patientId": self.pid, "kind": domain.orders, "status": "pending" }),
             );
-            self.count(&format!("pendingOrders.{kind}"), 1);
+            self.count(&format!("pendingOrders.{}", domain.orders), 1);
         }
     }
 
     /// A result lowers `pendingOrders` once, and only for an order that was pending.
-    fn order_resulted(&mut self, order_id: &str) {
-        match self.views.get(ORDERS, order_id) {
+    fn order_resulted(&mut self, domain: Domain, order_id: &str) {
+        let key = self.key(domain, order_id);
+        match self.views.get(ORDERS, &key) {
             Some(order) if order["status"] == "pending" => {
-                let kind = order["kind"].as_str().unwrap_or("lab").to_owned();
                 self.out
-                    .merge(ORDERS, order_id, json!({ "status": "resulted" }));
-                self.count(&format!("pendingOrders.{kind}"), -1);
+                    .merge(ORDERS, &key, json!({ "status": "resulted" }));
+                self.count(&format!("pendingOrders.{}", domain.orders), -1);
             }
             Some(_) => {}
             // A result for an order never seen: remember it, so a late order
@@ -216,7 +242,7 @@ impl<'a> Chart<'a> {
             None => {
                 self.out.upsert(
                     ORDERS,
-                    order_id,
+                    &key,
                     json!({ "orderId": order_id, "patientId": self.pid, "status": "resulted" }),
                 );
             }
@@ -224,11 +250,12 @@ impl<'a> Chart<'a> {
     }
 
     /// A new report raises `unreadResults` once.
-    fn report_issued(&mut self, report_id: &str) {
-        if self.views.get(REPORTS, report_id).is_none() {
+    fn report_issued(&mut self, domain: Domain, report_id: &str) {
+        let key = self.key(domain, report_id);
+        if self.views.get(REPORTS, &key).is_none() {
             self.out.upsert(
                 REPORTS,
-                report_id,
+                &key,
                 json!({ "reportId": report_id, "patientId": self.pid, "unread": true }),
             );
             self.count("unreadResults", 1);
@@ -237,18 +264,18 @@ impl<'a> Chart<'a> {
 
     /// The first view of an unread report lowers `unreadResults`; later views
     /// change nothing. A view before the report arrives marks it read ahead.
-    fn report_viewed(&mut self, report_id: &str) {
-        match self.views.get(REPORTS, report_id) {
+    fn report_viewed(&mut self, domain: Domain, report_id: &str) {
+        let key = self.key(domain, report_id);
+        match self.views.get(REPORTS, &key) {
             Some(report) if report["unread"] == true => {
-                self.out
-                    .merge(REPORTS, report_id, json!({ "unread": false }));
+                self.out.merge(REPORTS, &key, json!({ "unread": false }));
                 self.count("unreadResults", -1);
             }
             Some(_) => {}
             None => {
                 self.out.upsert(
                     REPORTS,
-                    report_id,
+                    &key,
                     json!({ "reportId": report_id, "patientId": self.pid, "unread": false }),
                 );
             }

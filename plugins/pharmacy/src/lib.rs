@@ -4,7 +4,7 @@
 
 use projector_sdk::events::Payload;
 use projector_sdk::{
-    Event, Notification, Outcome, Plugin, PluginInfo, Value, ViewDef, Views, json,
+    Event, Notification, Outcome, Plugin, PluginInfo, Value, ViewDef, Views, json, patient_key,
 };
 
 /// The MedicationView, keyed by prescription id.
@@ -21,7 +21,7 @@ impl Plugin for PharmacyPlugin {
             &["pharmacy.>"],
             vec![ViewDef::new(
                 MEDICATIONS,
-                "payload.prescriptionId",
+                "patientId/payload.prescriptionId",
                 &["patientId"],
             )],
         )
@@ -30,10 +30,11 @@ impl Plugin for PharmacyPlugin {
     fn handle(event: &Event, _views: &dyn Views) -> Result<Outcome, String> {
         let mut out = Outcome::default();
         let pid = event.patient_id.as_str();
+        let key = |id: &str| patient_key(pid, id);
         let at = event.timestamp.as_str();
         match &event.payload {
             Payload::MedicationPrescribed(p) => {
-                out.merge(MEDICATIONS, &p.prescription_id, json!({
+                out.merge(MEDICATIONS, &key(&p.prescription_id), json!({
                     "prescriptionId": p.prescription_id, "patientId": pid, "prescriberId": p.prescriber_id,
                     "medication": p.medication, "dose": p.dose, "route": p.route, "frequency": p.frequency,
                     "quantity": p.quantity, "refills": p.refills, "prescribedAt": at, "status": "prescribed",
@@ -42,7 +43,7 @@ impl Plugin for PharmacyPlugin {
             Payload::MedicationDispensed(p) => {
                 out.merge(
                     MEDICATIONS,
-                    &p.prescription_id,
+                    &key(&p.prescription_id),
                     json!({
                         "prescriptionId": p.prescription_id, "patientId": pid,
                         "status": "dispensed", "lastDispensedAt": p.dispensed_at.as_str(),
@@ -50,7 +51,7 @@ impl Plugin for PharmacyPlugin {
                 );
                 out.append(
                     MEDICATIONS,
-                    &p.prescription_id,
+                    &key(&p.prescription_id),
                     "dispenses",
                     json!({
                         "pharmacistId": p.pharmacist_id, "dispensedAt": p.dispensed_at.as_str(),
@@ -116,18 +117,13 @@ projector_sdk::export_plugin!(PharmacyPlugin);
 /// Adds a warning to the prescription (identified by the event that raised it).
 fn warn(out: &mut Outcome, event: &Event, prescription_id: &str, mut warning: Value) {
     warning["eventId"] = json!(event.id);
+    let key = patient_key(&event.patient_id, prescription_id);
     out.merge(
         MEDICATIONS,
-        prescription_id,
+        &key,
         json!({ "prescriptionId": prescription_id, "patientId": event.patient_id }),
     );
-    out.append(
-        MEDICATIONS,
-        prescription_id,
-        "warnings",
-        warning,
-        Some("eventId"),
-    );
+    out.append(MEDICATIONS, &key, "warnings", warning, Some("eventId"));
 }
 
 fn alert_data(pid: &str, prescription_id: &str, details: Value) -> Value {
@@ -148,11 +144,15 @@ mod tests {
         harness
             .feed_jsonl(include_str!("../../../fixtures/seed-flow.jsonl"))
             .unwrap();
-        let warfarin = harness.view(MEDICATIONS, "rx-1").expect("rx-1");
+        let warfarin = harness
+            .view(MEDICATIONS, &patient_key("p-john-doe", "rx-1"))
+            .expect("rx-1");
         assert_eq!(warfarin["status"], "dispensed");
         assert_eq!(warfarin["dispenses"][0]["daysSupply"], 30);
         assert_eq!(warfarin["warnings"][0]["type"], "interaction");
-        let amoxicillin = harness.view(MEDICATIONS, "rx-2").expect("rx-2");
+        let amoxicillin = harness
+            .view(MEDICATIONS, &patient_key("p-john-doe", "rx-2"))
+            .expect("rx-2");
         assert_eq!(amoxicillin["status"], "prescribed");
         assert_eq!(amoxicillin["warnings"][0]["type"], "allergy");
         let kinds: Vec<&str> = harness

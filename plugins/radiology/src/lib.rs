@@ -4,7 +4,9 @@
 //! (normal) and critical findings (urgent).
 
 use projector_sdk::events::Payload;
-use projector_sdk::{Event, Notification, Outcome, Plugin, PluginInfo, ViewDef, Views, json};
+use projector_sdk::{
+    Event, Notification, Outcome, Plugin, PluginInfo, ViewDef, Views, json, patient_key,
+};
 
 /// The ImagingStudyView, keyed by study id.
 pub const STUDIES: &str = "imaging_studies";
@@ -21,8 +23,8 @@ impl Plugin for RadiologyPlugin {
             env!("CARGO_PKG_VERSION"),
             &["radiology.>"],
             vec![
-                ViewDef::new(STUDIES, "payload.studyId", &["patientId"]),
-                ViewDef::new(ORDERS, "payload.orderId", &["patientId"]),
+                ViewDef::new(STUDIES, "patientId/payload.studyId", &["patientId"]),
+                ViewDef::new(ORDERS, "patientId/payload.orderId", &["patientId"]),
             ],
         )
     }
@@ -30,35 +32,36 @@ impl Plugin for RadiologyPlugin {
     fn handle(event: &Event, _views: &dyn Views) -> Result<Outcome, String> {
         let mut out = Outcome::default();
         let pid = event.patient_id.as_str();
+        let key = |id: &str| patient_key(pid, id);
         let at = event.timestamp.as_str();
         match &event.payload {
             Payload::RadiologyOrderCreated(p) => {
-                out.merge(ORDERS, &p.order_id, json!({
+                out.merge(ORDERS, &key(&p.order_id), json!({
                     "orderId": p.order_id, "patientId": pid, "orderingProviderId": p.ordering_provider_id,
                     "modality": p.modality, "procedure": p.procedure, "priority": p.priority, "orderedAt": at,
                 }));
             }
             Payload::RadiologyStudyComplete(p) => {
-                out.merge(STUDIES, &p.study_id, json!({
+                out.merge(STUDIES, &key(&p.study_id), json!({
                     "studyId": p.study_id, "patientId": pid, "orderId": p.order_id, "modality": p.modality,
                     "description": p.description, "imageCount": p.image_count, "bucket": p.bucket,
                     "objectKeys": p.object_keys, "status": "complete", "completedAt": at,
                 }));
                 out.merge(
                     ORDERS,
-                    &p.order_id,
+                    &key(&p.order_id),
                     json!({ "status": "complete", "studyId": p.study_id }),
                 );
             }
             Payload::RadiologyImageUploaded(p) => {
                 out.merge(
                     STUDIES,
-                    &p.study_id,
+                    &key(&p.study_id),
                     json!({ "studyId": p.study_id, "patientId": pid }),
                 );
                 out.append(
                     STUDIES,
-                    &p.study_id,
+                    &key(&p.study_id),
                     "images",
                     json!({
                         "imageId": p.image_id, "bucket": p.bucket, "key": p.key,
@@ -70,7 +73,7 @@ impl Plugin for RadiologyPlugin {
             Payload::RadiologyReportFinalized(p) => {
                 out.merge(
                     STUDIES,
-                    &p.study_id,
+                    &key(&p.study_id),
                     json!({
                         "studyId": p.study_id, "patientId": pid,
                         "report": {
@@ -81,7 +84,7 @@ impl Plugin for RadiologyPlugin {
                     }),
                 );
                 if p.critical {
-                    out.merge(STUDIES, &p.study_id, json!({ "critical": true }));
+                    out.merge(STUDIES, &key(&p.study_id), json!({ "critical": true }));
                 }
                 out.notify(Notification::normal(
                     &p.ordering_provider_id,
@@ -96,7 +99,7 @@ impl Plugin for RadiologyPlugin {
                 ));
             }
             Payload::RadiologyCriticalAlert(p) => {
-                out.merge(STUDIES, &p.study_id, json!({
+                out.merge(STUDIES, &key(&p.study_id), json!({
                     "studyId": p.study_id, "patientId": pid, "critical": true,
                     "criticalFinding": { "reportId": p.report_id, "finding": p.finding, "criticalReason": p.critical_reason, "alertedAt": at },
                 }));
@@ -132,14 +135,18 @@ mod tests {
         harness
             .feed_jsonl(include_str!("../../../fixtures/seed-flow.jsonl"))
             .unwrap();
-        let study = harness.view(STUDIES, "study-1").expect("study");
+        let study = harness
+            .view(STUDIES, &patient_key("p-john-doe", "study-1"))
+            .expect("study");
         assert_eq!(study["patientId"], "p-john-doe");
         assert_eq!(study["objectKeys"].as_array().unwrap().len(), 2);
         assert_eq!(study["images"][0]["imageId"], "img-1");
         assert_eq!(study["report"]["impression"], "Acute pulmonary embolism.");
         assert_eq!(study["critical"], true);
         assert_eq!(
-            harness.view(ORDERS, "ord-rad-1").unwrap()["status"],
+            harness
+                .view(ORDERS, &patient_key("p-john-doe", "ord-rad-1"))
+                .unwrap()["status"],
             "complete"
         );
         let kinds: Vec<(&str, Priority)> = harness

@@ -77,6 +77,19 @@ pub trait Views {
     }
 }
 
+/// The key of a document that belongs to one patient: `<patient>/<id>`.
+/// Source systems number orders, reports and encounters independently, so
+/// an id alone can name two patients' documents; with the patient in the
+/// key they never meet. Declare such a view's key hint as
+/// `patientId/payload.<field>`.
+///
+/// ```
+/// assert_eq!(projector_sdk::patient_key("p-1", "ord-7"), "p-1/ord-7");
+/// ```
+pub fn patient_key(patient: &str, id: &str) -> String {
+    format!("{patient}/{id}")
+}
+
 /// A read model a plugin owns.
 ///
 /// ```
@@ -91,8 +104,11 @@ pub trait Views {
 pub struct ViewDef {
     /// Table-safe name (`[a-z][a-z0-9_]*`).
     pub name: String,
-    /// Where the key of a touched document usually is in an event: `patientId`
-    /// or `payload.<field>`. The host prefetches those documents per batch.
+    /// Where the key of a touched document usually is in an event: parts
+    /// joined by `/`, each `patientId`, `eventId`, `domain` (the event
+    /// type's first segment) or `payload.<field>`, such as
+    /// `patientId/payload.orderId` for [`patient_key`]s. The host
+    /// prefetches those documents per batch.
     pub key: String,
     /// Top-level fields to index, e.g. `patientId`.
     pub indexes: Vec<String>,
