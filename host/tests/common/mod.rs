@@ -31,6 +31,11 @@ pub struct TestEnv {
 impl TestEnv {
     /// A fresh stream, prefix and database for the test `name`.
     pub async fn new(name: &str) -> Self {
+        Self::on_nats(name, None).await
+    }
+
+    /// The same on the NATS server at `nats_url` (`None`: the machine's).
+    pub async fn on_nats(name: &str, nats_url: Option<&str>) -> Self {
         let tag = format!(
             "t_{name}_{}",
             &uuid::Uuid::new_v4().simple().to_string()[..8]
@@ -47,6 +52,9 @@ impl TestEnv {
         config.compile_cache = Some(plugins_dir().join(".compile-cache"));
         config.ack_wait = Duration::from_secs(1);
         config.jwt_secret = "test-secret".into();
+        if let Some(url) = nats_url {
+            config.nats_url = url.to_owned();
+        }
         let client = async_nats::connect(&config.nats_url)
             .await
             .expect("NATS is running (scripts/services)");
@@ -130,6 +138,7 @@ impl TestEnv {
             .env("HTTP_ADDR", format!("127.0.0.1:{http_port}"))
             .env("WS_ADDR", "127.0.0.1:0")
             .env("ACK_WAIT_SECS", "1")
+            .env("BATCH_SIZE", self.config.batch_size.to_string())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true);
@@ -245,6 +254,65 @@ pub async fn put_plugin(base: &str, name: &str, token: &str, bytes: Vec<u8>) -> 
         .expect("request");
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A NATS server with JetStream of a test's own, which the test may stop
+/// and start again (its messages kept on disk); killed when dropped.
+pub struct PrivateNats {
+    child: tokio::process::Child,
+    port: u16,
+    store: PathBuf,
+}
+
+impl PrivateNats {
+    /// Starts one on a free port, storing under a new temporary folder.
+    pub async fn start(tag: &str) -> Self {
+        let store = std::env::temp_dir().join(format!("{tag}-nats"));
+        let port = free_port();
+        let child = Self::spawn(port, &store).await;
+        Self { child, port, store }
+    }
+
+    async fn spawn(port: u16, store: &std::path::Path) -> tokio::process::Child {
+        let child = tokio::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nats-server starts (scripts/services installs it)");
+        eventually("the private NATS server answers", || async {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        })
+        .await;
+        child
+    }
+
+    /// Its client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it as an operator would (SIGTERM) and starts it again on the
+    /// same port and store.
+    pub async fn restart(&mut self) {
+        let pid = self.child.id().expect("running");
+        let signalled = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(signalled.success(), "SIGTERM to nats-server");
+        self.child.wait().await.expect("nats-server exits");
+        self.child = Self::spawn(self.port, &self.store).await;
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
 }
 
 /// A host running as a process of its own, killed when dropped.
