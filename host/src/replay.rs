@@ -40,18 +40,15 @@ pub async fn replay(config: &Config, wasm: &Path, events: &Path) -> anyhow::Resu
     let target = store::Target::live(plugin.name());
     store::ensure_views(&pool, &target, &plugin.info).await?;
     let cache = store::DocCache::new(config.doc_cache);
+    let batcher = ingest::Batcher {
+        plugin: &plugin,
+        target: &target,
+        pool: &pool,
+        cache: &cache,
+        max_attempts: config.max_attempts,
+    };
     for chunk in items.chunks(config.batch_size.max(1)) {
-        ingest::project(
-            &plugin,
-            &target,
-            &pool,
-            &cache,
-            config.max_attempts,
-            chunk.to_vec(),
-        )
-        .await?
-        .commit(&pool)
-        .await?;
+        batcher.commit(chunk.to_vec()).await?;
     }
     let mut views = serde_json::Map::new();
     for view in &plugin.info.views {

@@ -8,18 +8,17 @@ use anyhow::Context;
 
 use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
-use futures::future::BoxFuture;
-use projector_sdk::Value;
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 
-use super::batch::{self, Item, Origin};
+use super::apply::Batcher;
+use super::batch::{Item, Origin};
 use super::stream::{ensure_consumer, has_pending, reposition};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::runtime::Plugin;
-use crate::store::{CommitError, DocCache, Target, queries};
+use crate::store::{DocCache, Target, queries};
 
 /// The first pause before a failed projection tries again; it doubles up to
 /// [`MAX_RETRY_PAUSE`] while failures go on.
@@ -190,24 +189,6 @@ pub struct Projection {
     committed: AtomicU64,
 }
 
-/// What a batch committed, for the metrics and the push.
-#[derive(Default)]
-struct Committed {
-    /// Events applied, dead-lettered, parked.
-    counts: [usize; 3],
-    /// The notifications stored, to push.
-    notifications: Vec<Value>,
-}
-
-impl Committed {
-    fn add(&mut self, other: Committed) {
-        for (mine, theirs) in self.counts.iter_mut().zip(other.counts) {
-            *mine += theirs;
-        }
-        self.notifications.extend(other.notifications);
-    }
-}
-
 impl Projection {
     /// A projection of the plugin in `state` into `target`; `state` also
     /// carries its controls and reports how it fares; `notifier` pushes the
@@ -375,7 +356,8 @@ impl Projection {
         let target = self.target.clone().at_generation(self.state.generation());
         let last = items.last().map(|i| i.seq);
         let done = self
-            .commit_items(&plugin, &target, items)
+            .batch(&plugin, &target)
+            .commit(items)
             .await
             .context("applying a batch")?;
         if let Some(last) = last {
@@ -404,62 +386,6 @@ impl Projection {
         Ok(())
     }
 
-    /// Projects `items` and commits them in one transaction. When the
-    /// database refuses the batch for its content, the batch is split in
-    /// halves, each committed in turn, until the event at fault stands
-    /// alone: that one becomes a dead letter (its patient's later events
-    /// park behind it) and every other event commits.
-    fn commit_items<'a>(
-        &'a self,
-        plugin: &'a Plugin,
-        target: &'a Target,
-        items: Vec<Item>,
-    ) -> BoxFuture<'a, anyhow::Result<Committed>> {
-        Box::pin(async move {
-            if items.is_empty() {
-                return Ok(Committed::default());
-            }
-            let batch = batch::project(
-                plugin,
-                target,
-                &self.pool,
-                &self.cache,
-                self.config.max_attempts,
-                items.clone(),
-            )
-            .await?;
-            let counts = [
-                batch.processed.len(),
-                batch.dead_letters.len(),
-                batch.parked.len(),
-            ];
-            let reason = match batch.commit(&self.pool).await {
-                Ok(notifications) => {
-                    return Ok(Committed {
-                        counts,
-                        notifications,
-                    });
-                }
-                Err(CommitError::Refused(reason)) => reason,
-                Err(e) => return Err(e.into()),
-            };
-            let mut second = items;
-            if let [item] = second.as_slice() {
-                // The reason can quote payload values: it goes to the database, not the log.
-                tracing::warn!(plugin = %target.key, seq = item.seq, "the database refused an event's effects; dead-lettered");
-                let letter = batch::refused(target, item.clone(), reason);
-                return Ok(Committed {
-                    counts: [0, 1, 0],
-                    notifications: letter.commit(&self.pool).await?,
-                });
-            }
-            let first: Vec<Item> = second.drain(..second.len() / 2).collect();
-            let mut done = self.commit_items(plugin, target, first).await?;
-            done.add(self.commit_items(plugin, target, second).await?);
-            Ok(done)
-        })
-    }
-
     /// Re-applies the dead letters an operator asked to retry, then
     /// releases, in stream order, the parked events of patients who are
     /// clear again (their dead letters resolved or discarded).
@@ -485,12 +411,24 @@ impl Projection {
         }
     }
 
+    /// How this projection's batches of `plugin` into `target` are made.
+    fn batch<'a>(&'a self, plugin: &'a Plugin, target: &'a Target) -> Batcher<'a> {
+        Batcher {
+            plugin,
+            target,
+            pool: &self.pool,
+            cache: &self.cache,
+            max_attempts: self.config.max_attempts,
+        }
+    }
+
     /// Projects and commits items that are not fresh from the stream.
     async fn apply_items(&self, items: Vec<Item>) -> anyhow::Result<()> {
         let _batch = self.state.hold().await;
         let target = self.target.clone().at_generation(self.state.generation());
         let done = self
-            .commit_items(&self.state.plugin(), &target, items)
+            .batch(&self.state.plugin(), &target)
+            .commit(items)
             .await?;
         self.notifier.push(done.notifications);
         Ok(())
