@@ -119,12 +119,20 @@ async fn an_outcome_over_a_limit_is_a_dead_letter_that_names_the_limit() {
             "outcome has 5001 mutations, over the limit of 1000",
         ),
         ("nul", "a document: $.name holds U+0000"),
-        ("huge", "bytes, over the limit of 4194304"),
+        ("huge", "bytes of JSON, over the limit of 1048576 per event"),
         ("move:p-victim", "from patient `p-victim` to `p-move`"),
+        // The fifth of five: each adds 900 KiB to the same document, and the
+        // database's limit of 4 MiB is found by splitting the batch.
+        ("grow", "would be 4608"),
     ];
     let mut texts = vec![patient_created("e-victim", "p-victim", "Victim", "MRN-V")];
     for (i, (mrn, _)) in attacks.iter().enumerate() {
         let patient = format!("p-{}", mrn.split(':').next().unwrap());
+        if *mrn == "grow" {
+            for g in 0..4 {
+                texts.push(patient_created(&format!("e-grow-{g}"), &patient, "X", mrn));
+            }
+        }
         texts.push(patient_created(
             &format!("e-attack-{i}"),
             &patient,
@@ -160,7 +168,9 @@ async fn an_outcome_over_a_limit_is_a_dead_letter_that_names_the_limit() {
         seen["p-victim"],
         json!({ "patientId": "p-victim", "mrn": "MRN-V" })
     );
-    assert_eq!(seen.len(), attacks.len() + 1, "{:?}", seen.keys());
+    // The victim, those after each attack, and the one that grew in time.
+    assert_eq!(seen.len(), attacks.len() + 2, "{:?}", seen.keys());
+    assert_eq!(seen["p-grow"]["padding"].as_array().map(Vec::len), Some(4));
     host.stop();
     env.cleanup().await;
 }

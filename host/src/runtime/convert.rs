@@ -78,8 +78,16 @@ fn json(what: &str, text: &str) -> Result<Value, String> {
     serde_json::from_str(text).map_err(|e| format!("{what} is not JSON: {e}"))
 }
 
-/// A plugin's outcome as the SDK type; JSON texts parsed.
+/// A plugin's outcome as the SDK type; JSON texts parsed, once their size
+/// is within [`super::limits::MAX_OUTCOME_BYTES`].
 pub fn outcome(outcome: wit::Outcome) -> Result<Outcome, String> {
+    let mutation_bytes = outcome.mutations.iter().map(|m| match m {
+        wit::Mutation::Upsert(op) | wit::Mutation::Merge(op) => op.doc.len(),
+        wit::Mutation::Append(op) | wit::Mutation::Remove(op) => op.item.len(),
+        wit::Mutation::Increment(_) | wit::Mutation::Delete(_) => 0,
+    });
+    let data_bytes = outcome.notifications.iter().map(|n| n.data.len());
+    super::limits::check_bytes(mutation_bytes.chain(data_bytes).sum())?;
     let mutations = outcome
         .mutations
         .into_iter()

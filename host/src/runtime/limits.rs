@@ -19,6 +19,20 @@ pub const MAX_PATH_SEGMENTS: usize = 16;
 pub const MAX_PATH_BYTES: usize = 256;
 /// Longest document key, in bytes (a btree entry must fit a page).
 pub const MAX_KEY_BYTES: usize = 512;
+/// Most JSON one event's outcome may carry (its documents, list items and
+/// notification data together), in bytes: checked before any is parsed,
+/// so what one event adds is refused by that event, whatever batch it is in.
+pub const MAX_OUTCOME_BYTES: usize = 1 << 20;
+
+/// Checks the JSON an outcome carries, in bytes, before it is parsed.
+pub fn check_bytes(bytes: usize) -> Result<(), String> {
+    if bytes > MAX_OUTCOME_BYTES {
+        return Err(format!(
+            "outcome carries {bytes} bytes of JSON, over the limit of {MAX_OUTCOME_BYTES} per event"
+        ));
+    }
+    Ok(())
+}
 
 /// Checks an outcome against every limit; the error names the limit broken.
 pub fn check(outcome: &Outcome) -> Result<(), String> {
@@ -144,6 +158,13 @@ mod tests {
         let mut nul = Outcome::default();
         nul.merge("v", "k", json!({ "name": "a\u{0}" }));
         assert!(check(&nul).unwrap_err().contains("U+0000"));
+
+        assert!(check_bytes(MAX_OUTCOME_BYTES).is_ok());
+        assert!(
+            check_bytes(MAX_OUTCOME_BYTES + 1)
+                .unwrap_err()
+                .contains("1048577 bytes")
+        );
 
         let mut key = Outcome::default();
         key.delete("v", &"k".repeat(MAX_KEY_BYTES + 1));

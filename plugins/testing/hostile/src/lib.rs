@@ -58,6 +58,17 @@ impl Plugin for Hostile {
             }
             "nul" => seen["name"] = json!("a\u{0}b"),
             "huge" => seen["padding"] = json!("x".repeat(5 << 20)),
+            // 900 KiB more each time: the fifth takes the document over 4 MiB.
+            "grow" => {
+                out.append(
+                    SEEN,
+                    &event.patient_id,
+                    "padding",
+                    json!("x".repeat(900 << 10)),
+                    None,
+                );
+                return Ok(out);
+            }
             // Takes over another patient's document.
             mrn if mrn.starts_with("move:") => {
                 let victim = &mrn["move:".len()..];
