@@ -15,6 +15,6 @@ pub mod schema;
 pub mod storable;
 
 pub use codes::{Code, CodeSystem};
-pub use envelope::{Envelope, Event, PortalType};
+pub use envelope::{Envelope, Event, NonEmpty, PortalType};
 pub use error::EventError;
 pub use payloads::Payload;

@@ -118,6 +118,10 @@ enum Bench {
         /// How many events of backlog to project.
         #[arg(long, default_value_t = 100_000)]
         events: usize,
+        /// Percent of the events published as poison instead (U+0000 in
+        /// their eventId: each a dead letter of every plugin that reads it).
+        #[arg(long, default_value_t = 0.0)]
+        poison_percent: f64,
     },
     /// Load-to-ready time of each plugin, how long a plugin's pipeline
     /// stands still when a new version is swapped in under load, and how
@@ -181,9 +185,10 @@ async fn main() -> anyhow::Result<()> {
             publisher.flush().await?;
             println!("published {} events for {patients} patients", traffic.len());
         }
-        Command::Bench(Bench::Projection { events }) => {
-            projector::bench::projection::run(config, events).await?
-        }
+        Command::Bench(Bench::Projection {
+            events,
+            poison_percent,
+        }) => projector::bench::projection::run(config, events, poison_percent).await?,
         Command::Bench(Bench::Lifecycle { events, swaps }) => {
             projector::bench::lifecycle::run(config, events, swaps).await?
         }

@@ -14,8 +14,9 @@ use crate::serve::Host;
 use crate::sim::Simulator;
 
 /// Runs the benchmark with the host's configuration, on a fresh stream,
-/// subject prefix and database named after the current time.
-pub async fn run(mut config: Config, events: usize) -> anyhow::Result<()> {
+/// subject prefix and database named after the current time;
+/// `poison_percent` of the events go out as poison instead.
+pub async fn run(mut config: Config, events: usize, poison_percent: f64) -> anyhow::Result<()> {
     let tag = format!("bench{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
     config.stream_name = tag.to_uppercase();
     config.subject_prefix = format!("{tag}.");
@@ -23,7 +24,7 @@ pub async fn run(mut config: Config, events: usize) -> anyhow::Result<()> {
     config.http_addr = "127.0.0.1:0".parse()?;
 
     println!(
-        "# projector bench: {events} events, stream {}, database {tag}",
+        "# projector bench: {events} events ({poison_percent}% poison), stream {}, database {tag}",
         config.stream_name
     );
     let mut simulator = Simulator::new(42, chrono::Utc::now());
@@ -39,9 +40,17 @@ pub async fn run(mut config: Config, events: usize) -> anyhow::Result<()> {
     let js = async_nats::jetstream::new(client);
     let stream = ingest::ensure_stream(&js, &config).await?;
     let mut publisher = Publisher::new(js.clone(), &config.subject_prefix);
+    // Every n-th event goes out as poison, spread evenly.
+    let every = (poison_percent > 0.0).then(|| (100.0 / poison_percent).round().max(1.0) as usize);
     let started = Instant::now();
-    for event in &traffic {
-        publisher.publish(event).await?;
+    for (i, event) in traffic.iter().enumerate() {
+        match every {
+            Some(n) if i % n == n - 1 => {
+                let (kind, id, bytes) = poison(event);
+                publisher.publish_raw(&kind, Some(&id), bytes).await?;
+            }
+            _ => publisher.publish(event).await?,
+        }
     }
     publisher.flush().await?;
     let publish_secs = started.elapsed().as_secs_f64();
@@ -91,9 +100,19 @@ pub async fn run(mut config: Config, events: usize) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!(
-        "# reproduce: scripts/build-plugins && cargo run --release -- bench projection --events {events}"
+        "# reproduce: scripts/build-plugins && cargo run --release -- bench projection --events {events} --poison-percent {poison_percent}"
     );
     Ok(())
+}
+
+/// The event with U+0000 in its eventId: its subject, message id and bytes.
+fn poison(event: &projector_events::Event) -> (String, String, Vec<u8>) {
+    let mut envelope = event.envelope.clone();
+    let message_id = format!("{}-poison", envelope.event_id);
+    let id = format!("{}\u{0}", envelope.event_id);
+    envelope.event_id = projector_events::NonEmpty::new(id).expect("not empty");
+    let bytes = serde_json::to_vec(&envelope).expect("an envelope always serialises");
+    (envelope.event_type, message_id, bytes)
 }
 
 /// Events applied plus dead-lettered, summed over plugins.
