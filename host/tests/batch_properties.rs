@@ -193,7 +193,9 @@ struct World {
 }
 
 async fn world() -> World {
-    let config = Config::from_env().expect("config");
+    let mut config = Config::from_env().expect("config");
+    let plugins = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins-dist");
+    config.compile_cache = Some(plugins.join(".compile-cache"));
     let database = format!(
         "t_props_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
@@ -202,8 +204,8 @@ async fn world() -> World {
         .await
         .expect("PostgreSQL is running (scripts/services)");
     let runtime = Runtime::from_config(&config).unwrap();
-    let wasm = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins-dist/patient.wasm");
-    let bytes = std::fs::read(&wasm).expect("plugins are built: run scripts/build-plugins");
+    let bytes = std::fs::read(plugins.join("patient.wasm"))
+        .expect("plugins are built: run scripts/build-plugins");
     let plugin = Plugin::load(&runtime, &bytes).await.unwrap();
     store::ensure_views(&pool, &Target::live("patient"), &plugin.info)
         .await
