@@ -25,6 +25,10 @@ pub struct Config {
     /// `ESCALATE_AFTER`: how long an urgent notification may stay
     /// unacknowledged before it goes to the covering role (e.g. `5m`).
     pub escalate_after: Duration,
+    /// `PROCESSED_RETENTION`: how long the host remembers that an event was
+    /// applied (e.g. `30days`); the same event published again later is
+    /// applied again.
+    pub processed_retention: Duration,
     /// `ESCALATION_ROLE`: the covering role escalations go to.
     pub escalation_role: String,
     /// `S3_ENDPOINT`: S3 or MinIO, addressed path-style.
@@ -97,6 +101,7 @@ impl Config {
             ws_addr: parse("WS_ADDR", "0.0.0.0:3021")?,
             resend_interval: duration("RESEND_INTERVAL", "30s")?,
             escalate_after: duration("ESCALATE_AFTER", "5m")?,
+            processed_retention: duration("PROCESSED_RETENTION", "30days")?,
             escalation_role: var("ESCALATION_ROLE", "charge_nurse"),
             s3_endpoint: var("S3_ENDPOINT", "http://127.0.0.1:9000"),
             s3_public_endpoint: std::env::var("S3_PUBLIC_ENDPOINT")

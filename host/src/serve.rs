@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::PgPool;
@@ -51,6 +52,11 @@ impl Host {
         let (notifier, mut tasks) =
             Notifier::start(pool.clone(), nats.clone(), config.clone(), metrics.clone()).await?;
         tasks.push(tokio::spawn(objects.clone().ensure_buckets_until_done()));
+        tasks.push(tokio::spawn(store::retention::sweep_processed_every(
+            pool.clone(),
+            config.processed_retention,
+            RETENTION_SWEEP,
+        )));
         let fleet = Arc::new(Fleet::new(
             objects.clone(),
             nats.clone(),
@@ -112,6 +118,9 @@ impl Host {
         }
     }
 }
+
+/// How often processed events past their retention are swept.
+const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
 
 /// Serves a router on an address (port 0 picks one); returns where.
 async fn serve(

@@ -7,6 +7,7 @@ pub mod outbox;
 mod overlay;
 pub mod queries;
 pub mod rebuild;
+pub mod retention;
 mod target;
 mod views;
 
