@@ -183,8 +183,16 @@ fn checked_events(plugin: &Plugin, items: Vec<Item>, batch: &mut Batch) -> Vec<(
             settle_origin(batch, &item);
             continue;
         }
+        // A malformed parked event (one the door's checks now refuse)
+        // leaves the park as the dead letter it becomes.
+        let release = |batch: &mut Batch, item: &Item| {
+            if item.origin == Origin::Parked {
+                batch.released.push(item.seq);
+            }
+        };
         match Envelope::parse(&item.raw) {
             Err(e) => {
+                release(batch, &item);
                 batch
                     .dead_letters
                     .push(dead_letter(&item, None, e.to_string(), 1));
@@ -194,6 +202,7 @@ fn checked_events(plugin: &Plugin, items: Vec<Item>, batch: &mut Batch) -> Vec<(
                     "eventType `{}` does not match subject `{}`",
                     event.envelope.event_type, item.subject
                 );
+                release(batch, &item);
                 batch
                     .dead_letters
                     .push(dead_letter(&item, Some(&event), reason, 1));
@@ -253,7 +262,9 @@ fn key_hint(hint: &str, event: &Event) -> Option<String> {
             .get(part.strip_prefix("payload.")?)
             .and_then(Value::as_str),
     });
-    parts.collect::<Option<Vec<&str>>>().map(|p| p.join("/"))
+    parts
+        .collect::<Option<Vec<&str>>>()
+        .map(|p| projector_sdk::doc_key(&p))
 }
 
 /// Records an applied event; with `effects`, also its notifications and
@@ -346,5 +357,9 @@ mod tests {
             Some("p1/lab/o7")
         );
         assert_eq!(hint("patientId/payload.missing"), None);
+        assert_eq!(
+            hint("patientId/payload.orderId"),
+            Some(projector_sdk::patient_key("p1", "o7"))
+        );
     }
 }

@@ -8,7 +8,7 @@
 
 use projector_sdk::events::Payload;
 use projector_sdk::events::payloads::{Criticality, Vitals};
-use projector_sdk::{Event, Outcome, Plugin, PluginInfo, Value, ViewDef, Views, json, patient_key};
+use projector_sdk::{Event, Outcome, Plugin, PluginInfo, Value, ViewDef, Views, doc_key, json};
 
 /// The chart view.
 pub const CHART: &str = "patient_chart";
@@ -211,7 +211,7 @@ impl<'a> Chart<'a> {
     /// system (`domain`): the lab and radiology systems number theirs
     /// independently, and other patients' numbers may be the same.
     fn key(&self, domain: Domain, id: &str) -> String {
-        patient_key(self.pid, &format!("{}/{id}", domain.name))
+        doc_key(&[self.pid, domain.name, id])
     }
 
     /// An order raises `pendingOrders` the first time it is seen.

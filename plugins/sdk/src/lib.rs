@@ -40,7 +40,7 @@ pub mod guest;
 
 pub use event::Event;
 pub use outcome::{AuditEntry, Mutation, Notification, Outcome, Priority};
-pub use plugin::{Plugin, PluginInfo, ViewDef, Views, patient_key, subject_matches};
+pub use plugin::{Plugin, PluginInfo, ViewDef, Views, doc_key, patient_key, subject_matches};
 pub use projector_events as events;
 pub use serde_json::{Value, json};
 

@@ -84,10 +84,29 @@ pub trait Views {
 /// `patientId/payload.<field>`.
 ///
 /// ```
-/// assert_eq!(projector_sdk::patient_key("p-1", "ord-7"), "p-1/ord-7");
+/// use projector_sdk::patient_key;
+///
+/// assert_eq!(patient_key("p-1", "ord-7"), "p-1/ord-7");
+/// // Ids may hold `/`: two patients' keys still never meet.
+/// assert_ne!(patient_key("x/y", "z"), patient_key("x", "y/z"));
 /// ```
 pub fn patient_key(patient: &str, id: &str) -> String {
-    format!("{patient}/{id}")
+    doc_key(&[patient, id])
+}
+
+/// A document key made of parts: each part with `%` and `/` escaped
+/// (`%25`, `%2F`), joined by `/`, so different parts never make the same
+/// key. The host builds the keys of composite key hints the same way.
+///
+/// ```
+/// assert_eq!(projector_sdk::doc_key(&["p-1", "lab", "a/b%"]), "p-1/lab/a%2Fb%25");
+/// ```
+pub fn doc_key(parts: &[&str]) -> String {
+    let escaped: Vec<String> = parts
+        .iter()
+        .map(|part| part.replace('%', "%25").replace('/', "%2F"))
+        .collect();
+    escaped.join("/")
 }
 
 /// A read model a plugin owns.
