@@ -46,6 +46,7 @@ pub async fn replay(config: &Config, wasm: &Path, events: &Path) -> anyhow::Resu
         pool: &pool,
         cache: &cache,
         max_attempts: config.max_attempts,
+        claimed_by: None,
     };
     for chunk in items.chunks(config.batch_size.max(1)) {
         batcher.commit(chunk.to_vec()).await?;

@@ -14,6 +14,7 @@ use projector::config::Config;
 use projector::ingest::{Batcher, Item, Origin};
 use projector::runtime::{Plugin, Runtime};
 use projector::sim::Simulator;
+use projector::store::claim::Claim;
 use projector::store::{self, CommitError, DocCache, Target};
 use projector_events::{Envelope, Event};
 use projector_sdk::Plugin as _;
@@ -187,6 +188,8 @@ fn messages(case: &Case) -> Vec<Message> {
 /// The database, the runtime and the patient plugin, made once.
 struct World {
     pool: PgPool,
+    /// The projection's claim, which every commit checks.
+    claim: Claim,
     plugin: Plugin,
     database: String,
     admin_url: String,
@@ -224,7 +227,12 @@ async fn world() -> World {
     ] {
         sqlx::query(sql).execute(&pool).await.unwrap();
     }
+    let claim = Claim::try_take(&pool, "patient")
+        .await
+        .unwrap()
+        .expect("nobody else claims this database's projection");
     World {
+        claim,
         pool,
         plugin,
         database,
@@ -275,6 +283,7 @@ async fn run(world: &World, case: &Case) {
         pool,
         cache: &cache,
         max_attempts: 1,
+        claimed_by: Some(world.claim.pid),
     };
     let (mut at, mut b) = (0, 0);
     while at < items.len() {
@@ -411,6 +420,7 @@ fn any_mix_of_events_batches_and_failures_keeps_the_invariant() {
         Ok(())
     });
     rt.block_on(async {
+        drop(world.claim);
         world.pool.close().await;
         if let Ok(admin) = PgPool::connect(&world.admin_url).await {
             let _ = sqlx::query(AssertSqlSafe(format!(

@@ -42,6 +42,9 @@ pub struct Batcher<'a> {
     pub cache: &'a DocCache,
     /// Tries of an event whose call traps.
     pub max_attempts: u32,
+    /// The backend holding the projection's claim, which every commit
+    /// checks (`None`: no claim, as in a replay).
+    pub claimed_by: Option<i32>,
 }
 
 impl Batcher<'_> {
@@ -56,7 +59,7 @@ impl Batcher<'_> {
             if items.is_empty() {
                 return Ok(Committed::default());
             }
-            let batch = batch::project(
+            let mut batch = batch::project(
                 self.plugin,
                 self.target,
                 self.pool,
@@ -65,6 +68,7 @@ impl Batcher<'_> {
                 items.clone(),
             )
             .await?;
+            batch.claimed_by = self.claimed_by;
             let counts = [
                 batch.processed.len(),
                 batch.dead_letters.len(),
@@ -84,7 +88,8 @@ impl Batcher<'_> {
             if let [item] = second.as_slice() {
                 // The reason can quote payload values: it goes to the database, not the log.
                 tracing::warn!(plugin = %self.target.key, seq = item.seq, "the database refused an event's effects; dead-lettered");
-                let letter = batch::refused(self.target, item.clone(), reason);
+                let mut letter = batch::refused(self.target, item.clone(), reason);
+                letter.claimed_by = self.claimed_by;
                 return Ok(Committed {
                     counts: [0, 1, 0],
                     notifications: letter.commit(self.pool).await?,

@@ -1,6 +1,6 @@
 //! One plugin's projection: its consumer, its batches, its acks.
 
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::runtime::Plugin;
+use crate::store::claim::Claim;
 use crate::store::{DocCache, Target, queries};
 
 /// The first pause before a failed projection tries again; it doubles up to
@@ -25,6 +26,8 @@ use crate::store::{DocCache, Target, queries};
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// The longest pause between two tries of a failed projection.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
+/// How often a projection that another host has claimed tries to take over.
+const STANDBY_POLL: Duration = Duration::from_secs(1);
 
 /// Environment variable for fault injection in tests: when `crash-after-commit`,
 /// the process aborts after its first commit, before acking, as a host killed
@@ -46,6 +49,7 @@ pub struct ProjectionState {
     last_batch: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
     batch_started: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
     generation: AtomicI32,
+    standby: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -64,6 +68,7 @@ impl ProjectionState {
             last_batch: Mutex::default(),
             batch_started: Mutex::default(),
             generation: AtomicI32::new(generation),
+            standby: AtomicBool::new(false),
             metrics,
         }
     }
@@ -153,11 +158,14 @@ impl ProjectionState {
         *self.batch_started.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `running`, `paused`, or `retrying` with the error that stopped the
-    /// last batch.
+    /// `running`, `paused`, `standby` (another host projects it), or
+    /// `retrying` with the error that stopped the last batch.
     pub fn describe(&self) -> (&'static str, Option<String>) {
         if *self.paused.borrow() {
             return ("paused", None);
+        }
+        if self.standby.load(Ordering::Acquire) {
+            return ("standby", None);
         }
         match self
             .failure
@@ -187,6 +195,8 @@ pub struct Projection {
     /// The committed checkpoint as this projection last read or wrote it:
     /// a stream event at or below it was handled already.
     committed: AtomicU64,
+    /// The backend holding this projection's claim (0: none).
+    claimed_by: AtomicI32,
 }
 
 impl Projection {
@@ -210,6 +220,7 @@ impl Projection {
             state,
             notifier,
             committed: AtomicU64::new(0),
+            claimed_by: AtomicI32::new(0),
         }
     }
 
@@ -219,10 +230,18 @@ impl Projection {
     /// stream order whatever the failed pull had out; at start it is too
     /// when a host before it was killed holding messages (JetStream would
     /// otherwise hold them for the ack wait and deliver later events first).
+    ///
+    /// Only the host that holds the projection's claim consumes; the others
+    /// stand by and take over when its claim goes.
     pub async fn run(self) {
-        let mut failed = has_pending(&self.stream, &self.target.key).await;
+        let mut claim = None;
+        let mut failed = false;
         let mut pause = FIRST_RETRY_PAUSE;
         loop {
+            if !self.hold_claim(&mut claim).await {
+                tokio::time::sleep(STANDBY_POLL).await;
+                continue;
+            }
             let result = match self.resume(failed).await {
                 Ok(()) => self.consume().await,
                 Err(e) => Err(e),
@@ -248,12 +267,44 @@ impl Projection {
         }
     }
 
-    /// Reads the committed checkpoint and, after a failure, repositions the
-    /// consumer after it.
-    async fn resume(&self, reposition_consumer: bool) -> anyhow::Result<()> {
+    /// Keeps or takes this projection's claim; `false` while another host
+    /// holds it.
+    async fn hold_claim(&self, claim: &mut Option<Claim>) -> bool {
+        if let Some(held) = claim.as_mut() {
+            if held.alive().await {
+                return true;
+            }
+            *claim = None;
+        }
+        self.claimed_by.store(0, Ordering::Release);
+        match Claim::try_take(&self.pool, &self.target.key).await {
+            Ok(Some(taken)) => {
+                self.claimed_by.store(taken.pid, Ordering::Release);
+                self.state.standby.store(false, Ordering::Release);
+                *claim = Some(taken);
+                true
+            }
+            Ok(None) => {
+                if !self.state.standby.swap(true, Ordering::AcqRel) {
+                    tracing::info!(plugin = %self.target.key, "another host projects this plugin; standing by");
+                }
+                false
+            }
+            Err(e) => {
+                self.state
+                    .set(Some(format!("claiming the projection: {e}")));
+                false
+            }
+        }
+    }
+
+    /// Reads the committed checkpoint and repositions the consumer after it
+    /// after a failure, or when messages are out that nobody will ack (a
+    /// host before it was killed, or a pull this host dropped).
+    async fn resume(&self, failed: bool) -> anyhow::Result<()> {
         let checkpoint = queries::checkpoint(&self.pool, &self.target.key).await?;
         self.committed.store(checkpoint, Ordering::Release);
-        if reposition_consumer {
+        if failed || has_pending(&self.stream, &self.target.key).await {
             let subjects = self.state.plugin().info.subjects.clone();
             reposition(
                 &self.stream,
@@ -279,12 +330,14 @@ impl Projection {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         self.redrive_dead_letters().await?;
+        let mut last_delivery = None;
         loop {
             tokio::select! {
                 first = messages.next() => {
                     let Some(first) = first else { return Ok(()) };
                     self.state.wait_while_paused().await;
                     let batch = self.gather(first, &mut messages).await?;
+                    contiguous(&batch, &mut last_delivery)?;
                     self.apply_messages(batch).await?;
                     self.state.set(None);
                 }
@@ -419,6 +472,7 @@ impl Projection {
             pool: &self.pool,
             cache: &self.cache,
             max_attempts: self.config.max_attempts,
+            claimed_by: Some(self.claimed_by.load(Ordering::Acquire)).filter(|pid| *pid != 0),
         }
     }
 
@@ -457,4 +511,26 @@ impl Projection {
             .collect();
         self.apply_items(items).await
     }
+}
+
+/// Checks that the consumer's deliveries reach this projection without a
+/// gap (`last`: the delivery sequence seen last). A gap means messages were
+/// lost on the way (a reconnect): JetStream would deliver them again only
+/// after the ack wait, behind later events, so the projection resumes
+/// after its checkpoint instead.
+fn contiguous(messages: &[jetstream::Message], last: &mut Option<u64>) -> anyhow::Result<()> {
+    for info in messages.iter().filter_map(|m| m.info().ok()) {
+        let delivery = info.consumer_sequence;
+        if let Some(before) = *last
+            && delivery != before + 1
+        {
+            anyhow::bail!(
+                "deliveries {} to {} of the consumer never arrived",
+                before + 1,
+                delivery.saturating_sub(1)
+            );
+        }
+        *last = Some(delivery);
+    }
+    Ok(())
 }

@@ -25,6 +25,10 @@ pub enum CommitError {
     /// batch would fail again.
     #[error("the batch's content cannot be stored: {0}")]
     Refused(String),
+    /// The projection's claim (see [`super::claim`]) is no longer held:
+    /// another host may be projecting; this one must claim it again first.
+    #[error("the projection's claim is lost")]
+    Unclaimed,
     /// The checkpoint is already at or past the batch's first event:
     /// another commit got there first, and the projection must resume
     /// after it rather than apply events out of order.
@@ -130,6 +134,9 @@ pub struct Batch {
     /// Lowest stream sequence in the batch: the checkpoint must be below
     /// it, or the batch is out of order (`None`: no stream events).
     pub first: Option<u64>,
+    /// The backend holding the projection's claim, checked in the
+    /// transaction (`None`: unclaimed use, as a replay's).
+    pub claimed_by: Option<i32>,
 }
 
 impl Batch {
@@ -147,6 +154,7 @@ impl Batch {
             audits: Vec::new(),
             checkpoint: 0,
             first: None,
+            claimed_by: None,
         }
     }
 
@@ -160,6 +168,11 @@ impl Batch {
             None => Vec::new(),
         };
         let mut tx = pool.begin().await?;
+        if let Some(pid) = self.claimed_by
+            && !super::claim::held(&mut tx, key, pid).await?
+        {
+            return Err(CommitError::Unclaimed);
+        }
         for (writes, docs) in finished.iter().flat_map(|f| &f.writes).zip(&serialised) {
             write_view(&mut tx, writes, docs).await?;
         }

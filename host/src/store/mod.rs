@@ -2,6 +2,7 @@
 //! plugins declare, and applying a batch in one transaction.
 
 mod cache;
+pub mod claim;
 mod commit;
 pub mod outbox;
 mod overlay;
