@@ -34,6 +34,9 @@ struct Slot {
     /// The row version it was loaded as; `None` when absent.
     version: Option<String>,
     dirty: bool,
+    /// The patient the document belonged to when loaded, or was first
+    /// given in the batch: deleting and writing it again does not move it.
+    owner: Option<String>,
 }
 
 /// The documents a batch has read or changed: by view, then key.
@@ -201,6 +204,15 @@ impl Overlay {
                 return Err(e);
             }
         }
+        // The outcome stands: documents it gave a patient keep that one.
+        for m in mutations {
+            let (view, key) = m.target();
+            if let Some(slot) = self.views.get_mut(view).and_then(|s| s.get_mut(key))
+                && slot.owner.is_none()
+            {
+                slot.owner = patient_of(slot.doc.as_ref()).map(str::to_owned);
+            }
+        }
         Ok(())
     }
 
@@ -215,7 +227,10 @@ impl Overlay {
             return Ok(());
         };
         let dirty = slot.dirty;
-        let owner = patient_of(slot.doc.as_ref()).map(str::to_owned);
+        let owner = slot
+            .owner
+            .clone()
+            .or_else(|| patient_of(slot.doc.as_ref()).map(str::to_owned));
         match &slot.doc {
             Some(Value::Object(fields))
                 if !matches!(m, Mutation::Upsert { .. } | Mutation::Delete { .. }) =>
@@ -306,6 +321,7 @@ impl Overlay {
                         dirty: false,
                         doc: Some(doc),
                         version: Some(version),
+                        ..
                     } => unchanged.push((view.clone(), key, version, doc)),
                     Slot { dirty: false, .. } => {}
                     Slot { doc: Some(doc), .. } => {
@@ -334,6 +350,7 @@ fn patient_of(doc: Option<&Value>) -> Option<&str> {
 
 fn clean(doc: Option<Value>, version: Option<String>) -> Slot {
     Slot {
+        owner: patient_of(doc.as_ref()).map(str::to_owned),
         doc,
         version,
         dirty: false,
@@ -434,6 +451,35 @@ mod tests {
             .apply(&out.mutations)
             .await
             .expect("the same patient may change it");
+        let mut out = Outcome::default();
+        out.delete("v", "k")
+            .upsert("v", "k", json!({ "reportId": "r1", "patientId": "B" }));
+        assert!(
+            overlay.apply(&out.mutations).await.is_err(),
+            "deleted, then written for another"
+        );
+        let mut out = Outcome::default();
+        out.delete("v", "k");
+        overlay
+            .apply(&out.mutations)
+            .await
+            .expect("deleting is allowed");
+        let mut out = Outcome::default();
+        out.upsert("v", "k", json!({ "reportId": "r1", "patientId": "B" }));
+        assert!(
+            overlay.apply(&out.mutations).await.is_err(),
+            "nor in a later event"
+        );
+        let mut out = Outcome::default();
+        out.upsert(
+            "v",
+            "k",
+            json!({ "reportId": "r1", "patientId": "A", "unread": false }),
+        );
+        overlay
+            .apply(&out.mutations)
+            .await
+            .expect("the same patient may write it again");
     }
 
     #[tokio::test]
