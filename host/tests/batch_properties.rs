@@ -6,6 +6,8 @@
 //! poisoned patient has after its poison are parked, and the checkpoint
 //! ends at the last event. `PROPTEST_CASES` sets the number of cases (500).
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
@@ -213,20 +215,7 @@ async fn world() -> World {
     store::ensure_views(&pool, &Target::live("patient"), &plugin.info)
         .await
         .unwrap();
-    for sql in [
-        "CREATE SEQUENCE fault START 2",
-        "CREATE FUNCTION refuse_when_armed() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF nextval('fault') = 1 THEN
-             RAISE EXCEPTION 'injected failure' USING ERRCODE = '40001';
-           END IF;
-           RETURN NULL;
-         END $$",
-        "CREATE TRIGGER refuse_when_armed BEFORE INSERT OR UPDATE ON checkpoints
-         FOR EACH STATEMENT EXECUTE FUNCTION refuse_when_armed()",
-    ] {
-        sqlx::query(sql).execute(&pool).await.unwrap();
-    }
+    common::faults::install(&pool, "checkpoints").await;
     let claim = Claim::try_take(&pool, "patient")
         .await
         .unwrap()
@@ -290,10 +279,7 @@ async fn run(world: &World, case: &Case) {
         let end = (at + case.sizes[b % case.sizes.len()]).min(items.len());
         let batch: Vec<Item> = items[at..end].to_vec();
         if case.failures[b % case.failures.len()] {
-            sqlx::query("SELECT setval('fault', 1, false)")
-                .execute(pool)
-                .await
-                .unwrap();
+            common::faults::arm(pool).await;
             let failed = batcher.commit(batch.clone()).await;
             assert!(
                 failed.is_err(),

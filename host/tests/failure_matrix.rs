@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    PrivateNats, TestEnv, as_sent, assert_same_documents, own_plugins, plugins_dir, view_documents,
+    PrivateNats, TestEnv, as_sent, assert_same_documents, faults, own_plugins, plugins_dir,
+    view_documents,
 };
 use encounter::EncounterPlugin;
 use lab::LabPlugin;
@@ -169,25 +170,6 @@ async fn kill_connections(pool: &PgPool, database: &str) {
     .unwrap();
 }
 
-/// Makes the next insert into `processed_events` fail once, as a
-/// serialization failure would.
-async fn refuse_a_statement_once(pool: &PgPool) {
-    for sql in [
-        "CREATE SEQUENCE matrix_fault",
-        "CREATE FUNCTION matrix_refuse_once() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF nextval('matrix_fault') = 1 THEN
-             RAISE EXCEPTION 'injected: refused once' USING ERRCODE = '40001';
-           END IF;
-           RETURN NULL;
-         END $$",
-        "CREATE TRIGGER matrix_refuse_once BEFORE INSERT ON processed_events
-         FOR EACH STATEMENT EXECUTE FUNCTION matrix_refuse_once()",
-    ] {
-        sqlx::query(sql).execute(pool).await.unwrap();
-    }
-}
-
 fn check_views<P: Plugin>(events: &[Event], stored: &HashMap<String, Value>) -> usize {
     let mut harness = Harness::<P>::new();
     let info: PluginInfo = P::describe();
@@ -269,7 +251,10 @@ async fn every_failure_path_applies_each_valid_event_once_in_order() {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
-            1 => refuse_a_statement_once(&pool).await,
+            1 => {
+                faults::install(&pool, "processed_events").await;
+                faults::arm(&pool).await;
+            }
             2 => {
                 let stream = env.js.get_stream(&env.config.stream_name).await.unwrap();
                 stream.delete_consumer("projector-lab").await.unwrap();
@@ -296,11 +281,10 @@ async fn every_failure_path_applies_each_valid_event_once_in_order() {
         }
     }
     watcher.abort();
-    let fired: i64 = sqlx::query_scalar("SELECT last_value FROM matrix_fault")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert!(fired > 1, "the refused statement was tried again");
+    assert!(
+        faults::fired(&pool).await,
+        "the refused statement was tried again"
+    );
 
     let valid: Vec<Event> = messages.iter().filter_map(|m| m.valid.clone()).collect();
     let mut stored = HashMap::new();
