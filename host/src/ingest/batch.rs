@@ -140,13 +140,9 @@ pub async fn project(
         if let Some(reason) = failure {
             // The reason can quote payload values: it goes to the database, not the log.
             tracing::warn!(plugin = plugin.name(), seq = item.seq, event_id = %event.envelope.event_id, "dead-lettered; the patient's later events are parked");
-            let mut letter = dead_letter(&item, Some(&event), reason, attempts as i32);
-            letter.poisons = true;
-            batch.dead_letters.push(letter);
+            let letter = dead_letter(&item, Some(&event), reason, attempts as i32);
+            bury(&mut batch, &item, letter, true);
             blocked.insert(patient.to_owned());
-            if item.origin == Origin::Parked {
-                batch.released.push(item.seq);
-            }
         }
     }
     batch.views = instance.into_views();
@@ -163,12 +159,8 @@ pub fn refused(target: &Target, item: Item, reason: String) -> Batch {
         batch.first = Some(item.seq);
     }
     let event = Envelope::parse(&item.raw).ok();
-    let mut letter = dead_letter(&item, event.as_ref(), reason, 1);
-    letter.poisons = event.is_some();
-    if item.origin == Origin::Parked {
-        batch.released.push(item.seq);
-    }
-    batch.dead_letters.push(letter);
+    let letter = dead_letter(&item, event.as_ref(), reason, 1);
+    bury(&mut batch, &item, letter, event.is_some());
     batch
 }
 
@@ -183,29 +175,18 @@ fn checked_events(plugin: &Plugin, items: Vec<Item>, batch: &mut Batch) -> Vec<(
             settle_origin(batch, &item);
             continue;
         }
-        // A malformed parked event (one the door's checks now refuse)
-        // leaves the park as the dead letter it becomes.
-        let release = |batch: &mut Batch, item: &Item| {
-            if item.origin == Origin::Parked {
-                batch.released.push(item.seq);
-            }
-        };
         match Envelope::parse(&item.raw) {
             Err(e) => {
-                release(batch, &item);
-                batch
-                    .dead_letters
-                    .push(dead_letter(&item, None, e.to_string(), 1));
+                let letter = dead_letter(&item, None, e.to_string(), 1);
+                bury(batch, &item, letter, false);
             }
             Ok(event) if event.envelope.event_type != item.subject => {
                 let reason = format!(
                     "eventType `{}` does not match subject `{}`",
                     event.envelope.event_type, item.subject
                 );
-                release(batch, &item);
-                batch
-                    .dead_letters
-                    .push(dead_letter(&item, Some(&event), reason, 1));
+                let letter = dead_letter(&item, Some(&event), reason, 1);
+                bury(batch, &item, letter, false);
             }
             Ok(event) => events.push((item, event)),
         }
@@ -323,6 +304,18 @@ fn park(item: &Item, patient: &str) -> NewParked {
         patient_id: patient.to_owned(),
         raw: item.raw.clone(),
     }
+}
+
+/// Adds `letter` for `item` to the batch; with `poisons`, its patient's
+/// later events wait behind it. A parked item leaves the park as the dead
+/// letter it becomes (a re-driven one is the same letter again, by its
+/// stream sequence).
+fn bury(batch: &mut Batch, item: &Item, mut letter: NewDeadLetter, poisons: bool) {
+    letter.poisons = poisons;
+    if item.origin == Origin::Parked {
+        batch.released.push(item.seq);
+    }
+    batch.dead_letters.push(letter);
 }
 
 fn dead_letter(item: &Item, event: Option<&Event>, reason: String, attempts: i32) -> NewDeadLetter {

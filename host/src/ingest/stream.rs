@@ -100,7 +100,7 @@ pub async fn reposition(
 }
 
 /// Whether a plugin's consumer has messages out that nobody acknowledged
-/// (a host was killed holding them).
+/// (a host was killed holding them, or a pull this host dropped).
 pub async fn has_pending(stream: &stream::Stream, plugin: &str) -> bool {
     stream
         .consumer_info(consumer_name(plugin))
