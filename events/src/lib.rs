@@ -6,6 +6,7 @@
 //! reason fit for a dead letter. The JSON Schema in `schema/events.schema.json` is
 //! generated from these same types (feature `schema`) and checked by a test.
 
+pub mod coded;
 mod codes;
 mod envelope;
 mod error;
@@ -13,8 +14,10 @@ pub mod payloads;
 #[cfg(feature = "schema")]
 pub mod schema;
 pub mod storable;
+pub mod value_set;
 
 pub use codes::{Code, CodeSystem};
 pub use envelope::{Envelope, Event, NonEmpty, PortalType};
 pub use error::EventError;
-pub use payloads::Payload;
+pub use payloads::{Payload, UnknownCode};
+pub use value_set::ValueSet;

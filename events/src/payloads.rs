@@ -4,6 +4,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::coded::{
+    AllergyClinicalStatus, Criticality, EncounterClass, Gender, Interpretation, IssueSeverity,
+    MedicationRequestStatus, Modality, OrderPriority, Severity,
+};
+use crate::value_set::ValueSet;
 use crate::{Code, EventError};
 
 /// An RFC 3339 instant, kept as the text that was sent and checked on the way in.
@@ -53,21 +58,6 @@ pub struct HumanName {
     pub given: String,
     /// Family name.
     pub family: String,
-}
-
-/// Administrative gender, as FHIR.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum Gender {
-    /// Male.
-    Male,
-    /// Female.
-    Female,
-    /// Other.
-    Other,
-    /// Unknown.
-    Unknown,
 }
 
 /// A postal address; every part optional.
@@ -138,32 +128,6 @@ pub struct PatientUpdated {
     pub changes: PatientChanges,
 }
 
-/// How severe a reaction or issue is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Mild.
-    Mild,
-    /// Moderate.
-    Moderate,
-    /// Severe.
-    Severe,
-}
-
-/// The potential for a serious reaction (FHIR AllergyIntolerance.criticality).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "kebab-case")]
-pub enum Criticality {
-    /// Low.
-    Low,
-    /// High: counts as a critical alert on the chart.
-    High,
-    /// Unable to assess.
-    UnableToAssess,
-}
-
 /// `patient.allergy.added`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -176,10 +140,15 @@ pub struct AllergyAdded {
     /// The reaction seen.
     #[serde(default)]
     pub reaction: String,
-    /// Reaction severity.
-    pub severity: Severity,
-    /// Criticality.
-    pub criticality: Criticality,
+    /// Reaction severity, when the reaction was graded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    /// Criticality, when it was assessed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub criticality: Option<Criticality>,
+    /// Whether the allergy is current; absent means active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clinical_status: Option<AllergyClinicalStatus>,
 }
 
 /// `patient.allergy.removed`
@@ -192,17 +161,6 @@ pub struct AllergyRemoved {
     /// Why it was removed.
     #[serde(default)]
     pub reason: String,
-}
-
-/// How urgent an order is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum OrderPriority {
-    /// Routine.
-    Routine,
-    /// Immediately.
-    Stat,
 }
 
 /// `lab.order.created`
@@ -231,24 +189,6 @@ pub enum ResultValue {
     Text(String),
 }
 
-/// How a result compares with its reference range (HL7 v2 table 0078).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub enum Interpretation {
-    /// Normal.
-    N,
-    /// High.
-    H,
-    /// Low.
-    L,
-    /// Critically high.
-    HH,
-    /// Critically low.
-    LL,
-    /// Abnormal.
-    A,
-}
-
 /// One result line of a lab report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -256,8 +196,10 @@ pub enum Interpretation {
 pub struct LabResult {
     /// The test (LOINC).
     pub code: Code,
-    /// The value.
-    pub value: ResultValue,
+    /// The value; absent when none was recorded (FHIR Observation.value is
+    /// optional, e.g. a question left unanswered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<ResultValue>,
     /// Unit of the value (UCUM).
     #[serde(default)]
     pub unit: String,
@@ -334,7 +276,7 @@ pub struct RadiologyOrderCreated {
     /// Who ordered it.
     pub ordering_provider_id: String,
     /// DICOM modality, e.g. `CT`.
-    pub modality: String,
+    pub modality: Modality,
     /// The procedure (SNOMED or LOINC).
     pub procedure: Code,
     /// Priority.
@@ -351,7 +293,7 @@ pub struct RadiologyStudyComplete {
     /// The order it fulfils.
     pub order_id: String,
     /// DICOM modality.
-    pub modality: String,
+    pub modality: Modality,
     /// What was imaged.
     #[serde(default)]
     pub description: String,
@@ -433,17 +375,24 @@ pub struct MedicationPrescribed {
     pub prescriber_id: String,
     /// The medication (RxNorm).
     pub medication: Code,
-    /// Dose, e.g. `500 mg`.
+    /// Dose, e.g. `500 mg`; empty when the prescription gives none.
+    #[serde(default)]
     pub dose: String,
-    /// Route, e.g. `oral`.
+    /// Route, e.g. `oral`; empty when not given.
+    #[serde(default)]
     pub route: String,
-    /// Frequency, e.g. `BID`.
+    /// Frequency, e.g. `BID`; empty when not given.
+    #[serde(default)]
     pub frequency: String,
-    /// Quantity to dispense.
-    pub quantity: f64,
+    /// Quantity to dispense, when the prescription sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<f64>,
     /// Refills allowed.
     #[serde(default)]
     pub refills: u32,
+    /// The prescription's state, when the prescriber's system sends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<MedicationRequestStatus>,
 }
 
 /// `pharmacy.interaction.alert`
@@ -459,8 +408,8 @@ pub struct InteractionAlert {
     pub medication: Code,
     /// The medication it interacts with (RxNorm).
     pub interacting_medication: Code,
-    /// Severity, e.g. `high`.
-    pub severity: String,
+    /// How severe the issue is.
+    pub severity: IssueSeverity,
     /// What the interaction is.
     pub description: String,
 }
@@ -480,8 +429,8 @@ pub struct AllergyContraindication {
     pub allergy_id: String,
     /// The allergen.
     pub substance: Code,
-    /// Severity, e.g. `high`.
-    pub severity: String,
+    /// How severe the issue is.
+    pub severity: IssueSeverity,
     /// What the contraindication is.
     pub description: String,
 }
@@ -501,18 +450,6 @@ pub struct MedicationDispensed {
     pub quantity: f64,
     /// Days the supply lasts.
     pub days_supply: u32,
-}
-
-/// The class of an encounter (FHIR v3 ActCode).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub enum EncounterClass {
-    /// Ambulatory.
-    AMB,
-    /// Emergency.
-    EMER,
-    /// Inpatient.
-    IMP,
 }
 
 /// `encounter.started`
@@ -638,12 +575,18 @@ macro_rules! payloads {
                 D: serde::Deserializer<'de>,
                 D::Error: std::fmt::Display,
             {
-                let invalid = |e: D::Error| EventError::InvalidPayload {
-                    event_type: event_type.to_owned(),
-                    reason: e.to_string(),
+                // The reason names the field that failed, e.g. `results[0].interpretation: …`.
+                let invalid = |e: serde_path_to_error::Error<D::Error>| {
+                    let path = e.path().to_string();
+                    let reason = if path == "." {
+                        e.into_inner().to_string()
+                    } else {
+                        format!("{path}: {}", e.into_inner())
+                    };
+                    EventError::InvalidPayload { event_type: event_type.to_owned(), reason }
                 };
                 match event_type {
-                    $($event_type => <$ty>::deserialize(payload).map(Self::$variant).map_err(invalid),)+
+                    $($event_type => serde_path_to_error::deserialize::<_, $ty>(payload).map(Self::$variant).map_err(invalid),)+
                     other => Err(EventError::UnknownType(other.to_owned())),
                 }
             }
@@ -702,4 +645,88 @@ payloads! {
     EncounterStarted(EncounterStarted) = "encounter.started", "Encounter";
     EncounterCompleted(EncounterCompleted) = "encounter.completed", "Encounter";
     VitalsRecorded(VitalsRecorded) = "encounter.vitals.recorded", "Observation";
+}
+
+/// A code an extensible value set does not list, found in a payload: kept
+/// and projected, and counted by the host so operators see what their feeds
+/// send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownCode {
+    /// Where in the payload, e.g. `results[].interpretation`.
+    pub field: &'static str,
+    /// The value set it is not in.
+    pub value_set: &'static str,
+    /// The code as sent.
+    pub code: String,
+}
+
+/// Collects [`UnknownCode`]s while a payload's coded fields are walked.
+#[derive(Default)]
+struct Unknowns(Vec<UnknownCode>);
+
+impl Unknowns {
+    fn check<V: ValueSet>(&mut self, field: &'static str, value: &V) {
+        if !value.is_known() {
+            self.0.push(UnknownCode {
+                field,
+                value_set: V::SOURCE,
+                code: value.code().to_owned(),
+            });
+        }
+    }
+
+    fn codes<'c>(&mut self, field: &'static str, codes: impl IntoIterator<Item = &'c Code>) {
+        for code in codes {
+            self.check(field, &code.system);
+        }
+    }
+}
+
+impl Payload {
+    /// Every code in this payload that its extensible value set does not list.
+    pub fn unknown_codes(&self) -> Vec<UnknownCode> {
+        let mut found = Unknowns::default();
+        match self {
+            Self::AllergyAdded(p) => found.codes("substance.system", [&p.substance]),
+            Self::LabOrderCreated(p) => found.codes("tests[].system", &p.tests),
+            Self::LabResultAvailable(p) => {
+                for result in &p.results {
+                    found.codes("results[].code.system", [&result.code]);
+                    if let Some(flag) = &result.interpretation {
+                        found.check("results[].interpretation", flag);
+                    }
+                }
+            }
+            Self::LabCriticalAlert(p) => found.codes("code.system", [&p.code]),
+            Self::RadiologyOrderCreated(p) => {
+                found.check("modality", &p.modality);
+                found.codes("procedure.system", [&p.procedure]);
+            }
+            Self::RadiologyStudyComplete(p) => found.check("modality", &p.modality),
+            Self::MedicationPrescribed(p) => found.codes("medication.system", [&p.medication]),
+            Self::InteractionAlert(p) => {
+                found.codes("medication.system", [&p.medication]);
+                found.codes("interactingMedication.system", [&p.interacting_medication]);
+            }
+            Self::AllergyContraindication(p) => {
+                found.codes("medication.system", [&p.medication]);
+                found.codes("substance.system", [&p.substance]);
+            }
+            Self::EncounterStarted(p) => found.check("class", &p.class),
+            Self::EncounterCompleted(p) => {
+                found.codes("diagnoses[].system", &p.diagnoses);
+                found.codes("procedures[].system", &p.procedures);
+            }
+            Self::PatientCreated(_)
+            | Self::PatientUpdated(_)
+            | Self::AllergyRemoved(_)
+            | Self::LabResultViewed(_)
+            | Self::RadiologyImageUploaded(_)
+            | Self::RadiologyReportFinalized(_)
+            | Self::RadiologyCriticalAlert(_)
+            | Self::MedicationDispensed(_)
+            | Self::VitalsRecorded(_) => {}
+        }
+        found.0
+    }
 }

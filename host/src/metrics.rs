@@ -3,7 +3,11 @@
 //! state of the world (lag, sockets, pending acknowledgements) are read
 //! when scraped.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
+
+use projector_events::UnknownCode;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -27,6 +31,24 @@ struct RequestLabel {
     status: u16,
 }
 
+/// A code outside its extensible value set: the plugin that applied it,
+/// where in the payload, and the code (codes are not patient data).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnknownCodeLabel {
+    plugin: String,
+    field: String,
+    code: String,
+}
+
+/// How many distinct unknown codes get their own series; later ones are
+/// counted under [`OTHER_CODES`], so a feed of ever-new codes cannot grow
+/// the metrics without bound.
+const MAX_CODE_SERIES: usize = 200;
+/// The `code` label of codes past [`MAX_CODE_SERIES`].
+const OTHER_CODES: &str = "(others)";
+/// Codes longer than this are counted under [`OTHER_CODES`] too.
+const MAX_CODE_LABEL: usize = 64;
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Latency buckets from 1 ms to about 16 s.
@@ -45,6 +67,9 @@ pub struct Metrics {
     applied: Family<PluginLabel, Counter>,
     dead_lettered: Family<PluginLabel, Counter>,
     parked: Family<PluginLabel, Counter>,
+    unknown_codes: Family<UnknownCodeLabel, Counter>,
+    /// The unknown codes that have a series of their own.
+    code_series: Mutex<HashSet<UnknownCodeLabel>>,
     batch_seconds: Histograms<PluginLabel>,
     lag: Family<PluginLabel, Gauge>,
     http_seconds: Histograms<RequestLabel>,
@@ -69,6 +94,12 @@ impl Default for Metrics {
             "events_parked",
             "Events held back behind a poisoned patient's dead letter",
             parked.clone(),
+        );
+        let unknown_codes = Family::default();
+        registry.register(
+            "unknown_codes",
+            "Codes outside their extensible value set in events applied, kept as sent",
+            unknown_codes.clone(),
         );
         let batch_seconds: Histograms<PluginLabel> = Family::new_with_constructor(latency);
         registry.register(
@@ -111,6 +142,8 @@ impl Default for Metrics {
             applied,
             dead_lettered,
             parked,
+            unknown_codes,
+            code_series: Mutex::default(),
             batch_seconds,
             lag,
             http_seconds,
@@ -137,6 +170,29 @@ impl Metrics {
         self.batch_seconds
             .get_or_create(&label)
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts codes a plugin applied that their extensible value set does not
+    /// list, and logs each the first time this host sees it.
+    pub fn unknown_codes(&self, plugin: &str, codes: &[UnknownCode]) {
+        for unknown in codes {
+            let mut label = UnknownCodeLabel {
+                plugin: plugin.to_owned(),
+                field: unknown.field.to_owned(),
+                code: unknown.code.clone(),
+            };
+            let mut series = self.code_series.lock().unwrap_or_else(|e| e.into_inner());
+            if !series.contains(&label) {
+                if series.len() < MAX_CODE_SERIES && label.code.len() <= MAX_CODE_LABEL {
+                    tracing::warn!(plugin, field = unknown.field, code = %unknown.code, value_set = unknown.value_set, "a code outside its extensible value set was kept as sent");
+                    series.insert(label.clone());
+                } else {
+                    label.code = OTHER_CODES.to_owned();
+                }
+            }
+            drop(series);
+            self.unknown_codes.get_or_create(&label).inc();
+        }
     }
 
     /// Records an answered HTTP request.

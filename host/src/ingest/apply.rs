@@ -3,6 +3,7 @@
 //! stands alone and is dead-lettered while the rest commits.
 
 use futures::future::BoxFuture;
+use projector_events::UnknownCode;
 use projector_sdk::Value;
 use sqlx::PgPool;
 
@@ -17,6 +18,8 @@ pub struct Committed {
     pub counts: [usize; 3],
     /// The notifications stored, to push.
     pub notifications: Vec<Value>,
+    /// Codes outside their extensible value set in the events applied.
+    pub unknown_codes: Vec<UnknownCode>,
 }
 
 impl Committed {
@@ -25,6 +28,7 @@ impl Committed {
             *mine += theirs;
         }
         self.notifications.extend(other.notifications);
+        self.unknown_codes.extend(other.unknown_codes);
     }
 }
 
@@ -59,7 +63,10 @@ impl Batcher<'_> {
             if items.is_empty() {
                 return Ok(Committed::default());
             }
-            let mut batch = batch::project(
+            let batch::Projected {
+                mut batch,
+                unknown_codes,
+            } = batch::project(
                 self.plugin,
                 self.target,
                 self.pool,
@@ -79,6 +86,7 @@ impl Batcher<'_> {
                     return Ok(Committed {
                         counts,
                         notifications,
+                        unknown_codes,
                     });
                 }
                 Err(CommitError::Refused(reason)) => reason,
@@ -93,6 +101,7 @@ impl Batcher<'_> {
                 return Ok(Committed {
                     counts: [0, 1, 0],
                     notifications: letter.commit(self.pool).await?,
+                    unknown_codes: Vec::new(),
                 });
             }
             let first: Vec<Item> = second.drain(..second.len() / 2).collect();

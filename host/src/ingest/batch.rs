@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use projector_events::{Envelope, Event};
+use projector_events::{Envelope, Event, EventError, UnknownCode};
 use projector_sdk::Value;
 use sqlx::PgPool;
 
@@ -38,6 +38,14 @@ pub enum Origin {
     Parked,
 }
 
+/// A batch ready to commit, with what it applied that is worth counting.
+pub struct Projected {
+    /// What the batch commits.
+    pub batch: Batch,
+    /// Codes outside their extensible value set in the events applied.
+    pub unknown_codes: Vec<UnknownCode>,
+}
+
 /// Builds and fills the batch for `items` into `target`, calling the plugin
 /// once per event; documents `cache` kept from earlier batches are used
 /// where still current. Errors are database failures: the caller retries
@@ -49,8 +57,9 @@ pub async fn project(
     cache: &DocCache,
     max_attempts: u32,
     items: Vec<Item>,
-) -> anyhow::Result<Batch> {
+) -> anyhow::Result<Projected> {
     let mut batch = Batch::new(target);
+    let mut unknown_codes = Vec::new();
     let stream_seqs = || {
         items
             .iter()
@@ -109,6 +118,7 @@ pub async fn project(
                         .ok_or_else(|| anyhow::anyhow!("instance lost its views"))?;
                     match views.apply(&outcome.mutations).await {
                         Ok(()) => {
+                            unknown_codes.extend(event.payload.unknown_codes());
                             record(&mut batch, &item, &event, outcome, target.effects);
                             break None;
                         }
@@ -140,13 +150,16 @@ pub async fn project(
         if let Some(reason) = failure {
             // The reason can quote payload values: it goes to the database, not the log.
             tracing::warn!(plugin = plugin.name(), seq = item.seq, event_id = %event.envelope.event_id, "dead-lettered; the patient's later events are parked");
-            let letter = dead_letter(&item, Some(&event), reason, attempts as i32);
+            let letter = dead_letter(&item, Some(&event.envelope), reason, attempts as i32);
             bury(&mut batch, &item, letter, true);
             blocked.insert(patient.to_owned());
         }
     }
     batch.views = instance.into_views();
-    Ok(batch)
+    Ok(Projected {
+        batch,
+        unknown_codes,
+    })
 }
 
 /// The batch for one item whose effects the database refused for their
@@ -159,7 +172,7 @@ pub fn refused(target: &Target, item: Item, reason: String) -> Batch {
         batch.first = Some(item.seq);
     }
     let event = Envelope::parse(&item.raw).ok();
-    let letter = dead_letter(&item, event.as_ref(), reason, 1);
+    let letter = dead_letter(&item, event.as_ref().map(|e| &e.envelope), reason, 1);
     bury(&mut batch, &item, letter, event.is_some());
     batch
 }
@@ -177,7 +190,15 @@ fn checked_events(plugin: &Plugin, items: Vec<Item>, batch: &mut Batch) -> Vec<(
         }
         match Envelope::parse(&item.raw) {
             Err(e) => {
-                let letter = dead_letter(&item, None, e.to_string(), 1);
+                // An envelope that reads (only its payload or type is wrong)
+                // names the event and patient, so an operator can find it.
+                let envelope = matches!(
+                    e,
+                    EventError::InvalidPayload { .. } | EventError::UnknownType(_)
+                )
+                .then(|| serde_json::from_slice::<Envelope>(&item.raw).ok())
+                .flatten();
+                let letter = dead_letter(&item, envelope.as_ref(), e.to_string(), 1);
                 bury(batch, &item, letter, false);
             }
             Ok(event) if event.envelope.event_type != item.subject => {
@@ -185,7 +206,7 @@ fn checked_events(plugin: &Plugin, items: Vec<Item>, batch: &mut Batch) -> Vec<(
                     "eventType `{}` does not match subject `{}`",
                     event.envelope.event_type, item.subject
                 );
-                let letter = dead_letter(&item, Some(&event), reason, 1);
+                let letter = dead_letter(&item, Some(&event.envelope), reason, 1);
                 bury(batch, &item, letter, false);
             }
             Ok(event) => events.push((item, event)),
@@ -318,12 +339,17 @@ fn bury(batch: &mut Batch, item: &Item, mut letter: NewDeadLetter, poisons: bool
     batch.dead_letters.push(letter);
 }
 
-fn dead_letter(item: &Item, event: Option<&Event>, reason: String, attempts: i32) -> NewDeadLetter {
+fn dead_letter(
+    item: &Item,
+    envelope: Option<&Envelope>,
+    reason: String,
+    attempts: i32,
+) -> NewDeadLetter {
     NewDeadLetter {
         stream_seq: item.seq,
         subject: item.subject.clone(),
-        event_id: event.map(|e| e.envelope.event_id.to_string()),
-        patient_id: event.map(|e| e.envelope.patient_id.to_string()),
+        event_id: envelope.map(|e| e.event_id.to_string()),
+        patient_id: envelope.map(|e| e.patient_id.to_string()),
         reason,
         raw: item.raw.clone(),
         attempts,

@@ -418,6 +418,9 @@ impl Projection {
             self.state
                 .metrics
                 .batch(&self.target.key, done.counts, started.elapsed());
+            self.state
+                .metrics
+                .unknown_codes(&self.target.key, &done.unknown_codes);
             *self
                 .state
                 .last_batch
@@ -484,6 +487,9 @@ impl Projection {
             .batch(&self.state.plugin(), &target)
             .commit(items)
             .await?;
+        self.state
+            .metrics
+            .unknown_codes(&self.target.key, &done.unknown_codes);
         self.notifier.push(done.notifications);
         Ok(())
     }

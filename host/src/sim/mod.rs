@@ -180,27 +180,29 @@ impl Journey<'_> {
                     allergy_id,
                     substance,
                     reaction: "Rash".into(),
-                    severity: if high {
+                    severity: Some(if high {
                         Severity::Severe
                     } else {
                         Severity::Mild
-                    },
-                    criticality: if high {
+                    }),
+                    criticality: Some(if high {
                         Criticality::High
                     } else {
                         Criticality::Low
-                    },
+                    }),
+                    clinical_status: Some(AllergyClinicalStatus::Active),
                 }),
             );
         }
         let encounter_id = self.id();
-        let class = *[
-            EncounterClass::AMB,
-            EncounterClass::EMER,
-            EncounterClass::IMP,
+        let class = [
+            EncounterClass::Ambulatory,
+            EncounterClass::Emergency,
+            EncounterClass::Inpatient,
         ]
         .choose(self.rng)
-        .unwrap_or(&EncounterClass::AMB);
+        .cloned()
+        .unwrap_or(EncounterClass::Ambulatory);
         let started_at = self.now();
         let location = format!("Room {}", self.rng.random_range(1..300));
         self.push(
@@ -299,13 +301,13 @@ impl Journey<'_> {
                 };
                 LabResult {
                     code: Self::code(CodeSystem::Loinc, (code, name)),
-                    value: ResultValue::Number(value),
+                    value: Some(ResultValue::Number(value)),
                     unit: unit.into(),
                     reference_range: format!("{low}-{high}"),
                     interpretation: Some(if critical {
-                        Interpretation::HH
+                        Interpretation::CriticalHigh
                     } else {
-                        Interpretation::N
+                        Interpretation::Normal
                     }),
                     critical,
                 }
@@ -324,7 +326,9 @@ impl Journey<'_> {
                 results: results.clone(),
             }),
         );
-        if let Some(critical) = results.iter().find(|r| r.critical) {
+        if let Some(critical) = results.iter().find(|r| r.critical)
+            && let Some(value) = critical.value.clone()
+        {
             self.push(
                 1,
                 "u-lab",
@@ -335,7 +339,7 @@ impl Journey<'_> {
                     patient_name: patient_name.into(),
                     test_name: critical.code.display.clone(),
                     code: critical.code.clone(),
-                    value: critical.value.clone(),
+                    value,
                     unit: critical.unit.clone(),
                     critical_reason: format!(
                         "Critically high {}",
@@ -366,7 +370,7 @@ impl Journey<'_> {
             Payload::RadiologyOrderCreated(RadiologyOrderCreated {
                 order_id: order_id.clone(),
                 ordering_provider_id: provider.into(),
-                modality: "CT".into(),
+                modality: Modality::ComputedTomography,
                 procedure: Code::new(CodeSystem::Snomed, "169069000", "CT of chest"),
                 priority: OrderPriority::Stat,
             }),
@@ -395,7 +399,7 @@ impl Journey<'_> {
             Payload::RadiologyStudyComplete(RadiologyStudyComplete {
                 study_id: study_id.clone(),
                 order_id,
-                modality: "CT".into(),
+                modality: Modality::ComputedTomography,
                 description: "CT chest".into(),
                 image_count: keys.len() as u32,
                 bucket: "radiology-images".into(),
@@ -461,8 +465,9 @@ impl Journey<'_> {
                 dose: "1 tablet".into(),
                 route: "oral".into(),
                 frequency: "daily".into(),
-                quantity: 30.0,
+                quantity: Some(30.0),
                 refills: 1,
+                status: Some(MedicationRequestStatus::Active),
             }),
         );
         if self.rng.random_bool(0.1) {
@@ -475,7 +480,7 @@ impl Journey<'_> {
                     prescriber_id: provider.into(),
                     medication,
                     interacting_medication: Code::new(CodeSystem::RxNorm, "1191", "Aspirin"),
-                    severity: "high".into(),
+                    severity: IssueSeverity::High,
                     description: "Increased bleeding risk".into(),
                 }),
             );

@@ -3,7 +3,7 @@
 //! provider of new results (normal) and critical values (urgent).
 
 use projector_sdk::events::Payload;
-use projector_sdk::events::payloads::ResultValue;
+use projector_sdk::events::payloads::{Interpretation, LabResult, ResultValue};
 use projector_sdk::{
     Event, Notification, Outcome, Plugin, PluginInfo, ViewDef, Views, json, patient_key,
 };
@@ -15,6 +15,17 @@ pub const ORDERS: &str = "lab_orders";
 
 /// The lab plugin.
 pub struct LabPlugin;
+
+/// A result is critical when its publisher says so or its interpretation is
+/// a critical flag (`HH`, `LL`, `AA`). A code the value set does not list
+/// adds nothing: the publisher's own flag decides.
+fn is_critical(result: &LabResult) -> bool {
+    result.critical
+        || result
+            .interpretation
+            .as_ref()
+            .is_some_and(Interpretation::is_critical)
+}
 
 impl Plugin for LabPlugin {
     fn describe() -> PluginInfo {
@@ -46,7 +57,7 @@ impl Plugin for LabPlugin {
                     "orderingProviderId": p.ordering_provider_id, "issuedAt": p.issued_at.as_str(),
                     "results": p.results, "status": "final",
                 }));
-                if p.results.iter().any(|r| r.critical) {
+                if p.results.iter().any(is_critical) {
                     out.merge(RESULTS, &key(&p.report_id), json!({ "critical": true }));
                 }
                 out.merge(
@@ -157,6 +168,32 @@ mod tests {
             "resulted"
         );
         assert_eq!(harness.audits.len(), 2);
+    }
+
+    #[test]
+    fn a_critical_interpretation_marks_the_report_and_an_unknown_one_is_kept() {
+        for (flag, critical) in [
+            ("HH", true),
+            ("LL", true),
+            ("AA", true),
+            ("H", false),
+            ("HU", false),
+            ("LOCAL-X", false),
+        ] {
+            let event = json!({
+                "eventId": "e-1", "eventType": "lab.result.available", "timestamp": "2026-11-26T09:40:00Z",
+                "patientId": "p-1", "userId": "u-lab", "portalType": "lab",
+                "payload": { "reportId": "r-1", "orderId": "o-1", "orderingProviderId": "u-dr",
+                    "issuedAt": "2026-11-26T09:40:00Z",
+                    "results": [{ "code": { "system": "http://loinc.org", "code": "2823-3", "display": "Potassium" },
+                                  "value": 6.9, "unit": "mmol/L", "interpretation": flag, "critical": false }] },
+            });
+            let mut harness = Harness::<LabPlugin>::new();
+            harness.feed_jsonl(&event.to_string()).unwrap();
+            let report = harness.view(RESULTS, &patient_key("p-1", "r-1")).unwrap();
+            assert_eq!(report["critical"] == true, critical, "{flag}: {report}");
+            assert_eq!(report["results"][0]["interpretation"], flag);
+        }
     }
 
     #[test]

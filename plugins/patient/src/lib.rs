@@ -7,7 +7,7 @@
 //! and `patient_reports` (a report raises `unreadResults` once and lowers it once).
 
 use projector_sdk::events::Payload;
-use projector_sdk::events::payloads::{Criticality, Vitals};
+use projector_sdk::events::payloads::{AllergyClinicalStatus, Criticality, Vitals};
 use projector_sdk::{Event, Outcome, Plugin, PluginInfo, Value, ViewDef, Views, doc_key, json};
 
 /// The chart view.
@@ -119,10 +119,16 @@ impl<'a> Chart<'a> {
                 let item = json!({
                     "allergyId": p.allergy_id, "substance": p.substance, "reaction": p.reaction,
                     "severity": p.severity, "criticality": p.criticality,
+                    "clinicalStatus": p.clinical_status.unwrap_or(AllergyClinicalStatus::Active),
                 });
                 self.out
                     .append(CHART, self.pid, "allergies", item, Some("allergyId"));
-                if p.criticality == Criticality::High {
+                // An allergy recorded as inactive or resolved is history, not an alert.
+                let current = matches!(
+                    p.clinical_status,
+                    None | Some(AllergyClinicalStatus::Active)
+                );
+                if current && p.criticality == Some(Criticality::High) {
                     self.count("criticalAlerts", 1);
                 }
             }
@@ -152,7 +158,7 @@ impl<'a> Chart<'a> {
                 let item = json!({
                     "prescriptionId": p.prescription_id, "medication": p.medication, "dose": p.dose,
                     "route": p.route, "frequency": p.frequency, "status": "prescribed",
-                    "lastDispensedAt": null,
+                    "requestStatus": p.status, "lastDispensedAt": null,
                 });
                 self.out
                     .append(CHART, self.pid, "medications", item, Some("prescriptionId"));

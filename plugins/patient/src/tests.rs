@@ -106,3 +106,67 @@ fn replaying_the_flow_changes_nothing() {
     harness.feed_jsonl(SEED).unwrap();
     assert_eq!(chart(&harness), before);
 }
+
+/// A chart after `patient.allergy.added` with these payload fields.
+fn with_allergy(fields: Value) -> Value {
+    let mut payload = json!({
+        "allergyId": "a-1", "reaction": "",
+        "substance": { "system": "http://snomed.info/sct", "code": "91936005", "display": "Penicillin" },
+    });
+    payload
+        .as_object_mut()
+        .unwrap()
+        .extend(fields.as_object().unwrap().clone());
+    let event = json!({
+        "eventId": "e-1", "eventType": "patient.allergy.added", "timestamp": "2026-11-26T08:00:00Z",
+        "patientId": "p-1", "userId": "u-1", "portalType": "provider", "payload": payload,
+    });
+    let mut harness = Harness::<PatientPlugin>::new();
+    harness.feed_jsonl(&event.to_string()).unwrap();
+    harness.view(CHART, "p-1").unwrap()
+}
+
+#[test]
+fn a_high_criticality_allergy_alerts_only_while_current() {
+    let alerts = |fields: Value| with_allergy(fields)["criticalAlerts"].clone();
+    assert_eq!(alerts(json!({ "criticality": "high" })), 1);
+    assert_eq!(
+        alerts(json!({ "criticality": "high", "clinicalStatus": "active" })),
+        1
+    );
+    assert_eq!(
+        alerts(json!({ "criticality": "high", "clinicalStatus": "resolved" })),
+        0
+    );
+    assert_eq!(
+        alerts(json!({ "criticality": "high", "clinicalStatus": "inactive" })),
+        0
+    );
+    assert_eq!(alerts(json!({ "criticality": "low" })), 0);
+    assert_eq!(alerts(json!({})), 0, "no criticality assessed");
+    let chart = with_allergy(json!({ "clinicalStatus": "resolved" }));
+    assert_eq!(chart["allergies"][0]["clinicalStatus"], "resolved");
+    assert_eq!(
+        with_allergy(json!({}))["allergies"][0]["clinicalStatus"],
+        "active"
+    );
+}
+
+#[test]
+fn an_encounter_of_any_class_counts() {
+    let mut harness = Harness::<PatientPlugin>::new();
+    for (i, class) in ["AMB", "HH", "VR", "OBSENC", "LOCAL-WARD"]
+        .iter()
+        .enumerate()
+    {
+        let event = json!({
+            "eventId": format!("e-{i}"), "eventType": "encounter.started", "timestamp": "2026-11-26T08:00:00Z",
+            "patientId": "p-1", "userId": "u-1", "portalType": "provider",
+            "payload": { "encounterId": format!("enc-{i}"), "providerId": "u-1", "class": class,
+                         "startedAt": format!("2026-11-2{i}T08:00:00Z") },
+        });
+        harness.feed_jsonl(&event.to_string()).unwrap();
+    }
+    let chart = harness.view(CHART, "p-1").unwrap();
+    assert_eq!(chart["encounterSummary"]["count"], 5);
+}

@@ -12,7 +12,10 @@
 //! provider gets an urgent `sepsis_screen_positive` notification; later
 //! positive readings change the screen, not the notification count. Lab
 //! results count towards the patient's open encounter; a result with no open
-//! encounter is not screened.
+//! encounter is not screened. Results are read by their LOINC code (a local
+//! code with the same number is not read); neither the encounter's class nor
+//! a result's interpretation flag matters, so an encounter of any class,
+//! listed or not, is screened.
 
 use projector_sdk::events::Payload;
 use projector_sdk::events::payloads::{ResultValue, Vitals};
@@ -87,12 +90,14 @@ impl Plugin for SepsisScreen {
                 };
                 let mut screen = screen(views, encounter, patient);
                 for result in &p.results {
-                    let name = match result.code.code.as_str() {
-                        WHITE_CELLS => "whiteCellCount",
-                        LACTATE => "lactate",
-                        _ => continue,
+                    let name = if result.code.is_loinc(WHITE_CELLS) {
+                        "whiteCellCount"
+                    } else if result.code.is_loinc(LACTATE) {
+                        "lactate"
+                    } else {
+                        continue;
                     };
-                    if let ResultValue::Number(value) = result.value {
+                    if let Some(ResultValue::Number(value)) = result.value {
                         record(&mut screen, name, value, p.issued_at.as_str());
                     }
                 }
@@ -351,6 +356,29 @@ mod tests {
         );
         assert_eq!(criteria(&[lab(2, LACTATE, 1.9)])["lactate"], false);
         assert_eq!(criteria(&[lab(2, LACTATE, 2.0)])["lactate"], true);
+    }
+
+    #[test]
+    fn reads_loinc_only_and_screens_an_encounter_of_any_class() {
+        let local =
+            lab(2, LACTATE, 4.0).replace("http://loinc.org", "urn:oid:2.16.840.1.113883.19.5");
+        assert_eq!(
+            criteria(&[local])["lactate"],
+            false,
+            "a local code with LOINC's number"
+        );
+        for class in ["HH", "VR", "OBSENC", "LOCAL-WARD"] {
+            let mut harness = Harness::<SepsisScreen>::new();
+            harness
+                .feed_jsonl(&started().replace("\"EMER\"", &format!("\"{class}\"")))
+                .unwrap();
+            harness.feed_jsonl(&lab(2, LACTATE, 4.0)).unwrap();
+            assert_eq!(
+                harness.view(SCREEN, ENC).unwrap()["positive"],
+                true,
+                "{class}"
+            );
+        }
     }
 
     #[test]
