@@ -90,13 +90,23 @@ macro_rules! value_set {
             }
         }
 
+        impl std::str::FromStr for $name {
+            type Err = String;
+
+            /// Reads a code as the wire does: a listed one, or (extensible
+            /// sets) another that passes the set's check.
+            fn from_str(code: &str) -> Result<Self, String> {
+                if let Some(known) = $name::from_code(code) {
+                    return Ok(known);
+                }
+                value_set!(@other $strength, $name, code $(, $check)?)
+            }
+        }
+
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let code = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                if let Some(known) = $name::from_code(&code) {
-                    return Ok(known);
-                }
-                value_set!(@other $strength, $name, code $(, $check)?).map_err(serde::de::Error::custom)
+                code.parse().map_err(serde::de::Error::custom)
             }
         }
 
@@ -153,7 +163,7 @@ macro_rules! value_set {
             ))
         } else {
             let checked: Result<(), String> = value_set!(@check $code $(, $check)?);
-            checked.map(|()| $name::Other($code.into_owned()))
+            checked.map(|()| $name::Other($code.to_owned()))
         }
     };
 }

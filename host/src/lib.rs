@@ -9,6 +9,7 @@
 pub mod api;
 pub mod bench;
 pub mod config;
+pub mod fhir;
 pub mod fleet;
 pub mod ingest;
 pub mod lifecycle;

@@ -1,5 +1,6 @@
 //! The `projector` command: the host and its tools.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -34,6 +35,13 @@ enum Command {
     Publish {
         /// The file.
         file: PathBuf,
+    },
+    /// Print the events of FHIR R4 bundles (one patient each, as Synthea
+    /// writes them), one JSON line per event, for `publish`.
+    Fhir {
+        /// Bundle files, or folders of them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
     },
     /// Publish synthetic hospital traffic.
     Simulate {
@@ -168,6 +176,14 @@ async fn main() -> anyhow::Result<()> {
             let mut publisher = publisher(&config).await?;
             let count = publisher.publish_jsonl(&text).await?;
             println!("published {count} events from {}", file.display());
+        }
+        Command::Fhir { paths } => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for event in projector::fhir::read_bundles(&paths)? {
+                out.write_all(&event.to_json_bytes())?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
         }
         Command::Simulate {
             patients,
