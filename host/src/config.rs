@@ -29,6 +29,19 @@ pub struct Config {
     /// applied (e.g. `30days`); the same event published again later is
     /// applied again.
     pub processed_retention: Duration,
+    /// `NOTIFICATION_RETENTION`: how long a notification is kept once it
+    /// was pushed and, if it needed one, acknowledged (e.g. `30days`); one
+    /// still waiting for an acknowledgement is kept however old. The
+    /// audit log is never swept.
+    pub notification_retention: Duration,
+    /// `DEAD_LETTER_RAW_RETENTION`: how long the raw bytes of a dead letter
+    /// an operator discarded, or that was applied on a re-drive, are kept
+    /// (e.g. `30days`); the letter itself (reason, ids, status) stays.
+    pub dead_letter_raw_retention: Duration,
+    /// `ANALYZE_EVERY`: how often the host looks for its tables whose
+    /// planner statistics went stale and analyses them (`off`: never, when
+    /// autovacuum is trusted to do it).
+    pub analyze_every: Option<Duration>,
     /// `ESCALATION_ROLE`: the covering role escalations go to.
     pub escalation_role: String,
     /// `S3_ENDPOINT`: S3 or MinIO, addressed path-style.
@@ -102,6 +115,12 @@ impl Config {
             resend_interval: duration("RESEND_INTERVAL", "30s")?,
             escalate_after: duration("ESCALATE_AFTER", "5m")?,
             processed_retention: duration("PROCESSED_RETENTION", "30days")?,
+            notification_retention: duration("NOTIFICATION_RETENTION", "30days")?,
+            dead_letter_raw_retention: duration("DEAD_LETTER_RAW_RETENTION", "30days")?,
+            analyze_every: match var("ANALYZE_EVERY", "5s").as_str() {
+                "off" => None,
+                _ => Some(duration("ANALYZE_EVERY", "5s")?),
+            },
             escalation_role: var("ESCALATION_ROLE", "charge_nurse"),
             s3_endpoint: var("S3_ENDPOINT", "http://127.0.0.1:9000"),
             s3_public_endpoint: std::env::var("S3_PUBLIC_ENDPOINT")

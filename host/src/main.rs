@@ -155,6 +155,20 @@ enum Bench {
         #[arg(long, default_value_t = 200)]
         alerts: usize,
     },
+    /// Live traffic at a fixed rate through a running host for minutes or
+    /// hours: lag, batches, memory and alert latency every 15 s, and at
+    /// the end the worst lag, the drain time and the memory slope.
+    Soak {
+        /// Events per second.
+        #[arg(long, default_value_t = 1_500)]
+        rate: u32,
+        /// Patients the traffic returns to.
+        #[arg(long, default_value_t = 16_000)]
+        patients: u64,
+        /// Minutes of traffic.
+        #[arg(long, default_value_t = 5.0)]
+        minutes: f64,
+    },
 }
 
 #[tokio::main]
@@ -219,6 +233,33 @@ async fn main() -> anyhow::Result<()> {
                 alerts,
             };
             projector::bench::notify::run(config, load).await?
+        }
+        Command::Bench(Bench::Soak {
+            rate,
+            patients,
+            minutes,
+        }) => {
+            anyhow::ensure!(
+                minutes > 0.0 && rate > 0,
+                "--minutes and --rate must be positive"
+            );
+            let mut config = config;
+            let tag = format!("benchsoak{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+            config.stream_name = tag.to_uppercase();
+            config.subject_prefix = format!("{tag}.");
+            config.database_url = config.database_url_named(&tag);
+            let load = projector::bench::soak::Load {
+                rate,
+                patients,
+                duration: Duration::from_secs_f64(minutes * 60.0),
+                report_every: Duration::from_secs(15),
+                executable: std::env::current_exe()?,
+                autovacuum_off: false,
+            };
+            projector::bench::soak::run(config, load).await?;
+            println!(
+                "# reproduce: scripts/build-plugins && cargo build --release && target/release/projector bench soak --rate {rate} --patients {patients} --minutes {minutes}"
+            );
         }
         Command::Plugins(Plugins::New { name, dir, sdk }) => {
             let root = projector::scaffold::new_plugin(&name, &dir, &sdk)?;

@@ -72,6 +72,7 @@ pub struct Metrics {
     code_series: Mutex<HashSet<UnknownCodeLabel>>,
     batch_seconds: Histograms<PluginLabel>,
     lag: Family<PluginLabel, Gauge>,
+    cached: Family<PluginLabel, Gauge>,
     http_seconds: Histograms<RequestLabel>,
     sockets: Gauge,
     pending_ack: Gauge,
@@ -113,6 +114,12 @@ impl Default for Metrics {
             "Messages a plugin's consumer has yet to apply",
             lag.clone(),
         );
+        let cached = Family::default();
+        registry.register(
+            "document_cache_documents",
+            "Documents a projection keeps in memory between batches (bounded by DOC_CACHE_DOCS)",
+            cached.clone(),
+        );
         let http_seconds: Histograms<RequestLabel> = Family::new_with_constructor(latency);
         registry.register(
             "http_request_duration_seconds",
@@ -146,6 +153,7 @@ impl Default for Metrics {
             code_series: Mutex::default(),
             batch_seconds,
             lag,
+            cached,
             http_seconds,
             sockets,
             pending_ack,
@@ -170,6 +178,16 @@ impl Metrics {
         self.batch_seconds
             .get_or_create(&label)
             .observe(took.as_secs_f64());
+    }
+
+    /// Records how many documents a projection keeps in memory.
+    pub fn cached(&self, plugin: &str, documents: usize) {
+        let label = PluginLabel {
+            plugin: plugin.to_owned(),
+        };
+        self.cached
+            .get_or_create(&label)
+            .set(i64::try_from(documents).unwrap_or(i64::MAX));
     }
 
     /// Counts codes a plugin applied that their extensible value set does not

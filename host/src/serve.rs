@@ -52,11 +52,17 @@ impl Host {
         let (notifier, mut tasks) =
             Notifier::start(pool.clone(), nats.clone(), config.clone(), metrics.clone()).await?;
         tasks.push(tokio::spawn(objects.clone().ensure_buckets_until_done()));
-        tasks.push(tokio::spawn(store::retention::sweep_processed_every(
+        tasks.push(tokio::spawn(store::retention::sweep_every(
             pool.clone(),
-            config.processed_retention,
+            (*config).clone(),
             RETENTION_SWEEP,
         )));
+        if let Some(every) = config.analyze_every {
+            tasks.push(tokio::spawn(store::statistics::analyse_every(
+                pool.clone(),
+                every,
+            )));
+        }
         let fleet = Arc::new(Fleet::new(
             objects.clone(),
             nats.clone(),
@@ -119,7 +125,7 @@ impl Host {
     }
 }
 
-/// How often processed events past their retention are swept.
+/// How often rows past their retention are swept.
 const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
 
 /// Serves a router on an address (port 0 picks one); returns where.

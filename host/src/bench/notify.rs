@@ -4,8 +4,6 @@
 //! on the doctor's socket while simulated traffic is projected behind it.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,8 +12,8 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::host::{free_address, resident_kib, start_host, token};
 use super::socketio_client::Client;
-use crate::api::{Claims, issue_token};
 use crate::config::Config;
 use crate::ingest;
 use crate::publish::Publisher;
@@ -54,7 +52,7 @@ pub async fn run(mut config: Config, load: Load) -> anyhow::Result<()> {
             .context("connecting to NATS")?,
     );
     let stream = ingest::ensure_stream(&js, &config).await?;
-    let mut host = start_host(&config, ws_addr).await?;
+    let mut host = start_host(&std::env::current_exe()?, &config, ws_addr, None).await?;
     let pid = host.id().context("host pid")?;
 
     // Memory: the host's resident set before and after the clients connect.
@@ -76,7 +74,7 @@ pub async fn run(mut config: Config, load: Load) -> anyhow::Result<()> {
         listening.push(tokio::spawn(
             client
                 .with_context(|| format!("client {i}"))?
-                .listen(events),
+                .listen(events, None),
         ));
     }
     println!(
@@ -226,59 +224,4 @@ fn critical_lab_value(report: &str) -> Vec<u8> {
     })
     .to_string()
     .into_bytes()
-}
-
-fn token(config: &Config, sub: &str) -> String {
-    let claims = Claims {
-        sub: sub.into(),
-        name: String::new(),
-        role: "provider".into(),
-        exp: chrono::Utc::now().timestamp().max(0) as u64 + 3600,
-    };
-    issue_token(&config.jwt_secret, &claims).unwrap_or_default()
-}
-
-/// A loopback address with a port nobody holds now.
-fn free_address() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
-}
-
-/// `projector serve` on this test's stream and database; returns once its
-/// notifications port accepts connections.
-async fn start_host(config: &Config, ws_addr: SocketAddr) -> anyhow::Result<tokio::process::Child> {
-    let host = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("serve")
-        .env("NATS_URL", &config.nats_url)
-        .env("DATABASE_URL", &config.database_url)
-        .env("STREAM_NAME", &config.stream_name)
-        .env("SUBJECT_PREFIX", &config.subject_prefix)
-        .env("PLUGINS_DIR", &config.plugins_dir)
-        .env("JWT_SECRET", &config.jwt_secret)
-        .env("HTTP_ADDR", "127.0.0.1:0")
-        .env("WS_ADDR", ws_addr.to_string())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the host")?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while tokio::net::TcpStream::connect(ws_addr).await.is_err() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the host did not start listening on {ws_addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(host)
-}
-
-/// A process's resident set size (Linux `/proc`).
-fn resident_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc")?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("VmRSS in /proc/<pid>/status")
 }

@@ -1,6 +1,6 @@
 //! A minimal Socket.IO v5 client over WebSocket (Engine.IO v4), enough to
 //! hold thousands of connections from one process: connect with `auth`,
-//! answer pings, hand events on.
+//! answer pings, hand events on, acknowledge notifications.
 
 use std::time::Instant;
 
@@ -50,9 +50,31 @@ impl Client {
     }
 
     /// Answers pings until the connection ends, sending every event
-    /// (when it arrived, name, data) to `events` if given.
-    pub async fn listen(mut self, events: Option<mpsc::UnboundedSender<Received>>) {
-        while let Ok(packet) = next_text(&mut self.socket).await {
+    /// (when it arrived, name, data) to `events` if given, and emitting
+    /// `acknowledge` for each notification id that arrives on `acks`.
+    pub async fn listen(
+        mut self,
+        events: Option<mpsc::UnboundedSender<Received>>,
+        mut acks: Option<mpsc::UnboundedReceiver<String>>,
+    ) {
+        loop {
+            let ack = async {
+                match &mut acks {
+                    Some(acks) => acks.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let packet = tokio::select! {
+                packet = next_text(&mut self.socket) => packet,
+                Some(id) = ack => {
+                    let emit = serde_json::json!(["acknowledge", { "notificationId": id }]);
+                    if self.socket.send(Message::Text(format!("42{emit}").into())).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let Ok(packet) = packet else { return };
             if packet == "2" {
                 if self.socket.send(Message::Text("3".into())).await.is_err() {
                     return;

@@ -420,6 +420,9 @@ impl Projection {
                 .batch(&self.target.key, done.counts, started.elapsed());
             self.state
                 .metrics
+                .cached(&self.target.key, self.cache.len());
+            self.state
+                .metrics
                 .unknown_codes(&self.target.key, &done.unknown_codes);
             *self
                 .state

@@ -51,10 +51,16 @@ const SUBSTANCES: &[(&str, &str)] = &[
     ("387458008", "Aspirin"),
 ];
 
+/// The high half of a returning patient's id.
+const POPULATION: u64 = 0x5052_4f4a_4543_544f;
+
 /// Generates journeys from a seed.
 pub struct Simulator {
     rng: SmallRng,
     start: DateTime<Utc>,
+    /// Patients drawn from a fixed population of this size (returning
+    /// patients), or each journey a new patient (`None`).
+    population: Option<u64>,
 }
 
 /// One patient's journey as it is being written.
@@ -71,7 +77,15 @@ impl Simulator {
         Self {
             rng: SmallRng::seed_from_u64(seed),
             start,
+            population: None,
         }
+    }
+
+    /// Draws each journey's patient from `patients` patients, so a long run
+    /// keeps returning to the same charts as a hospital's traffic does.
+    pub fn with_population(mut self, patients: u64) -> Self {
+        self.population = Some(patients.max(1));
+        self
     }
 
     /// The journeys of `patients` patients, interleaved: each patient's events
@@ -90,7 +104,13 @@ impl Simulator {
 
     /// One patient's journey, about twenty events.
     pub fn journey(&mut self) -> Vec<Event> {
-        let patient_id = self.uuid();
+        let patient_id = match self.population {
+            Some(patients) => {
+                uuid::Uuid::from_u64_pair(POPULATION, self.rng.random_range(0..patients))
+                    .to_string()
+            }
+            None => self.uuid(),
+        };
         let offset = Duration::minutes(self.rng.random_range(0..60 * 24));
         let mut journey = Journey {
             rng: &mut self.rng,

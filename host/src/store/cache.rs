@@ -52,6 +52,17 @@ impl DocCache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// How many documents are kept now, for the metrics.
+    pub fn len(&self) -> usize {
+        let halves = self.lock();
+        halves.newer.len() + halves.older.len()
+    }
+
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Takes the kept documents of `keys` in `view` out of the cache: the
     /// batch owns them now, and gives them back when it commits.
     pub fn take(&self, view: &str, keys: &[String]) -> HashMap<String, Kept> {
@@ -91,13 +102,6 @@ impl DocCache {
 mod tests {
     use super::*;
     use projector_sdk::json;
-
-    impl DocCache {
-        fn len(&self) -> usize {
-            let halves = self.lock();
-            halves.newer.len() + halves.older.len()
-        }
-    }
 
     fn entry(key: &str, n: i64) -> (String, String, String, Value) {
         ("v".into(), key.into(), n.to_string(), json!({ "n": n }))

@@ -9,6 +9,7 @@ mod overlay;
 pub mod queries;
 pub mod rebuild;
 pub mod retention;
+pub mod statistics;
 mod target;
 mod views;
 
