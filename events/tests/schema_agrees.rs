@@ -1,19 +1,10 @@
 //! The shipped JSON Schema and the typed parser must agree on what is an event.
 
+mod common;
+
+use common::{SEED, validator};
 use projector_events::{Envelope, payloads::EVENT_TYPES};
 use serde_json::Value;
-
-const SCHEMA: &str = include_str!("../../schema/events.schema.json");
-const SEED: &str = include_str!("../../fixtures/seed-flow.jsonl");
-
-fn validator() -> jsonschema::Validator {
-    let schema: Value = serde_json::from_str(SCHEMA).expect("schema is JSON");
-    // Formats (date-time) are annotations in 2020-12 unless asserted.
-    jsonschema::options()
-        .should_validate_formats(true)
-        .build(&schema)
-        .expect("schema compiles")
-}
 
 fn seed() -> Vec<Value> {
     SEED.lines()

@@ -3,21 +3,14 @@
 //! outside a required set is refused with the field and the set named; the
 //! JSON Schema agrees, and the README lists every field.
 
+mod common;
+
+use common::{SEED, validator};
 use projector_events::coded::{CodedField, FIELDS};
 use projector_events::{Envelope, EventError};
 use serde_json::Value;
 
-const SCHEMA: &str = include_str!("../../schema/events.schema.json");
-const SEED: &str = include_str!("../../fixtures/seed-flow.jsonl");
 const README: &str = include_str!("../../README.md");
-
-fn validator() -> jsonschema::Validator {
-    let schema: Value = serde_json::from_str(SCHEMA).expect("schema is JSON");
-    jsonschema::options()
-        .should_validate_formats(true)
-        .build(&schema)
-        .expect("schema compiles")
-}
 
 /// A seed event of the field's type with `code` at the field (the first
 /// item of a list).

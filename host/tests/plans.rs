@@ -1,8 +1,16 @@
 //! The hot queries keep their indexes on tables of a realistic size, in a
 //! database whose autovacuum never runs: the host's own statistics upkeep
-//! (store::statistics) is what keeps the planner informed. Each query is
-//! checked twice, with its parameters (a custom plan) and as the prepared
-//! statement sqlx reuses (a generic plan): index use, no sequential scan.
+//! (store::statistics) is what keeps the plans right.
+//!
+//! What goes wrong without it: sqlx prepares each statement once per
+//! connection, and PostgreSQL caches a generic plan for it after a few
+//! executions. Made while a table was small, that plan is a sequential
+//! scan, and it stays until something invalidates it, such as an
+//! `ANALYZE` of the table; inserts never do. So the test prepares and runs
+//! every hot query on a connection while the tables are empty, grows the
+//! tables, lets the host's upkeep run, and explains the same prepared
+//! statements on the same connection: index use, no sequential scan. It
+//! then checks fresh custom and generic plans too.
 
 mod common;
 
@@ -230,9 +238,26 @@ async fn hot_queries_use_their_indexes_on_grown_tables_without_autovacuum() {
         .await
         .unwrap();
     }
-    // Statistics as a fresh deployment has them: taken while the tables
-    // were empty. Then weeks of traffic.
-    sqlx::query("ANALYZE").execute(&pool).await.unwrap();
+    // A host's connection as a fresh deployment has it: every hot query
+    // prepared and run while the tables are empty, so that PostgreSQL
+    // caches its generic plan.
+    let mut early = pool.acquire().await.unwrap();
+    for (i, hot) in HOT.iter().enumerate() {
+        sqlx::query(AssertSqlSafe(format!(
+            "PREPARE hot{i} ({}) AS {}",
+            hot.types, hot.sql
+        )))
+        .execute(&mut *early)
+        .await
+        .unwrap();
+        for _ in 0..6 {
+            sqlx::query(AssertSqlSafe(format!("EXECUTE hot{i} ({})", hot.params)))
+                .execute(&mut *early)
+                .await
+                .unwrap();
+        }
+    }
+    // Then weeks of traffic.
     fill(&pool).await;
     // The statistics collector's counts reach pg_stat_user_tables shortly,
     // not all at once.
@@ -261,6 +286,21 @@ async fn hot_queries_use_their_indexes_on_grown_tables_without_autovacuum() {
         "nothing is due right after"
     );
 
+    for (i, hot) in HOT.iter().enumerate() {
+        let plan: Value = sqlx::query_scalar(AssertSqlSafe(format!(
+            "EXPLAIN (FORMAT JSON) EXECUTE hot{i} ({})",
+            hot.params
+        )))
+        .fetch_one(&mut *early)
+        .await
+        .unwrap();
+        check(
+            &format!("{} (prepared early)", hot.name),
+            &plan[0]["Plan"],
+            hot.table,
+        );
+    }
+    drop(early);
     for hot in HOT {
         for mode in ["force_custom_plan", "force_generic_plan"] {
             let plan = explain_prepared(&pool, hot, mode).await;

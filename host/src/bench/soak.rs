@@ -145,8 +145,8 @@ pub async fn run(config: Config, load: Load) -> anyhow::Result<Report> {
     loop {
         ticks.tick().await;
         if let Some(task) = publishing.take_if(|task| task.is_finished()) {
-            let published = task.await.context("publisher")??;
-            traffic_end = Some((started.elapsed(), published));
+            let (published, ended) = task.await.context("publisher")??;
+            traffic_end = Some((ended.duration_since(started), published));
         }
         let published = match traffic_end {
             Some((_, published)) => published,
@@ -227,13 +227,13 @@ async fn autovacuum_off(pool: &PgPool) -> anyhow::Result<()> {
 type Sent = Arc<Mutex<HashMap<String, Instant>>>;
 
 /// Publishes simulated traffic at `load.rate` for `load.duration`; returns
-/// how many events went out.
+/// how many events went out, and when the last was acknowledged.
 async fn publish(
     js: async_nats::jetstream::Context,
     prefix: String,
     load: Load,
     sent: Sent,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<(u64, Instant)> {
     let mut simulator = Simulator::new(11, chrono::Utc::now()).with_population(load.patients);
     let mut publisher = Publisher::new(js, &prefix);
     let mut queue = Vec::new();
@@ -260,7 +260,7 @@ async fn publish(
         }
     }
     publisher.flush().await?;
-    Ok(published)
+    Ok((published, Instant::now()))
 }
 
 /// Critical alerts as the clinicians saw and answered them.

@@ -2,10 +2,12 @@
 //!
 //! The plans of the hot queries (processed-event lookups, document loads,
 //! parking checks, the outbox) are only as good as the statistics of the
-//! tables they read, and those go stale as the tables grow. PostgreSQL's
-//! autovacuum refreshes them, when it is on and keeps up; a database with it
-//! off, or a bulk load that outruns it, left one projection at 400 events/s
-//! where it could do 5,600. So the host does it itself: every few seconds it
+//! tables they read. Worse, sqlx prepares each statement once per
+//! connection and PostgreSQL caches a generic plan for it: made while a
+//! table was small, that plan is a sequential scan, and only a change of the
+//! table's statistics replaces it. Autovacuum analyses tables as they grow,
+//! when it is on and keeps up; a database with it off left one projection at
+//! 400 events/s where it could do 5,600. So the host does it itself: every few seconds it
 //! asks the statistics collector (which counts changes whatever autovacuum
 //! does) which of its tables changed by a fraction of their size since
 //! their last analysis, and analyses those. `ANALYZE` reads a sample and
