@@ -64,6 +64,14 @@ const HOT: &[Hot] = &[
         table: "parked_events",
     },
     Hot {
+        name: "dead letters to re-drive (ingest::projection::retry_dead_letters)",
+        sql: "SELECT id, stream_seq, subject, raw FROM dead_letters
+              WHERE plugin = $1 AND status = 'retrying' ORDER BY stream_seq",
+        params: "'lab'",
+        types: "text",
+        table: "dead_letters",
+    },
+    Hot {
         name: "notification dedupe (store::outbox::insert)",
         sql: "SELECT n.user_id, n.dedupe_key FROM notifications n
               JOIN UNNEST($1::text[], $2::text[]) AS c(u, k) ON n.user_id = c.u AND n.dedupe_key = c.k",
