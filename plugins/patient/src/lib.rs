@@ -7,7 +7,7 @@
 //! and `patient_reports` (a report raises `unreadResults` once and lowers it once).
 
 use projector_sdk::events::Payload;
-use projector_sdk::events::payloads::{AllergyClinicalStatus, Criticality, Vitals};
+use projector_sdk::events::payloads::{AllergyClinicalStatus, Criticality, Vitals, VitalsRecorded};
 use projector_sdk::{Event, Outcome, Plugin, PluginInfo, Value, ViewDef, Views, doc_key, json};
 
 /// The chart view.
@@ -188,20 +188,35 @@ impl<'a> Chart<'a> {
                         .append(CHART, self.pid, "activeDiagnoses", item, Some("code"));
                 }
             }
-            Payload::VitalsRecorded(p) => {
-                let last = self.read("latestVitals.recordedAt");
-                if is_newer(
-                    p.recorded_at.as_str(),
-                    last.as_ref().and_then(Value::as_str),
-                ) {
-                    self.merge(
-                        json!({ "latestVitals": latest_vitals(p.recorded_at.as_str(), &p.vitals) }),
-                    );
-                }
-            }
+            Payload::VitalsRecorded(p) => self.vitals_recorded(p),
             Payload::RadiologyImageUploaded(_) => {}
         }
         Ok(())
+    }
+
+    /// Each measure keeps its newest value, with when and at which
+    /// encounter it was taken: a reading of some measures leaves the others
+    /// as they were, and an older reading replaces nothing newer.
+    fn vitals_recorded(&mut self, p: &VitalsRecorded) {
+        let at = p.recorded_at.as_str();
+        let mut newer = serde_json::Map::new();
+        for (name, value) in measures(&p.vitals) {
+            let Some(value) = value else { continue };
+            let last = self.read(&format!("latestVitals.{name}.recordedAt"));
+            if is_newer(at, last.as_ref().and_then(Value::as_str)) {
+                newer.insert(
+                    name.to_owned(),
+                    json!({ "value": value, "recordedAt": at, "encounterId": p.encounter_id }),
+                );
+            }
+        }
+        let last = self.read("latestVitals.recordedAt");
+        if is_newer(at, last.as_ref().and_then(Value::as_str)) {
+            newer.insert("recordedAt".to_owned(), json!(at));
+        }
+        if !newer.is_empty() {
+            self.merge(json!({ "latestVitals": newer }));
+        }
     }
 
     fn list_item(&self, list: &str, field: &str, id: &str) -> Option<Value> {
@@ -300,15 +315,18 @@ fn empty_chart(pid: &str) -> Value {
     })
 }
 
-/// Every vital sign field, null when not measured, so the merge replaces the
-/// whole set rather than mixing two readings.
-fn latest_vitals(recorded_at: &str, v: &Vitals) -> Value {
-    json!({
-        "recordedAt": recorded_at, "heartRate": v.heart_rate, "systolic": v.systolic,
-        "diastolic": v.diastolic, "respiratoryRate": v.respiratory_rate,
-        "temperatureC": v.temperature_c, "spo2": v.spo2, "weightKg": v.weight_kg,
-        "heightCm": v.height_cm,
-    })
+/// Each vital sign the chart keeps, by its name there.
+fn measures(v: &Vitals) -> [(&'static str, Option<f64>); 8] {
+    [
+        ("heartRate", v.heart_rate),
+        ("systolic", v.systolic),
+        ("diastolic", v.diastolic),
+        ("respiratoryRate", v.respiratory_rate),
+        ("temperatureC", v.temperature_c),
+        ("spo2", v.spo2),
+        ("weightKg", v.weight_kg),
+        ("heightCm", v.height_cm),
+    ]
 }
 
 /// Whether `candidate` is later than `current` (absent counts as earliest).

@@ -37,7 +37,11 @@ fn seed_flow_builds_the_chart() {
     assert_eq!(meds[1]["status"], "prescribed");
     // The 08:30 reading arrived last but is older: it does not replace 11:35.
     assert_eq!(chart["latestVitals"]["recordedAt"], "2026-11-26T11:35:00Z");
-    assert_eq!(chart["latestVitals"]["heartRate"], 88.0);
+    assert_eq!(chart["latestVitals"]["heartRate"]["value"], 88.0);
+    assert_eq!(
+        chart["latestVitals"]["heartRate"]["recordedAt"],
+        "2026-11-26T11:35:00Z"
+    );
     assert_eq!(
         chart["encounterSummary"],
         json!({"lastEncounterAt": "2026-11-26T09:00:00Z", "count": 1})
@@ -169,4 +173,61 @@ fn an_encounter_of_any_class_counts() {
     }
     let chart = harness.view(CHART, "p-1").unwrap();
     assert_eq!(chart["encounterSummary"]["count"], 5);
+}
+
+/// A vitals reading for p-1 at encounter `encounter`, taken at `at`.
+fn vitals(n: u32, encounter: &str, at: &str, vitals: Value) -> String {
+    json!({
+        "eventId": format!("v-{n}"), "eventType": "encounter.vitals.recorded", "timestamp": at,
+        "patientId": "p-1", "userId": "u-nurse", "portalType": "provider",
+        "payload": { "encounterId": encounter, "recordedAt": at, "vitals": vitals },
+    })
+    .to_string()
+}
+
+#[test]
+fn each_vital_sign_keeps_its_newest_value_and_when_and_where_it_was_taken() {
+    let mut harness = Harness::<PatientPlugin>::new();
+    let full = json!({ "heartRate": 112, "systolic": 95, "diastolic": 60, "respiratoryRate": 24,
+                       "temperatureC": 38.9, "spo2": 93 });
+    harness
+        .feed_jsonl(&vitals(1, "enc-1", "2026-11-26T09:00:00Z", full))
+        .unwrap();
+    // A heart rate alone, later: the rest stay as they were.
+    harness
+        .feed_jsonl(&vitals(
+            2,
+            "enc-2",
+            "2026-11-26T10:00:00Z",
+            json!({ "heartRate": 88 }),
+        ))
+        .unwrap();
+    // An older reading, arriving last: it replaces nothing newer, and fills
+    // in what had never been measured.
+    harness
+        .feed_jsonl(&vitals(
+            3,
+            "enc-0",
+            "2026-11-26T08:00:00Z",
+            json!({ "heartRate": 70, "systolic": 120, "weightKg": 81.5 }),
+        ))
+        .unwrap();
+    let latest = &harness.view(CHART, "p-1").unwrap()["latestVitals"];
+    assert_eq!(latest["recordedAt"], "2026-11-26T10:00:00Z");
+    assert_eq!(
+        latest["heartRate"],
+        json!({ "value": 88.0, "recordedAt": "2026-11-26T10:00:00Z", "encounterId": "enc-2" })
+    );
+    assert_eq!(
+        latest["systolic"],
+        json!({ "value": 95.0, "recordedAt": "2026-11-26T09:00:00Z", "encounterId": "enc-1" })
+    );
+    for kept in ["diastolic", "respiratoryRate", "temperatureC", "spo2"] {
+        assert_eq!(latest[kept]["encounterId"], "enc-1", "{kept} kept");
+    }
+    assert_eq!(
+        latest["weightKg"],
+        json!({ "value": 81.5, "recordedAt": "2026-11-26T08:00:00Z", "encounterId": "enc-0" })
+    );
+    assert!(latest.get("heightCm").is_none(), "never measured");
 }
