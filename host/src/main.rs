@@ -244,10 +244,7 @@ async fn main() -> anyhow::Result<()> {
                 "--minutes and --rate must be positive"
             );
             let mut config = config;
-            let tag = format!("benchsoak{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
-            config.stream_name = tag.to_uppercase();
-            config.subject_prefix = format!("{tag}.");
-            config.database_url = config.database_url_named(&tag);
+            projector::bench::own_names(&mut config, "benchsoak");
             let load = projector::bench::soak::Load {
                 rate,
                 patients,

@@ -35,10 +35,7 @@ const SWAP_EVERY: Duration = Duration::from_millis(300);
 /// Runs the benchmark on a fresh stream and database, with a copy of the
 /// plugins folder (deploys write into it).
 pub async fn run(mut config: Config, events: usize, swaps: usize) -> anyhow::Result<()> {
-    let tag = format!("benchlife{}", Utc::now().format("%Y%m%d%H%M%S"));
-    config.stream_name = tag.to_uppercase();
-    config.subject_prefix = format!("{tag}.");
-    config.database_url = config.database_url_named(&tag);
+    let tag = super::own_names(&mut config, "benchlife");
     config.http_addr = "127.0.0.1:0".parse()?;
     config.ws_addr = "127.0.0.1:0".parse()?;
     let source = config.plugins_dir.clone();

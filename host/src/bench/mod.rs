@@ -8,3 +8,15 @@ pub mod notify;
 pub mod projection;
 pub mod soak;
 mod socketio_client;
+
+use crate::config::Config;
+
+/// Points `config` at a stream, subject prefix and database of the
+/// benchmark's own, named `<kind><time>`; returns that name.
+pub fn own_names(config: &mut Config, kind: &str) -> String {
+    let tag = format!("{kind}{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    config.stream_name = tag.to_uppercase();
+    config.subject_prefix = format!("{tag}.");
+    config.database_url = config.database_url_named(&tag);
+    tag
+}

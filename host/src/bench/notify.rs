@@ -37,10 +37,7 @@ const CONNECTING: usize = 100;
 
 /// Runs the benchmark against a host started from this executable.
 pub async fn run(mut config: Config, load: Load) -> anyhow::Result<()> {
-    let tag = format!("benchnotify{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
-    config.stream_name = tag.to_uppercase();
-    config.subject_prefix = format!("{tag}.");
-    config.database_url = config.database_url_named(&tag);
+    let tag = super::own_names(&mut config, "benchnotify");
     let ws_addr = free_address()?;
     println!(
         "# projector bench notify: {} clients, {} background events/s, {} critical alerts; stream {}",

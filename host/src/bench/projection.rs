@@ -17,10 +17,7 @@ use crate::sim::Simulator;
 /// subject prefix and database named after the current time;
 /// `poison_percent` of the events go out as poison instead.
 pub async fn run(mut config: Config, events: usize, poison_percent: f64) -> anyhow::Result<()> {
-    let tag = format!("bench{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
-    config.stream_name = tag.to_uppercase();
-    config.subject_prefix = format!("{tag}.");
-    config.database_url = config.database_url_named(&tag);
+    let tag = super::own_names(&mut config, "bench");
     config.http_addr = "127.0.0.1:0".parse()?;
 
     println!(
