@@ -125,6 +125,14 @@ impl Envelope {
     /// Parses and checks raw bytes from the wire: UTF-8, a JSON object that
     /// the read models can store ([`crate::storable`]), every required envelope field, a known `eventType` and a payload of its shape.
     pub fn parse(bytes: &[u8]) -> Result<Event, EventError> {
+        let envelope = Self::read(bytes)?;
+        let payload = envelope.typed_payload()?;
+        Ok(Event { envelope, payload })
+    }
+
+    /// The first half of [`Envelope::parse`]: UTF-8, a storable JSON object,
+    /// every required envelope field; the payload is not read yet.
+    pub fn read(bytes: &[u8]) -> Result<Envelope, EventError> {
         let text = std::str::from_utf8(bytes).map_err(|e| EventError::NotUtf8(e.to_string()))?;
         let value: Value =
             serde_json::from_str(text).map_err(|e| EventError::NotJson(e.to_string()))?;
@@ -132,10 +140,14 @@ impl Envelope {
             return Err(EventError::NotJson("top level is not an object".to_owned()));
         }
         crate::storable::check(&value).map_err(EventError::Unstorable)?;
-        let envelope: Envelope = serde_json::from_value(value)
-            .map_err(|e| EventError::InvalidEnvelope(e.to_string()))?;
-        let payload = Payload::from_json(&envelope.event_type, &envelope.payload)?;
-        Ok(Event { envelope, payload })
+        serde_json::from_value(value).map_err(|e| EventError::InvalidEnvelope(e.to_string()))
+    }
+
+    /// The second half: a known `eventType` and a payload of its shape. A
+    /// caller that keeps the envelope when this fails can still name the
+    /// event and its patient.
+    pub fn typed_payload(&self) -> Result<Payload, EventError> {
+        Payload::from_json(&self.event_type, &self.payload)
     }
 }
 

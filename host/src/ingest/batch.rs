@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use projector_events::{Envelope, Event, EventError, UnknownCode};
+use projector_events::{Envelope, Event, UnknownCode};
 use projector_sdk::Value;
 use sqlx::PgPool;
 
@@ -188,29 +188,29 @@ fn checked_events(plugin: &Plugin, items: Vec<Item>, batch: &mut Batch) -> Vec<(
             settle_origin(batch, &item);
             continue;
         }
-        match Envelope::parse(&item.raw) {
+        let envelope = match Envelope::read(&item.raw) {
+            Ok(envelope) => envelope,
             Err(e) => {
-                // An envelope that reads (only its payload or type is wrong)
-                // names the event and patient, so an operator can find it.
-                let envelope = matches!(
-                    e,
-                    EventError::InvalidPayload { .. } | EventError::UnknownType(_)
-                )
-                .then(|| serde_json::from_slice::<Envelope>(&item.raw).ok())
-                .flatten();
-                let letter = dead_letter(&item, envelope.as_ref(), e.to_string(), 1);
+                let letter = dead_letter(&item, None, e.to_string(), 1);
                 bury(batch, &item, letter, false);
+                continue;
             }
-            Ok(event) if event.envelope.event_type != item.subject => {
-                let reason = format!(
-                    "eventType `{}` does not match subject `{}`",
-                    event.envelope.event_type, item.subject
-                );
-                let letter = dead_letter(&item, Some(&event.envelope), reason, 1);
-                bury(batch, &item, letter, false);
+        };
+        // From here the dead letter names the event and its patient, so an
+        // operator can find it.
+        let reason = match envelope.typed_payload() {
+            Ok(payload) if envelope.event_type == item.subject => {
+                events.push((item, Event { envelope, payload }));
+                continue;
             }
-            Ok(event) => events.push((item, event)),
-        }
+            Ok(_) => format!(
+                "eventType `{}` does not match subject `{}`",
+                envelope.event_type, item.subject
+            ),
+            Err(e) => e.to_string(),
+        };
+        let letter = dead_letter(&item, Some(&envelope), reason, 1);
+        bury(batch, &item, letter, false);
     }
     events
 }
