@@ -39,13 +39,14 @@ const UNASSIGNED: &str = "unassigned";
 /// (`patient.created` first).
 pub fn events(bundle: &Bundle) -> Result<Vec<Event>, ConvertError> {
     let record = Record::index(bundle)?;
-    let mut events = record.allergies()?;
+    let created = record.patient_created()?;
+    let mut events = record.allergies(&created.envelope.timestamp)?;
     for encounter in &record.encounters {
         events.extend(record.encounter(encounter)?);
     }
     // Stable: what happened at the same instant keeps the order above.
     events.sort_by_key(|e| e.envelope.timestamp.instant());
-    events.insert(0, record.patient_created()?);
+    events.insert(0, created);
     Ok(events)
 }
 
@@ -170,7 +171,9 @@ impl<'a> Record<'a> {
         )
     }
 
-    fn allergies(&self) -> Result<Vec<Event>, ConvertError> {
+    /// One event per allergy, at its recorded (else onset) time; one with
+    /// neither is dated when the patient was registered.
+    fn allergies(&self, registered: &Timestamp) -> Result<Vec<Event>, ConvertError> {
         let mut events = Vec::new();
         for a in &self.allergies {
             let resource = format!("AllergyIntolerance/{}", a.id);
@@ -194,7 +197,7 @@ impl<'a> Record<'a> {
             let recorded = a.recorded_date.as_ref().or(a.onset_date_time.as_ref());
             let at = match recorded {
                 Some(text) => instant(text).map_err(&fail)?,
-                None => self.patient_created()?.envelope.timestamp,
+                None => registered.clone(),
             };
             events.push(self.event(
                 resource,
