@@ -54,7 +54,7 @@ impl Host {
         tasks.push(tokio::spawn(objects.clone().ensure_buckets_until_done()));
         tasks.push(tokio::spawn(store::retention::sweep_every(
             pool.clone(),
-            (*config).clone(),
+            config.clone(),
             RETENTION_SWEEP,
         )));
         if let Some(every) = config.analyze_every {

@@ -232,20 +232,7 @@ async fn hot_queries_use_their_indexes_on_grown_tables_without_autovacuum() {
     let host = env.start().await;
     host.stop();
     let pool = env.pool().await;
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = current_schema()",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    for table in &tables {
-        sqlx::query(AssertSqlSafe(format!(
-            "ALTER TABLE {table} SET (autovacuum_enabled = false)"
-        )))
-        .execute(&pool)
-        .await
-        .unwrap();
-    }
+    projector::bench::soak::autovacuum_off(&pool).await.unwrap();
     // A host's connection as a fresh deployment has it: every hot query
     // prepared and run while the tables are empty, so that PostgreSQL
     // caches its generic plan.

@@ -206,8 +206,9 @@ fn plugin_names(config: &Config) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-/// Turns autovacuum off for every table the host made.
-async fn autovacuum_off(pool: &PgPool) -> anyhow::Result<()> {
+/// Turns autovacuum off for every table the host made, whatever the
+/// server's setting (the soak and plan tests run so).
+pub async fn autovacuum_off(pool: &PgPool) -> anyhow::Result<()> {
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = current_schema()",
     )

@@ -10,6 +10,7 @@
 //! vacuumed by the host itself (autovacuum may be off), so they stay flat
 //! under steady traffic.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, PgPool};
@@ -139,7 +140,7 @@ pub async fn sweep(pool: &PgPool, config: &Config) -> Result<[u64; 3], sqlx::Err
 
 /// Sweeps every `every`, for ever; a failed sweep is logged and tried again
 /// at the next.
-pub async fn sweep_every(pool: PgPool, config: Config, every: Duration) {
+pub async fn sweep_every(pool: PgPool, config: Arc<Config>, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     loop {
         ticks.tick().await;
