@@ -57,6 +57,10 @@ pub struct Config {
     pub s3_secret_key: String,
     /// `PRESIGN_TTL`: how long a presigned object URL is valid (e.g. `5m`).
     pub presign_ttl: Duration,
+    /// `PROJECTOR_FAULT=crash-after-commit`, for tests only: the process
+    /// aborts after its first commit, before acking, as a host killed at
+    /// the worst moment would. Read once at start, not on every batch.
+    pub crash_after_commit: bool,
     /// `PLUGINS_DIR`: where the `.wasm` plugins are loaded from.
     pub plugins_dir: PathBuf,
     /// `COMPILE_CACHE_DIR`: where compiled plugins are kept by content, so
@@ -141,6 +145,7 @@ impl Config {
             plugin_memory_bytes: parse::<usize>("PLUGIN_MEMORY_MB", "64")? << 20,
             max_attempts: parse("MAX_ATTEMPTS", "3")?,
             max_body_bytes: parse("MAX_BODY_BYTES", "8388608")?,
+            crash_after_commit: var("PROJECTOR_FAULT", "") == "crash-after-commit",
         })
     }
 }

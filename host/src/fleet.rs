@@ -10,6 +10,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::lifecycle::Deployer;
@@ -53,9 +54,22 @@ impl Fleet {
         }
     }
 
+    /// Announces, in order, each version the deployer says started running
+    /// here.
+    pub fn announce_each(
+        self: Arc<Self>,
+        mut versions: mpsc::UnboundedReceiver<Plugin>,
+    ) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            while let Some(plugin) = versions.recv().await {
+                self.announce(&plugin).await;
+            }
+        })
+    }
+
     /// Stores a version and tells the other hosts it runs here. A failure
     /// is logged: the version runs here all the same.
-    pub async fn announce(&self, plugin: &Plugin) {
+    async fn announce(&self, plugin: &Plugin) {
         let announcement = Announcement {
             plugin: plugin.name().to_owned(),
             version: plugin.info.version.clone(),

@@ -3,24 +3,28 @@
 //!
 //! The data flows `ingest` (JetStream consumers, batches, dead letters) →
 //! `runtime` (wasmtime components) → `store` (one Postgres transaction per
-//! batch); `api` reads the store over HTTP; `notify` pushes the
+//! batch); `api` reads the store over HTTP; `push` pushes the
 //! notifications each batch stores to clinicians' devices.
 
 pub mod api;
+pub mod auth;
 pub mod bench;
 pub mod config;
+pub mod error;
 pub mod fhir;
 pub mod fleet;
 pub mod ingest;
 pub mod lifecycle;
 pub mod metrics;
-pub mod notify;
 pub mod objects;
 pub mod publish;
+pub mod push;
 pub mod replay;
 pub mod runtime;
 pub mod scaffold;
 pub mod serve;
+pub mod shared;
 pub mod sim;
 pub mod store;
+pub mod sync;
 pub mod watch;

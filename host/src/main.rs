@@ -177,108 +177,20 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::from_env()?;
     match cli.command {
-        Command::Serve => {
-            let host = Host::start(config).await?;
-            tokio::signal::ctrl_c()
-                .await
-                .context("waiting for ctrl-c")?;
-            host.stop();
-        }
-        Command::Publish { file } => {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            let mut publisher = publisher(&config).await?;
-            let count = publisher.publish_jsonl(&text).await?;
-            println!("published {count} events from {}", file.display());
-        }
-        Command::Fhir { paths } => {
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            for event in projector::fhir::read_bundles(&paths)? {
-                out.write_all(&event.to_json_bytes())?;
-                out.write_all(b"\n")?;
-            }
-            out.flush()?;
-        }
+        Command::Serve => serve(config).await,
+        Command::Publish { file } => publish(&config, &file).await,
+        Command::Fhir { paths } => fhir(&paths),
         Command::Simulate {
             patients,
             rate,
             seed,
-        } => {
-            anyhow::ensure!(rate > 0.0, "--rate must be positive");
-            let traffic = Simulator::new(seed, chrono::Utc::now()).traffic(patients);
-            let mut publisher = publisher(&config).await?;
-            let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-            for event in &traffic {
-                ticker.tick().await;
-                publisher.publish(event).await?;
-            }
-            publisher.flush().await?;
-            println!("published {} events for {patients} patients", traffic.len());
+        } => simulate(&config, patients, rate, seed).await,
+        Command::Bench(bench) => run_bench(config, bench).await,
+        Command::Plugins(plugins) => run_plugins(&config, plugins).await,
+        Command::Schema => {
+            println!("{:#}", projector_events::schema::document());
+            Ok(())
         }
-        Command::Bench(Bench::Projection {
-            events,
-            poison_percent,
-        }) => projector::bench::projection::run(config, events, poison_percent).await?,
-        Command::Bench(Bench::Lifecycle { events, swaps }) => {
-            projector::bench::lifecycle::run(config, events, swaps).await?
-        }
-        Command::Bench(Bench::Notify {
-            clients,
-            rate,
-            alerts,
-        }) => {
-            let load = projector::bench::notify::Load {
-                clients,
-                rate,
-                alerts,
-            };
-            projector::bench::notify::run(config, load).await?
-        }
-        Command::Bench(Bench::Soak {
-            rate,
-            patients,
-            minutes,
-        }) => {
-            anyhow::ensure!(
-                minutes > 0.0 && rate > 0,
-                "--minutes and --rate must be positive"
-            );
-            let mut config = config;
-            projector::bench::own_names(&mut config, "benchsoak");
-            let load = projector::bench::soak::Load {
-                rate,
-                patients,
-                duration: Duration::from_secs_f64(minutes * 60.0),
-                report_every: Duration::from_secs(15),
-                executable: std::env::current_exe()?,
-                autovacuum_off: false,
-            };
-            projector::bench::soak::run(config, load).await?;
-            println!(
-                "# reproduce: scripts/build-plugins && cargo build --release && target/release/projector bench soak --rate {rate} --patients {patients} --minutes {minutes}"
-            );
-        }
-        Command::Plugins(Plugins::New { name, dir, sdk }) => {
-            let root = projector::scaffold::new_plugin(&name, &dir, &sdk)?;
-            println!(
-                "created {}: cd there, then `cargo test` and `cargo build --release --target wasm32-wasip2`",
-                root.display()
-            );
-        }
-        Command::Plugins(Plugins::Replay { file, plugin }) => {
-            let result = projector::replay::replay(&config, &plugin, &file).await?;
-            println!("{result:#}");
-        }
-        Command::Plugins(Plugins::Deploy {
-            file,
-            name,
-            url,
-            token,
-        }) => {
-            let answer = projector::scaffold::deploy(&file, name.as_deref(), &url, &token).await?;
-            println!("{answer}");
-        }
-        Command::Schema => println!("{:#}", projector_events::schema::document()),
         Command::Token {
             sub,
             role,
@@ -286,7 +198,7 @@ async fn main() -> anyhow::Result<()> {
             ttl,
         } => {
             let exp = chrono::Utc::now().timestamp().max(0) as u64 + ttl;
-            let claims = projector::api::Claims {
+            let claims = projector::auth::Claims {
                 sub,
                 name,
                 role,
@@ -294,8 +206,133 @@ async fn main() -> anyhow::Result<()> {
             };
             println!(
                 "{}",
-                projector::api::issue_token(&config.jwt_secret, &claims)?
+                projector::auth::issue_token(&config.jwt_secret, &claims)?
             );
+            Ok(())
+        }
+    }
+}
+
+/// `projector serve`: runs until ctrl-c.
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let host = Host::start(config).await?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for ctrl-c")?;
+    host.stop();
+    Ok(())
+}
+
+/// `projector publish FILE`: one event per line.
+async fn publish(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut publisher = publisher(config).await?;
+    let count = publisher.publish_jsonl(&text).await?;
+    println!("published {count} events from {}", file.display());
+    Ok(())
+}
+
+/// `projector fhir BUNDLES…`: the bundles' events, one per line, to stdout.
+fn fhir(paths: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for event in projector::fhir::read_bundles(paths)? {
+        out.write_all(&event.to_json_bytes())?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `projector simulate`: realistic traffic at a steady rate.
+async fn simulate(config: &Config, patients: usize, rate: f64, seed: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(rate > 0.0, "--rate must be positive");
+    let traffic = Simulator::new(seed, chrono::Utc::now()).traffic(patients);
+    let mut publisher = publisher(config).await?;
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    for event in &traffic {
+        ticker.tick().await;
+        publisher.publish(event).await?;
+    }
+    publisher.flush().await?;
+    println!("published {} events for {patients} patients", traffic.len());
+    Ok(())
+}
+
+/// `projector bench …`.
+async fn run_bench(config: Config, bench: Bench) -> anyhow::Result<()> {
+    match bench {
+        Bench::Projection {
+            events,
+            poison_percent,
+        } => projector::bench::projection::run(config, events, poison_percent).await,
+        Bench::Lifecycle { events, swaps } => {
+            projector::bench::lifecycle::run(config, events, swaps).await
+        }
+        Bench::Notify {
+            clients,
+            rate,
+            alerts,
+        } => {
+            let load = projector::bench::notifications::Load {
+                clients,
+                rate,
+                alerts,
+            };
+            projector::bench::notifications::run(config, load).await
+        }
+        Bench::Soak {
+            rate,
+            patients,
+            minutes,
+        } => soak(config, rate, patients, minutes).await,
+    }
+}
+
+/// `projector bench soak`.
+async fn soak(mut config: Config, rate: u32, patients: u64, minutes: f64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        minutes > 0.0 && rate > 0,
+        "--minutes and --rate must be positive"
+    );
+    projector::bench::own_names(&mut config, "benchsoak");
+    let load = projector::bench::soak::Load {
+        rate,
+        patients,
+        duration: Duration::from_secs_f64(minutes * 60.0),
+        report_every: Duration::from_secs(15),
+        executable: std::env::current_exe()?,
+        autovacuum_off: false,
+    };
+    projector::bench::soak::run(config, load).await?;
+    println!(
+        "# reproduce: scripts/build-plugins && cargo build --release && target/release/projector bench soak --rate {rate} --patients {patients} --minutes {minutes}"
+    );
+    Ok(())
+}
+
+/// `projector plugins …`.
+async fn run_plugins(config: &Config, plugins: Plugins) -> anyhow::Result<()> {
+    match plugins {
+        Plugins::New { name, dir, sdk } => {
+            let root = projector::scaffold::new_plugin(&name, &dir, &sdk)?;
+            println!(
+                "created {}: cd there, then `cargo test` and `cargo build --release --target wasm32-wasip2`",
+                root.display()
+            );
+        }
+        Plugins::Replay { file, plugin } => {
+            let result = projector::replay::replay(config, &plugin, &file).await?;
+            println!("{result:#}");
+        }
+        Plugins::Deploy {
+            file,
+            name,
+            url,
+            token,
+        } => {
+            let answer = projector::scaffold::deploy(&file, name.as_deref(), &url, &token).await?;
+            println!("{answer}");
         }
     }
     Ok(())

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use projector_events::UnknownCode;
 
+use crate::sync::Locked;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -199,7 +200,7 @@ impl Metrics {
                 field: unknown.field.to_owned(),
                 code: unknown.code.clone(),
             };
-            let mut series = self.code_series.lock().unwrap_or_else(|e| e.into_inner());
+            let mut series = self.code_series.locked();
             if !series.contains(&label) {
                 if series.len() < MAX_CODE_SERIES && label.code.len() <= MAX_CODE_LABEL {
                     tracing::warn!(plugin, field = unknown.field, code = %unknown.code, value_set = unknown.value_set, "a code outside its extensible value set was kept as sent");

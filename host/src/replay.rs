@@ -8,7 +8,6 @@ use std::path::Path;
 
 use anyhow::Context;
 use serde_json::{Value, json};
-use sqlx::AssertSqlSafe;
 
 use crate::config::Config;
 use crate::ingest::{self, Item, Origin};
@@ -22,19 +21,7 @@ pub async fn replay(config: &Config, wasm: &Path, events: &Path) -> anyhow::Resu
     let runtime = Runtime::from_config(config)?;
     let bytes = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
     let plugin = Plugin::load(&runtime, &bytes).await?;
-    let text =
-        std::fs::read_to_string(events).with_context(|| format!("reading {}", events.display()))?;
-    let items: Vec<Item> = text
-        .lines()
-        .filter(|line| !line.trim().is_empty())
-        .enumerate()
-        .map(|(n, line)| Item {
-            seq: n as u64 + 1,
-            subject: event_type(line),
-            raw: line.as_bytes().to_vec(),
-            origin: Origin::Stream,
-        })
-        .collect();
+    let items = read_items(events)?;
     let database = format!("replay_{}", chrono::Utc::now().format("%Y%m%d%H%M%S%f"));
     let pool = store::connect(&config.database_url_named(&database)).await?;
     let target = store::Target::live(plugin.name());
@@ -53,12 +40,7 @@ pub async fn replay(config: &Config, wasm: &Path, events: &Path) -> anyhow::Resu
     }
     let mut views = serde_json::Map::new();
     for view in &plugin.info.views {
-        let docs: Vec<(String, Value)> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT key, doc FROM {} ORDER BY key",
-            store::table_name(&view.name)
-        )))
-        .fetch_all(&pool)
-        .await?;
+        let docs = store::documents::all(&pool, &view.name).await?;
         views.insert(
             view.name.clone(),
             docs.into_iter()
@@ -66,13 +48,18 @@ pub async fn replay(config: &Config, wasm: &Path, events: &Path) -> anyhow::Resu
                 .collect(),
         );
     }
-    let notifications: Vec<Value> = sqlx::query_scalar("SELECT body || jsonb_build_object('userId', user_id) FROM notifications ORDER BY user_id, seq")
-        .fetch_all(&pool)
-        .await?;
-    let dead_letters: Vec<(i64, String)> =
-        sqlx::query_as("SELECT stream_seq, reason FROM dead_letters ORDER BY stream_seq")
-            .fetch_all(&pool)
-            .await?;
+    let notifications: Vec<Value> = store::notifications::all(&pool)
+        .await?
+        .into_iter()
+        .map(|n| {
+            let mut body = n.body;
+            if let Some(fields) = body.as_object_mut() {
+                fields.insert("userId".into(), n.recipient.column().into());
+            }
+            body
+        })
+        .collect();
+    let dead_letters = store::dead_letters::reasons(&pool).await?;
     pool.close().await;
     println!("# replayed into database {database}");
     Ok(json!({
@@ -82,6 +69,23 @@ pub async fn replay(config: &Config, wasm: &Path, events: &Path) -> anyhow::Resu
         "notifications": notifications,
         "deadLetters": dead_letters.into_iter().map(|(line, reason)| json!({"line": line, "reason": reason})).collect::<Vec<_>>(),
     }))
+}
+
+/// The events file's lines as stream items, numbered from 1.
+fn read_items(events: &Path) -> anyhow::Result<Vec<Item>> {
+    let text =
+        std::fs::read_to_string(events).with_context(|| format!("reading {}", events.display()))?;
+    Ok(text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .enumerate()
+        .map(|(n, line)| Item {
+            seq: n as u64 + 1,
+            subject: event_type(line),
+            raw: line.as_bytes().to_vec(),
+            origin: Origin::Stream,
+        })
+        .collect())
 }
 
 /// The line's `eventType`, as its subject would be (empty if unreadable:

@@ -8,15 +8,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::PgPool;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::fleet::Fleet;
 use crate::lifecycle::{Deployer, Registry};
 use crate::metrics::Metrics;
-use crate::notify::Notifier;
 use crate::objects::ObjectStore;
+use crate::push::Notifier;
 use crate::runtime::Runtime;
+use crate::shared::Shared;
 use crate::{api, ingest, store, watch};
 
 /// A running host: its projections and its API.
@@ -39,43 +41,24 @@ pub struct Host {
 impl Host {
     /// Starts everything; an empty database and an empty JetStream are a valid start.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
-        let config = Arc::new(config);
-        let pool = store::connect(&config.database_url).await?;
-        let nats = async_nats::connect(&config.nats_url)
-            .await
-            .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
-        let js = async_nats::jetstream::new(nats.clone());
-        let stream = ingest::ensure_stream(&js, &config).await?;
-        let runtime = Runtime::from_config(&config)?;
-        let metrics = Arc::new(Metrics::default());
-        let objects = ObjectStore::new(&config);
-        let (notifier, mut tasks) =
-            Notifier::start(pool.clone(), nats.clone(), config.clone(), metrics.clone()).await?;
-        tasks.push(tokio::spawn(objects.clone().ensure_buckets_until_done()));
-        tasks.push(tokio::spawn(store::retention::sweep_every(
-            pool.clone(),
-            config.clone(),
-            RETENTION_SWEEP,
-        )));
-        if let Some(every) = config.analyze_every {
-            tasks.push(tokio::spawn(store::statistics::analyse_every(
-                pool.clone(),
-                every,
-            )));
-        }
+        let shared = connect(config).await?;
+        let config = shared.config.clone();
+        let (pushes, queue) = mpsc::unbounded_channel();
+        let (notifier, mut tasks) = Notifier::start(shared.clone(), pushes.clone(), queue).await?;
+        tasks.extend(upkeep(&shared));
         let fleet = Arc::new(Fleet::new(
-            objects.clone(),
-            nats.clone(),
+            shared.objects.clone(),
+            shared.nats.clone(),
             &config.subject_prefix,
         ));
+        let (versions, announced) = mpsc::unbounded_channel();
+        tasks.push(fleet.clone().announce_each(announced));
+        let runtime = Runtime::from_config(&config)?;
         let deployer = Arc::new(Deployer::new(
             runtime,
-            pool.clone(),
-            stream.clone(),
-            config.clone(),
-            notifier.clone(),
-            metrics.clone(),
-            Some(fleet.clone()),
+            shared.clone(),
+            pushes,
+            Some(versions),
         ));
         // Watch before loading, so no file dropped meanwhile goes unseen.
         match watch::watch(config.plugins_dir.clone(), deployer.clone()) {
@@ -91,15 +74,10 @@ impl Host {
         tasks.push(fleet.follow(deployer.clone()).await?);
         let registry = deployer.registry().clone();
         let app = api::router(api::AppState {
-            pool: pool.clone(),
-            config: config.clone(),
+            shared: shared.clone(),
             registry: registry.clone(),
             deployer: deployer.clone(),
-            nats,
-            stream,
             notifier: notifier.clone(),
-            metrics,
-            objects,
         });
         let (http_addr, http) = serve(config.http_addr, app).await?;
         let (ws_addr, ws) = serve(config.ws_addr, notifier.router()).await?;
@@ -109,7 +87,7 @@ impl Host {
             http_addr,
             ws_addr,
             notifier,
-            pool,
+            pool: shared.pool,
             registry,
             deployer,
             tasks,
@@ -123,6 +101,46 @@ impl Host {
             task.abort();
         }
     }
+}
+
+/// Connects to PostgreSQL (migrating it), NATS and the event stream, once
+/// for the whole host.
+async fn connect(config: Config) -> anyhow::Result<Shared> {
+    let config = Arc::new(config);
+    let pool = store::connect(&config.database_url).await?;
+    let nats = async_nats::connect(&config.nats_url)
+        .await
+        .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+    let js = async_nats::jetstream::new(nats.clone());
+    let stream = ingest::ensure_stream(&js, &config).await?;
+    Ok(Shared {
+        objects: ObjectStore::new(&config),
+        metrics: Arc::new(Metrics::default()),
+        config,
+        pool,
+        nats,
+        stream,
+    })
+}
+
+/// The upkeep tasks: buckets created once storage answers, retention
+/// sweeps, and planner statistics kept fresh.
+fn upkeep(shared: &Shared) -> Vec<JoinHandle<()>> {
+    let mut tasks = vec![
+        tokio::spawn(shared.objects.clone().ensure_buckets_until_done()),
+        tokio::spawn(store::retention::sweep_every(
+            shared.pool.clone(),
+            shared.config.clone(),
+            RETENTION_SWEEP,
+        )),
+    ];
+    if let Some(every) = shared.config.analyze_every {
+        tasks.push(tokio::spawn(store::statistics::analyse_every(
+            shared.pool.clone(),
+            every,
+        )));
+    }
+    tasks
 }
 
 /// How often rows past their retention are swept.

@@ -230,7 +230,7 @@ async fn world() -> World {
 }
 
 async fn checkpoint(pool: &PgPool) -> u64 {
-    store::queries::checkpoint(pool, "patient").await.unwrap()
+    store::checkpoints::of(pool, "patient").await.unwrap()
 }
 
 /// Runs one case the way a projection does, then checks the invariant.

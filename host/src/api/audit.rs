@@ -8,7 +8,9 @@ use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, AppState, Claims};
+use super::{ApiError, AppState};
+use crate::auth::Claims;
+use crate::store::audit::{self, NewAudit};
 
 /// The kind of resource a route serves, for the audit log.
 fn resource_type(route: &str) -> &'static str {
@@ -69,19 +71,13 @@ pub async fn audit_request(
     let Some(claims) = claims else {
         return response;
     };
-    let written = sqlx::query(
-        "INSERT INTO audit_log (user_id, action, resource_type, resource_id, patient_id, ip_address, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(&claims.sub)
-    .bind(&action)
-    .bind(resource_type(&route))
-    .bind(&resource_id)
-    .bind(patient_id)
-    .bind(ip)
-    .bind(i32::from(response.status().as_u16()))
-    .execute(&state.pool)
-    .await;
+    let entry = NewAudit {
+        patient_id,
+        ip_address: ip,
+        status: Some(i32::from(response.status().as_u16())),
+        ..NewAudit::now(claims.sub, action, resource_type(&route), resource_id)
+    };
+    let written = audit::insert(&state.shared.pool, &[entry]).await;
     match written {
         Ok(_) => response,
         Err(e) => {

@@ -1,75 +1,17 @@
-//! Bearer JWTs (HS256 with `JWT_SECRET`): claims `sub`, `name`, `role`, `exp`.
+//! The API's side of authentication: a valid bearer token on every route
+//! but the probes, the admin role on the admin routes, and chart access.
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
+use crate::auth::{Claims, InvalidToken, verify_token};
 
-/// Who is calling.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Claims {
-    /// User id.
-    pub sub: String,
-    /// Display name.
-    #[serde(default)]
-    pub name: String,
-    /// `admin`, a clinical role (`provider`, `nurse`, …) or `patient`.
-    pub role: String,
-    /// Expiry, seconds since the epoch.
-    pub exp: u64,
-}
-
-impl Claims {
-    /// Whether this is an administrator.
-    pub fn is_admin(&self) -> bool {
-        self.role == "admin"
+impl From<InvalidToken> for ApiError {
+    fn from(e: InvalidToken) -> Self {
+        ApiError::unauthorized(e.to_string())
     }
-
-    /// Refuses anyone but an administrator.
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.is_admin() {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden("this endpoint needs the admin role"))
-        }
-    }
-
-    /// Clinical roles and admins read any chart; a patient only their own.
-    pub fn require_chart_access(&self, patient_id: &str) -> Result<(), ApiError> {
-        match self.role.as_str() {
-            "patient" if self.sub == patient_id => Ok(()),
-            "patient" => Err(ApiError::forbidden(
-                "a patient may read only their own chart",
-            )),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// Signs a token (the CLI and tests use this).
-pub fn issue_token(secret: &str, claims: &Claims) -> anyhow::Result<String> {
-    Ok(jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )?)
-}
-
-/// Checks a token: signature, algorithm, expiry with no leeway.
-pub fn verify_token(secret: &str, token: &str) -> Result<Claims, ApiError> {
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.leeway = 0;
-    validation.set_required_spec_claims(&["exp", "sub"]);
-    jsonwebtoken::decode::<Claims>(
-        token,
-        &DecodingKey::from_secret(secret.as_bytes()),
-        &validation,
-    )
-    .map(|data| data.claims)
-    .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))
 }
 
 /// Middleware: a valid bearer token, or 401. Puts the claims in the request.
@@ -87,7 +29,27 @@ pub async fn authenticate(
         .ok()
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
-    let claims = verify_token(&state.config.jwt_secret, token.trim())?;
+    let claims = verify_token(&state.shared.config.jwt_secret, token.trim())?;
     request.extensions_mut().insert(claims);
     Ok(next.run(request).await)
+}
+
+/// Middleware of the admin routes: the claims [`authenticate`] put in the
+/// request must carry the admin role, or 403.
+pub async fn require_admin(request: Request, next: Next) -> Result<Response, ApiError> {
+    match request.extensions().get::<Claims>() {
+        Some(claims) if claims.is_admin() => Ok(next.run(request).await),
+        _ => Err(ApiError::forbidden("this endpoint needs the admin role")),
+    }
+}
+
+/// Refuses a caller who may not read this patient's chart.
+pub fn check_chart_access(claims: &Claims, patient_id: &str) -> Result<(), ApiError> {
+    if claims.may_read_chart(patient_id) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "a patient may read only their own chart",
+        ))
+    }
 }

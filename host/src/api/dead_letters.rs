@@ -1,14 +1,13 @@
 //! Inspect and re-drive dead letters (role `admin`).
 
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
-use super::{ApiError, AppState, Claims, params};
-use crate::store::queries;
+use super::{ApiError, AppState, params};
+use crate::store::dead_letters::{self, DeadLetter, Settled, Status};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -27,69 +26,72 @@ struct Filter {
 
 async fn list(
     State(state): State<AppState>,
-    Extension(claims): Extension<Claims>,
     Query(filter): Query<Filter>,
-) -> Result<Json<Vec<Value>>, ApiError> {
-    claims.require_admin()?;
+) -> Result<Json<Vec<DeadLetter>>, ApiError> {
     let limit = params::limit(filter.limit.as_deref())?;
-    if let Some(status) = filter.status.as_deref()
-        && !["dead", "retrying", "resolved", "discarded"].contains(&status)
-    {
-        return Err(ApiError::bad_request(
-            "status must be dead, retrying, resolved or discarded",
-        ));
-    }
-    let rows = queries::dead_letters(
-        &state.pool,
-        filter.plugin.as_deref(),
-        filter.status.as_deref(),
-        limit,
-    )
-    .await?;
+    let status = filter
+        .status
+        .as_deref()
+        .map(str::parse::<Status>)
+        .transpose()
+        .map_err(|_| {
+            ApiError::bad_request("status must be dead, retrying, resolved or discarded")
+        })?;
+    let rows =
+        dead_letters::list(&state.shared.pool, filter.plugin.as_deref(), status, limit).await?;
     Ok(Json(rows))
+}
+
+/// A dead letter an operator moved on.
+#[derive(Serialize)]
+struct SettledLetter {
+    id: i64,
+    status: Status,
+    plugin: String,
 }
 
 /// Queues a dead letter for its plugin to apply again; 202 until it has.
 /// Its patient's parked events follow once it is resolved.
 async fn retry(
     state: State<AppState>,
-    claims: Extension<Claims>,
     id: Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    settle(state, claims, id, "retrying").await
+) -> Result<(StatusCode, Json<SettledLetter>), ApiError> {
+    settle(state, id, Status::Retrying).await
 }
 
 /// Gives up on a dead letter: it stays on record, and its patient's parked
 /// events are released (202 until they are applied).
 async fn discard(
     state: State<AppState>,
-    claims: Extension<Claims>,
     id: Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    settle(state, claims, id, "discarded").await
+) -> Result<(StatusCode, Json<SettledLetter>), ApiError> {
+    settle(state, id, Status::Discarded).await
 }
 
 async fn settle(
     State(state): State<AppState>,
-    Extension(claims): Extension<Claims>,
     Path(id): Path<String>,
-    to: &str,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    claims.require_admin()?;
+    to: Status,
+) -> Result<(StatusCode, Json<SettledLetter>), ApiError> {
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::bad_request("dead-letter id must be a number"))?;
-    match queries::settle_dead_letter(&state.pool, id, to).await? {
-        Ok(plugin) => {
+    match dead_letters::settle(&state.shared.pool, id, to).await? {
+        Settled::Now { plugin } => {
             state.registry.wake_redrive(&plugin);
             Ok((
                 StatusCode::ACCEPTED,
-                Json(json!({ "id": id, "status": to, "plugin": plugin })),
+                Json(SettledLetter {
+                    id,
+                    status: to,
+                    plugin,
+                }),
             ))
         }
-        Err(None) => Err(ApiError::not_found(format!("no dead letter {id}"))),
-        Err(Some(status)) => Err(ApiError::conflict(format!(
-            "dead letter {id} is {status}, not dead"
+        Settled::NotFound => Err(ApiError::not_found(format!("no dead letter {id}"))),
+        Settled::NotDead(status) => Err(ApiError::conflict(format!(
+            "dead letter {id} is {}, not dead",
+            status.as_str()
         ))),
     }
 }

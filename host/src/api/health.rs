@@ -7,10 +7,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::AppState;
 use crate::ingest;
+use crate::store::{self, notifications};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -24,17 +25,15 @@ pub fn router() -> Router<AppState> {
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut lags = Vec::new();
     for name in state.registry.names() {
-        if let Ok(lag) = ingest::lag(&state.stream, &name).await {
+        if let Ok(lag) = ingest::lag(&state.shared.stream, &name).await {
             lags.push((name, lag));
         }
     }
-    let pending: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM notifications WHERE requires_ack AND acknowledged_at IS NULL",
-    )
-    .fetch_one(&state.pool)
-    .await
-    .unwrap_or(-1);
+    let pending = notifications::awaiting_acknowledgement(&state.shared.pool)
+        .await
+        .unwrap_or(-1);
     let text = state
+        .shared
         .metrics
         .render(&lags, state.notifier.hub().connections(), pending);
     (
@@ -56,7 +55,7 @@ pub async fn time_request(State(state): State<AppState>, request: Request, next:
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
-    state.metrics.request(
+    state.shared.metrics.request(
         &method,
         &route,
         response.status().as_u16(),
@@ -65,20 +64,45 @@ pub async fn time_request(State(state): State<AppState>, request: Request, next:
     response
 }
 
+/// What `/healthz` and `/readyz` answer.
+#[derive(Serialize)]
+struct Health {
+    /// `ok` (alive), `ready`, `degraded` or `unavailable`.
+    status: &'static str,
+    /// What answered, for readiness.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checks: Option<Checks>,
+    /// How many plugins run, for readiness.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plugins: Option<usize>,
+}
+
+/// The dependencies readiness checks.
+#[derive(Serialize)]
+struct Checks {
+    postgres: bool,
+    nats: bool,
+    s3: bool,
+}
+
 /// The process is up.
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        checks: None,
+        plugins: None,
+    })
 }
 
 /// Ready when NATS and PostgreSQL answer; 503 with what is down otherwise.
 /// Object storage down degrades (images and reports cannot be fetched) but
 /// projection goes on, so the host stays ready and says so.
-async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let (postgres, s3) = tokio::join!(
-        async { sqlx::query("SELECT 1").execute(&state.pool).await.is_ok() },
-        state.objects.ready()
+        store::ping(&state.shared.pool),
+        state.shared.objects.ready()
     );
-    let nats = state.nats.connection_state() == async_nats::connection::State::Connected;
+    let nats = state.shared.nats.connection_state() == async_nats::connection::State::Connected;
     let plugins = state.registry.names().len();
     let ready = postgres && nats;
     let (status, word) = match (ready, s3) {
@@ -88,10 +112,10 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     };
     (
         status,
-        Json(json!({
-            "status": word,
-            "checks": { "postgres": postgres, "nats": nats, "s3": s3 },
-            "plugins": plugins,
-        })),
+        Json(Health {
+            status: word,
+            checks: Some(Checks { postgres, nats, s3 }),
+            plugins: Some(plugins),
+        }),
     )
 }

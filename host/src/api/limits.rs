@@ -24,7 +24,7 @@ pub async fn limit_body(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let max = state.config.max_body_bytes;
+    let max = state.shared.config.max_body_bytes;
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)

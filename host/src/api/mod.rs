@@ -5,7 +5,6 @@ mod audit;
 mod audit_trail;
 mod auth;
 mod dead_letters;
-mod error;
 mod health;
 mod limits;
 mod notifications;
@@ -14,52 +13,43 @@ mod params;
 mod patients;
 mod plugins;
 
-pub use auth::{Claims, issue_token, verify_token};
-pub use error::ApiError;
+use crate::error;
+pub use crate::error::ApiError;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::middleware;
-use sqlx::PgPool;
 
-use crate::config::Config;
 use crate::lifecycle::{Deployer, Registry};
-use crate::metrics::Metrics;
-use crate::notify::Notifier;
-use crate::objects::ObjectStore;
+use crate::push::Notifier;
+use crate::shared::Shared;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    /// The database.
-    pub pool: PgPool,
-    /// The host's configuration.
-    pub config: Arc<Config>,
+    /// The host's configuration, database, NATS, stream, metrics and
+    /// object storage.
+    pub shared: Shared,
     /// Loaded plugins and their projections.
     pub registry: Arc<Registry>,
     /// Deploys, rolls back, pauses and resumes plugins.
     pub deployer: Arc<Deployer>,
-    /// NATS, for readiness.
-    pub nats: async_nats::Client,
-    /// The event stream, for consumer lag.
-    pub stream: async_nats::jetstream::stream::Stream,
     /// The notification devices connected, for metrics.
     pub notifier: Notifier,
-    /// What `/metrics` serves.
-    pub metrics: Arc<Metrics>,
-    /// Object storage, for presigned URLs and readiness.
-    pub objects: ObjectStore,
 }
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    let authenticated = Router::new()
-        .merge(patients::router())
+    let admin = Router::new()
         .merge(plugins::router())
         .merge(dead_letters::router())
-        .merge(notifications::router())
         .merge(audit_trail::router())
+        .route_layer(middleware::from_fn(auth::require_admin));
+    let authenticated = Router::new()
+        .merge(patients::router())
+        .merge(notifications::router())
+        .merge(admin)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             audit::audit_request,

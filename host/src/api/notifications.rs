@@ -5,10 +5,10 @@ use axum::extract::{Extension, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::Value;
 
-use super::{ApiError, AppState, Claims, params};
-use crate::store::outbox;
+use super::{ApiError, AppState, params};
+use crate::auth::{Claims, Recipient};
+use crate::store::notifications::{self, StoredNotification};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/notifications", get(list))
@@ -27,7 +27,7 @@ async fn list(
     State(state): State<AppState>,
     Extension(claims): Extension<Claims>,
     Query(filter): Query<Filter>,
-) -> Result<Json<Vec<Value>>, ApiError> {
+) -> Result<Json<Vec<StoredNotification>>, ApiError> {
     let after = match filter.after.as_deref() {
         None => 0,
         Some(text) => text
@@ -38,6 +38,12 @@ async fn list(
     };
     let limit = params::limit(filter.limit.as_deref())?;
     Ok(Json(
-        outbox::since(&state.pool, &claims.sub, after, limit).await?,
+        notifications::since(
+            &state.shared.pool,
+            &Recipient::User(claims.sub),
+            after,
+            limit,
+        )
+        .await?,
     ))
 }

@@ -5,8 +5,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::Value;
 
-use super::{ApiError, AppState, Claims, object_urls};
-use crate::store::{outbox, queries};
+use super::auth::check_chart_access;
+use super::{ApiError, AppState, object_urls};
+use crate::auth::Claims;
+use crate::store::documents;
+use crate::store::notifications::{self, StoredNotification};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -21,8 +24,8 @@ async fn chart(
     Extension(claims): Extension<Claims>,
     Path(patient_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    claims.require_chart_access(&patient_id)?;
-    queries::document(&state.pool, "patient_chart", &patient_id)
+    check_chart_access(&claims, &patient_id)?;
+    documents::get(&state.shared.pool, "patient_chart", &patient_id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no chart for patient {patient_id}")))
@@ -33,9 +36,11 @@ async fn alerts(
     State(state): State<AppState>,
     Extension(claims): Extension<Claims>,
     Path(patient_id): Path<String>,
-) -> Result<Json<Vec<Value>>, ApiError> {
-    claims.require_chart_access(&patient_id)?;
-    Ok(Json(outbox::alerts(&state.pool, &patient_id).await?))
+) -> Result<Json<Vec<StoredNotification>>, ApiError> {
+    check_chart_access(&claims, &patient_id)?;
+    Ok(Json(
+        notifications::alerts(&state.shared.pool, &patient_id).await?,
+    ))
 }
 
 /// The views behind `/labs`, `/imaging`, `/medications` and `/encounters`,
@@ -58,11 +63,12 @@ async fn records(
 ) -> Result<Json<Vec<Value>>, ApiError> {
     let (view, order_field) = patient_view(&segment)
         .ok_or_else(|| ApiError::not_found(format!("no view `{segment}` for patients")))?;
-    claims.require_chart_access(&patient_id)?;
-    let mut records = queries::by_patient(&state.pool, view, &patient_id, order_field).await?;
+    check_chart_access(&claims, &patient_id)?;
+    let mut records =
+        documents::by_patient(&state.shared.pool, view, &patient_id, order_field).await?;
     match segment.as_str() {
-        "imaging" => object_urls::sign_studies(&state.objects, &mut records).await,
-        "labs" => object_urls::sign_lab_reports(&state.objects, &mut records).await,
+        "imaging" => object_urls::sign_studies(&state.shared.objects, &mut records).await,
+        "labs" => object_urls::sign_lab_reports(&state.shared.objects, &mut records).await,
         _ => {}
     }
     Ok(Json(records))

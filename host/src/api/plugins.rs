@@ -4,17 +4,18 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 
-use super::{ApiError, AppState, Claims};
+use super::{ApiError, AppState};
 use crate::ingest;
 use crate::lifecycle::{DeployError, Deployed, RebuildStatus};
 use crate::runtime::Plugin;
-use crate::store::queries;
+use crate::store::checkpoints::{self, Checkpoint};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -40,44 +41,88 @@ impl From<DeployError> for ApiError {
 }
 
 /// A version as the API shows it.
-fn version(plugin: &Plugin) -> Value {
-    json!({ "version": plugin.info.version, "hash": plugin.hash })
+#[derive(Serialize)]
+struct Version {
+    version: String,
+    hash: String,
+}
+
+impl Version {
+    fn of(plugin: &Plugin) -> Self {
+        Self {
+            version: plugin.info.version.clone(),
+            hash: plugin.hash.clone(),
+        }
+    }
+}
+
+/// A running plugin: its version, what it reads and writes, and how its
+/// projection fares.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PluginStatus {
+    name: String,
+    #[serde(flatten)]
+    version: Version,
+    subjects: Vec<String>,
+    views: Vec<String>,
+    state: &'static str,
+    error: Option<String>,
+    checkpoint: i64,
+    lag: Option<u64>,
+    applied: i64,
+    dead_lettered: i64,
+    logs: LogCounts,
+    previous: Option<Version>,
+    last_batch_at: Option<DateTime<Utc>>,
+    rebuild: Option<RebuildProgress>,
+}
+
+/// How many log lines a plugin wrote, and how many were dropped over its rate.
+#[derive(Serialize)]
+struct LogCounts {
+    written: u64,
+    suppressed: u64,
 }
 
 /// Name, version, hash, subjects, views, state, checkpoint, lag, counts,
 /// log counts and the version kept for rollback.
-async fn list(
-    State(state): State<AppState>,
-    Extension(claims): Extension<Claims>,
-) -> Result<Json<Vec<Value>>, ApiError> {
-    claims.require_admin()?;
-    let checkpoints: HashMap<String, (i64, i64, i64)> = queries::checkpoints(&state.pool)
+async fn list(State(state): State<AppState>) -> Result<Json<Vec<PluginStatus>>, ApiError> {
+    let checkpoints: HashMap<String, Checkpoint> = checkpoints::all(&state.shared.pool)
         .await?
         .into_iter()
-        .map(|(plugin, seq, applied, dead)| (plugin, (seq, applied, dead)))
+        .map(|c| (c.plugin.clone(), c))
         .collect();
     let mut out = Vec::new();
     for projection in state.registry.projections() {
         let plugin = projection.plugin();
         let info = &plugin.info;
-        let (checkpoint, applied, dead_lettered) =
-            checkpoints.get(&info.name).copied().unwrap_or_default();
-        let lag = ingest::lag(&state.stream, &info.name).await.ok();
+        let checkpoint = checkpoints.get(&info.name).cloned().unwrap_or_default();
         let (projection_state, error) = projection.describe();
-        let (logs_written, logs_suppressed) = plugin.log_counts();
-        out.push(json!({
-            "name": info.name, "version": info.version, "hash": plugin.hash,
-            "subjects": info.subjects, "views": info.views.iter().map(|v| &v.name).collect::<Vec<_>>(),
-            "state": projection_state, "error": error, "checkpoint": checkpoint, "lag": lag,
-            "applied": applied, "deadLettered": dead_lettered,
-            "logs": { "written": logs_written, "suppressed": logs_suppressed },
-            "previous": projection.previous().as_ref().map(version),
-            "lastBatchAt": projection.last_batch(),
-            "rebuild": match state.deployer.rebuild_status(&info.name) {
-                Some(rebuild) => Some(rebuild_progress(&state, &rebuild).await),
-                None => None,
+        let (written, suppressed) = plugin.log_counts();
+        let rebuild = match state.deployer.rebuild_status(&info.name) {
+            Some(rebuild) => Some(rebuild_progress(&state, &rebuild).await),
+            None => None,
+        };
+        out.push(PluginStatus {
+            name: info.name.clone(),
+            version: Version::of(&plugin),
+            subjects: info.subjects.clone(),
+            views: info.views.iter().map(|v| v.name.clone()).collect(),
+            state: projection_state,
+            error,
+            checkpoint: checkpoint.seq,
+            lag: ingest::lag(&state.shared.stream, &info.name).await.ok(),
+            applied: checkpoint.applied,
+            dead_lettered: checkpoint.dead_lettered,
+            logs: LogCounts {
+                written,
+                suppressed,
             },
-        }));
+            previous: projection.version.previous().as_ref().map(Version::of),
+            last_batch_at: projection.progress.last_batch(),
+            rebuild,
+        });
     }
     Ok(Json(out))
 }
@@ -88,11 +133,9 @@ async fn list(
 /// also written to the plugins folder, so a restart runs this version.
 async fn deploy(
     State(state): State<AppState>,
-    Extension(claims): Extension<Claims>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    claims.require_admin()?;
+) -> Result<(StatusCode, Json<Deployment>), ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request(
             "the body must be the plugin's .wasm component",
@@ -102,40 +145,61 @@ async fn deploy(
     Ok(deployment(&name, &plugin, deployed))
 }
 
+/// What a deploy or rollback did.
+#[derive(Serialize)]
+struct Deployment {
+    name: String,
+    #[serde(flatten)]
+    version: Version,
+    deployed: &'static str,
+}
+
 /// What a deploy or rollback did: 202 while a rebuild is under way, since
 /// the version runs only once it has switched in.
-fn deployment(name: &str, plugin: &Plugin, deployed: Deployed) -> (StatusCode, Json<Value>) {
-    let mut answer = version(plugin);
-    answer["name"] = json!(name);
-    answer["deployed"] = json!(deployed.as_str());
+fn deployment(name: &str, plugin: &Plugin, deployed: Deployed) -> (StatusCode, Json<Deployment>) {
     let status = match deployed {
         Deployed::Rebuilding => StatusCode::ACCEPTED,
         _ => StatusCode::OK,
+    };
+    let answer = Deployment {
+        name: name.to_owned(),
+        version: Version::of(plugin),
+        deployed: deployed.as_str(),
     };
     (status, Json(answer))
 }
 
 /// A rebuild as the API shows it: the version, when it started, how far
 /// it is behind the stream, and any error that holds it up.
-async fn rebuild_progress(state: &AppState, rebuild: &RebuildStatus) -> Value {
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RebuildProgress {
+    #[serde(flatten)]
+    version: Version,
+    started_at: DateTime<Utc>,
+    lag: Option<u64>,
+    last_batch_at: Option<DateTime<Utc>>,
+    error: Option<String>,
+}
+
+async fn rebuild_progress(state: &AppState, rebuild: &RebuildStatus) -> RebuildProgress {
     let key = crate::store::Target::rebuild(rebuild.version.name()).key;
     let (_, error) = rebuild.projection.describe();
-    let mut progress = version(&rebuild.version);
-    progress["startedAt"] = json!(rebuild.started_at);
-    progress["lag"] = json!(ingest::lag(&state.stream, &key).await.ok());
-    progress["lastBatchAt"] = json!(rebuild.projection.last_batch());
-    progress["error"] = json!(error);
-    progress
+    RebuildProgress {
+        version: Version::of(&rebuild.version),
+        started_at: rebuild.started_at,
+        lag: ingest::lag(&state.shared.stream, &key).await.ok(),
+        last_batch_at: rebuild.projection.progress.last_batch(),
+        error,
+    }
 }
 
 /// `POST /api/plugins/:name/rebuild`: rebuilds the views with the version
 /// running, blue/green; 202 with the rebuild's progress.
 async fn rebuild(
     State(state): State<AppState>,
-    Extension(claims): Extension<Claims>,
     Path(name): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    claims.require_admin()?;
+) -> Result<(StatusCode, Json<RebuildProgress>), ApiError> {
     let rebuild = state.deployer.rebuild(&name).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -147,40 +211,34 @@ async fn rebuild(
 /// next batch (or, when its views mean something else, after a rebuild).
 async fn rollback(
     State(state): State<AppState>,
-    Extension(claims): Extension<Claims>,
     Path(name): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    claims.require_admin()?;
+) -> Result<(StatusCode, Json<Deployment>), ApiError> {
     let (plugin, deployed) = state.deployer.rollback(&name).await?;
     Ok(deployment(&name, &plugin, deployed))
 }
 
-async fn pause(
-    state: State<AppState>,
-    claims: Extension<Claims>,
-    name: Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    set_paused(state, claims, name, true).await
+async fn pause(state: State<AppState>, name: Path<String>) -> Result<Json<Paused>, ApiError> {
+    set_paused(state, name, true).await
 }
 
-async fn resume(
-    state: State<AppState>,
-    claims: Extension<Claims>,
-    name: Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    set_paused(state, claims, name, false).await
+async fn resume(state: State<AppState>, name: Path<String>) -> Result<Json<Paused>, ApiError> {
+    set_paused(state, name, false).await
+}
+
+/// A plugin's projection paused or running again.
+#[derive(Serialize)]
+struct Paused {
+    name: String,
+    state: &'static str,
 }
 
 /// Pauses or resumes a plugin's projection from its next batch.
 async fn set_paused(
     State(state): State<AppState>,
-    Extension(claims): Extension<Claims>,
     Path(name): Path<String>,
     paused: bool,
-) -> Result<Json<Value>, ApiError> {
-    claims.require_admin()?;
+) -> Result<Json<Paused>, ApiError> {
     state.deployer.set_paused(&name, paused)?;
-    Ok(Json(
-        json!({ "name": name, "state": if paused { "paused" } else { "running" } }),
-    ))
+    let state = if paused { "paused" } else { "running" };
+    Ok(Json(Paused { name, state }))
 }

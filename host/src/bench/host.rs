@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::api::{Claims, issue_token};
+use crate::auth::{Claims, issue_token};
 use crate::config::Config;
 
 /// A provider's token for the host of `config`, valid for a day.

@@ -108,8 +108,8 @@ pub async fn run(mut config: Config, events: usize, swaps: usize) -> anyhow::Res
             let mut stopped = stopped;
             loop {
                 for (seen, at) in [
-                    (&mut starts, lab.batch_started()),
-                    (&mut commits, lab.last_batch()),
+                    (&mut starts, lab.progress.batch_started()),
+                    (&mut commits, lab.progress.last_batch()),
                 ] {
                     if let Some(at) = at
                         && seen.last() != Some(&at)

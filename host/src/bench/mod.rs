@@ -4,7 +4,7 @@
 
 mod host;
 pub mod lifecycle;
-pub mod notify;
+pub mod notifications;
 pub mod projection;
 pub mod soak;
 mod socketio_client;

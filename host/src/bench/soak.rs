@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::ingest;
 use crate::publish::Publisher;
 use crate::sim::Simulator;
+use crate::sync::Locked;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -164,7 +165,7 @@ pub async fn run(config: Config, load: Load) -> anyhow::Result<Report> {
             batch_events,
             batch_ms,
             rss_kib: resident_kib(pid)?,
-            alerts: alerts.lock().unwrap_or_else(|e| e.into_inner()).window(),
+            alerts: alerts.locked().window(),
         };
         print_sample(&sample, load.rate);
         let idle = sample.max_lag() == 0;
@@ -252,8 +253,7 @@ async fn publish(
             }
             let Some(event) = queue.pop() else { break };
             if let Payload::LabCriticalAlert(alert) = &event.payload {
-                sent.lock()
-                    .unwrap_or_else(|e| e.into_inner())
+                sent.locked()
                     .insert(alert.report_id.clone(), Instant::now());
             }
             publisher.publish(&event).await?;
@@ -316,7 +316,7 @@ async fn clinicians(
         tasks.push(tokio::spawn(async move {
             let mut rng = SmallRng::seed_from_u64(u64::from(provider));
             while let Some((arrived, name, data)) = events.recv().await {
-                if name != crate::notify::CRITICAL_EVENT {
+                if name != crate::push::CRITICAL_EVENT {
                     continue;
                 }
                 let id = data["notificationId"]
@@ -327,12 +327,8 @@ async fn clinicians(
                     .as_str()
                     .or(data["reportId"].as_str())
                     .unwrap_or_default();
-                let mut alerts = alerts.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(published) = sent
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(report)
-                {
+                let mut alerts = alerts.locked();
+                if let Some(published) = sent.locked().remove(report) {
                     let latency = arrived.saturating_duration_since(published);
                     alerts.window.push(latency);
                     alerts.all.push(latency);
@@ -444,7 +440,7 @@ fn summarise(
         (Some(from), Some(to)) if from > 0 => (to as f64 - from as f64) / from as f64 * 100.0,
         _ => 0.0,
     };
-    let alerts = alerts.lock().unwrap_or_else(|e| e.into_inner());
+    let alerts = alerts.locked();
     Report {
         samples,
         published,

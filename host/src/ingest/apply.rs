@@ -4,12 +4,11 @@
 
 use futures::future::BoxFuture;
 use projector_events::UnknownCode;
-use projector_sdk::Value;
 use sqlx::PgPool;
 
 use super::batch::{self, Item};
 use crate::runtime::Plugin;
-use crate::store::{CommitError, DocCache, Target};
+use crate::store::{CommitError, DocCache, StoredNotification, Target};
 
 /// What a batch committed, for the metrics and the push.
 #[derive(Debug, Default)]
@@ -17,7 +16,7 @@ pub struct Committed {
     /// Events applied, dead-lettered, parked.
     pub counts: [usize; 3],
     /// The notifications stored, to push.
-    pub notifications: Vec<Value>,
+    pub notifications: Vec<StoredNotification>,
     /// Codes outside their extensible value set in the events applied.
     pub unknown_codes: Vec<UnknownCode>,
 }

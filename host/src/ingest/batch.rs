@@ -5,13 +5,14 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use projector_events::{Envelope, Event, UnknownCode};
-use projector_sdk::Value;
+use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::runtime::{CallError, Plugin};
+use crate::runtime::{CallError, Plugin, PluginInstance};
+use crate::store::dead_letters::{self, Poisoned};
 use crate::store::{
     ApplyFailure, Batch, DocCache, NewAudit, NewDeadLetter, NewNotification, NewParked, Overlay,
-    Target, queries,
+    Target, processed,
 };
 
 /// One message to apply.
@@ -59,7 +60,6 @@ pub async fn project(
     items: Vec<Item>,
 ) -> anyhow::Result<Projected> {
     let mut batch = Batch::new(target);
-    let mut unknown_codes = Vec::new();
     let stream_seqs = || {
         items
             .iter()
@@ -70,7 +70,46 @@ pub async fn project(
     batch.first = stream_seqs().min();
     let events = checked_events(plugin, items, &mut batch);
     let events = not_yet_applied(target, pool, events, &mut batch).await?;
+    let overlay = prefetch(plugin, target, pool, cache, &events).await?;
+    let patients: HashSet<&str> = events
+        .iter()
+        .map(|(_, e)| e.envelope.patient_id.as_str())
+        .collect();
+    let patients: Vec<&str> = patients.into_iter().collect();
+    let poisoned = dead_letters::poisoned(pool, &target.key, &patients).await?;
+    let mut run = Run {
+        plugin,
+        effects: target.effects,
+        max_attempts,
+        instance: Some(plugin.instantiate(Some(overlay)).await?),
+        poisoned,
+        batch,
+        unknown_codes: Vec::new(),
+    };
+    for (item, event) in events {
+        // A plugin call never waits, so a batch would hold its worker
+        // thread for its whole length: let other projections and the
+        // notification push run between events.
+        tokio::task::yield_now().await;
+        run.event(item, event).await?;
+    }
+    let mut batch = run.batch;
+    batch.views = run.instance.and_then(PluginInstance::into_views);
+    Ok(Projected {
+        batch,
+        unknown_codes: run.unknown_codes,
+    })
+}
 
+/// The views of `plugin` with the documents the events name loaded, so
+/// the plugin's reads do not go to the database one by one.
+async fn prefetch(
+    plugin: &Plugin,
+    target: &Target,
+    pool: &PgPool,
+    cache: &DocCache,
+    events: &[(Item, Event)],
+) -> anyhow::Result<Overlay> {
     let mut overlay = Overlay::new(
         pool.clone(),
         target.clone(),
@@ -81,21 +120,38 @@ pub async fn project(
         let keys = events.iter().filter_map(|(_, e)| key_hint(&view.key, e));
         overlay.load(&view.name, keys.collect::<Vec<_>>()).await?;
     }
-    let patients: Vec<&str> = events
-        .iter()
-        .map(|(_, e)| e.envelope.patient_id.as_str())
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let (mut blocked, mut waiting) = queries::poisoned(pool, &target.key, &patients).await?;
-    let mut instance = plugin.instantiate(Some(overlay)).await?;
-    for (item, event) in events {
-        // A plugin call never waits, so a batch would hold its worker
-        // thread for its whole length: let other projections and the
-        // notification push run between events.
-        tokio::task::yield_now().await;
+    Ok(overlay)
+}
+
+/// One batch's run of the plugin over its events.
+struct Run<'a> {
+    plugin: &'a Plugin,
+    effects: bool,
+    max_attempts: u32,
+    /// `None` only while a trapped instance is replaced.
+    instance: Option<PluginInstance>,
+    poisoned: Poisoned,
+    batch: Batch,
+    unknown_codes: Vec<UnknownCode>,
+}
+
+/// How one call of the plugin went.
+enum Tried {
+    /// Applied to the batch's views.
+    Applied,
+    /// Refused for good, with the reason for the dead letter.
+    Failed(String),
+    /// Trapped: worth another try on a fresh instance.
+    Trapped(String),
+}
+
+impl Run<'_> {
+    /// Applies one event, parks it behind its patient's dead letter, or
+    /// dead-letters it.
+    async fn event(&mut self, item: Item, event: Event) -> anyhow::Result<()> {
         // A poisoned patient's events wait, in order, behind the one that failed.
         let patient = event.envelope.patient_id.as_str();
+        let Poisoned { blocked, waiting } = &mut self.poisoned;
         let parks = match item.origin {
             Origin::Stream => blocked.contains(patient) || waiting.contains(patient),
             Origin::Parked => blocked.contains(patient),
@@ -103,42 +159,23 @@ pub async fn project(
         };
         if parks {
             if item.origin == Origin::Stream {
-                batch.parked.push(park(&item, patient));
+                self.batch.parked.push(park(&item, patient));
                 waiting.insert(patient.to_owned());
             }
-            continue;
+            return Ok(());
         }
         let mut attempts = 0;
-        let failure = loop {
+        let reason = loop {
             attempts += 1;
-            match instance.handle(&event, item.seq).await {
-                Ok(outcome) => {
-                    let views = instance
-                        .views()
-                        .ok_or_else(|| anyhow::anyhow!("instance lost its views"))?;
-                    match views.apply(&outcome.mutations).await {
-                        Ok(()) => {
-                            unknown_codes.extend(event.payload.unknown_codes());
-                            record(&mut batch, &item, &event, outcome, target.effects);
-                            break None;
-                        }
-                        Err(ApplyFailure::Rejected(reason)) => {
-                            break Some(format!("plugin returned an invalid outcome: {reason}"));
-                        }
-                        Err(ApplyFailure::Database(e)) => return Err(e.into()),
-                    }
+            match self.try_once(&item, &event).await? {
+                Tried::Applied => return Ok(()),
+                Tried::Failed(reason) => break reason,
+                Tried::Trapped(trap) if attempts >= self.max_attempts => {
+                    break format!("plugin trapped {attempts} times: {trap}");
                 }
-                Err(e @ (CallError::Refused(_) | CallError::Invalid(_))) => {
-                    break Some(e.to_string());
-                }
-                Err(CallError::Trap(trap)) => {
-                    // The instance is spent; carry the batch's views to a fresh one.
-                    instance = plugin.instantiate(instance.into_views()).await?;
-                    if attempts >= max_attempts {
-                        break Some(format!("plugin trapped {attempts} times: {trap}"));
-                    }
+                Tried::Trapped(_) => {
                     tracing::warn!(
-                        plugin = plugin.name(),
+                        plugin = self.plugin.name(),
                         seq = item.seq,
                         attempts,
                         "plugin trapped; retrying"
@@ -147,19 +184,49 @@ pub async fn project(
                 }
             }
         };
-        if let Some(reason) = failure {
-            // The reason can quote payload values: it goes to the database, not the log.
-            tracing::warn!(plugin = plugin.name(), seq = item.seq, event_id = %event.envelope.event_id, "dead-lettered; the patient's later events are parked");
-            let letter = dead_letter(&item, Some(&event.envelope), reason, attempts as i32);
-            bury(&mut batch, &item, letter, true);
-            blocked.insert(patient.to_owned());
+        // The reason can quote payload values: it goes to the database, not the log.
+        tracing::warn!(plugin = self.plugin.name(), seq = item.seq, event_id = %event.envelope.event_id, "dead-lettered; the patient's later events are parked");
+        let letter = dead_letter(&item, Some(&event.envelope), reason, attempts as i32);
+        bury(&mut self.batch, &item, letter, true);
+        self.poisoned.blocked.insert(patient.to_owned());
+        Ok(())
+    }
+
+    /// Calls the plugin once and applies what it returns to the batch's
+    /// views; errors are database failures.
+    async fn try_once(&mut self, item: &Item, event: &Event) -> anyhow::Result<Tried> {
+        let instance = self
+            .instance
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("no plugin instance"))?;
+        match instance.handle(event, item.seq).await {
+            Ok(outcome) => {
+                let views = instance
+                    .views()
+                    .ok_or_else(|| anyhow::anyhow!("instance lost its views"))?;
+                match views.apply(&outcome.mutations).await {
+                    Ok(()) => {
+                        self.unknown_codes.extend(event.payload.unknown_codes());
+                        record(&mut self.batch, item, event, outcome, self.effects);
+                        Ok(Tried::Applied)
+                    }
+                    Err(ApplyFailure::Rejected(reason)) => Ok(Tried::Failed(format!(
+                        "plugin returned an invalid outcome: {reason}"
+                    ))),
+                    Err(ApplyFailure::Database(e)) => Err(e.into()),
+                }
+            }
+            Err(e @ (CallError::Refused(_) | CallError::Invalid(_))) => {
+                Ok(Tried::Failed(e.to_string()))
+            }
+            Err(CallError::Trap(trap)) => {
+                // The instance is spent; carry the batch's views to a fresh one.
+                let views = self.instance.take().and_then(PluginInstance::into_views);
+                self.instance = Some(self.plugin.instantiate(views).await?);
+                Ok(Tried::Trapped(trap.to_string()))
+            }
         }
     }
-    batch.views = instance.into_views();
-    Ok(Projected {
-        batch,
-        unknown_codes,
-    })
 }
 
 /// The batch for one item whose effects the database refused for their
@@ -231,13 +298,7 @@ async fn not_yet_applied(
         .iter()
         .map(|(_, e)| e.envelope.event_id.as_str())
         .collect();
-    let applied: Vec<String> = sqlx::query_scalar(
-        "SELECT event_id FROM processed_events WHERE plugin = $1 AND event_id = ANY($2)",
-    )
-    .bind(target.processed_key())
-    .bind(&ids)
-    .fetch_all(pool)
-    .await?;
+    let applied = processed::applied(pool, &target.processed_key(), &ids).await?;
     let mut seen: HashSet<String> = applied.into_iter().collect();
     let mut fresh = Vec::with_capacity(events.len());
     for (item, event) in events {
@@ -299,12 +360,14 @@ fn record(
     batch
         .audits
         .extend(outcome.audits.into_iter().map(|a| NewAudit {
-            user_id: envelope.user_id.to_string(),
-            action: a.action,
-            resource_type: a.resource_type,
-            resource_id: a.resource_id,
-            patient_id: envelope.patient_id.to_string(),
+            patient_id: Some(envelope.patient_id.to_string()),
             at,
+            ..NewAudit::now(
+                envelope.user_id.as_str(),
+                a.action,
+                a.resource_type,
+                a.resource_id,
+            )
         }));
 }
 

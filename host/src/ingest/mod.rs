@@ -4,11 +4,13 @@
 mod apply;
 mod batch;
 mod projection;
+mod state;
 mod stream;
 
 pub use apply::{Batcher, Committed};
 pub use batch::{Item, Origin};
-pub use projection::{Projection, ProjectionState};
+pub use projection::Projection;
+pub use state::{Controls, Progress, ProjectionState, VersionSlot};
 pub use stream::{
     acknowledged_through, consumer_name, delete_consumer, ensure_stream, lag, replace_consumer,
     stream_subjects,

@@ -11,16 +11,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
-use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
-use crate::fleet::Fleet;
 use crate::ingest::{self, Projection, ProjectionState};
-use crate::metrics::Metrics;
-use crate::notify::Notifier;
 use crate::runtime::{Plugin, Runtime};
+use crate::shared::{NotificationSink, Shared, VersionSink};
 use crate::store::{self, Target, ViewError};
+use crate::sync::{Locked, ReadWrite};
 
 /// The plugins this host runs, by name.
 #[derive(Default)]
@@ -31,32 +28,32 @@ pub struct Registry {
 impl Registry {
     /// Names of the plugins running.
     pub fn names(&self) -> Vec<String> {
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let entries = self.entries.reading();
         entries.keys().cloned().collect()
     }
 
     /// Every plugin's projection, by name.
     pub fn projections(&self) -> Vec<Arc<ProjectionState>> {
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let entries = self.entries.reading();
         entries.values().cloned().collect()
     }
 
     /// One plugin's projection.
     pub fn get(&self, name: &str) -> Option<Arc<ProjectionState>> {
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let entries = self.entries.reading();
         entries.get(name).cloned()
     }
 
     /// Tells a plugin's projection that dead letters await re-drive.
     pub fn wake_redrive(&self, plugin: &str) {
         if let Some(state) = self.get(plugin) {
-            state.wake_redrive();
+            state.controls.wake_redrive();
         }
     }
 
     fn insert(&self, state: Arc<ProjectionState>) {
         let name = state.plugin().name().to_owned();
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries.writing();
         entries.insert(name, state);
     }
 }
@@ -119,44 +116,37 @@ impl Deployed {
 /// Loads, validates, starts and swaps plugins.
 pub struct Deployer {
     runtime: Runtime,
-    pool: PgPool,
-    stream: async_nats::jetstream::stream::Stream,
-    config: Arc<Config>,
-    notifier: Notifier,
-    metrics: Arc<Metrics>,
+    shared: Shared,
+    /// Where live projections hand their committed notifications.
+    notifications: NotificationSink,
+    /// Where versions that start running here are announced, if anywhere.
+    versions: Option<VersionSink>,
     registry: Arc<Registry>,
     projections: Mutex<Vec<JoinHandle<()>>>,
     /// The rebuilds under way, by plugin.
     rebuilds: Mutex<HashMap<String, RebuildStatus>>,
-    /// Where versions that start running here are announced, if anywhere.
-    fleet: Option<Arc<Fleet>>,
     /// One deploy at a time, so two versions of a plugin cannot race.
     deploying: tokio::sync::Mutex<()>,
 }
 
 impl Deployer {
-    /// A deployer for a host's runtime, store, stream and notifier, which
-    /// announces the versions it runs to `fleet`.
+    /// A deployer for a host's runtime and shared connections, whose live
+    /// projections hand their notifications to `notifications`, and which
+    /// says to `versions` each version that starts running here.
     pub fn new(
         runtime: Runtime,
-        pool: PgPool,
-        stream: async_nats::jetstream::stream::Stream,
-        config: Arc<Config>,
-        notifier: Notifier,
-        metrics: Arc<Metrics>,
-        fleet: Option<Arc<Fleet>>,
+        shared: Shared,
+        notifications: NotificationSink,
+        versions: Option<VersionSink>,
     ) -> Self {
         Self {
             runtime,
-            pool,
-            stream,
-            config,
-            notifier,
-            metrics,
+            shared,
+            notifications,
+            versions,
             registry: Arc::default(),
             projections: Mutex::default(),
             rebuilds: Mutex::default(),
-            fleet,
             deploying: tokio::sync::Mutex::new(()),
         }
     }
@@ -208,14 +198,14 @@ impl Deployer {
         }
         // What the live views were built from: the running version's
         // definition, unless another host of the fleet has switched them.
-        let built_from = store::recorded(&self.pool, plugin.name())
+        let built_from = store::recorded(&self.shared.pool, plugin.name())
             .await?
             .map_or_else(|| store::definition(&current.info), |r| r.definition);
         if built_from != store::definition(&plugin.info) {
             self.rebuild_with(running, plugin.clone(), None).await?;
             return Ok((plugin, Deployed::Rebuilding));
         }
-        running.swap(plugin.clone());
+        running.version.swap(plugin.clone());
         tracing::info!(plugin = plugin.name(), from = %current.hash, to = %plugin.hash, version = %plugin.info.version, "plugin swapped");
         Ok((plugin, Deployed::Swapped))
     }
@@ -229,7 +219,7 @@ impl Deployer {
         name: &str,
     ) -> Result<(Plugin, Deployed), DeployError> {
         let deployed = self.deploy_and_keep(bytes, name).await?;
-        self.announce(&deployed).await;
+        self.announce(&deployed);
         Ok(deployed)
     }
 
@@ -268,10 +258,12 @@ impl Deployer {
                 .is_some_and(|r| r.version.hash == hash)
     }
 
-    /// Tells the fleet about a version that started running here.
-    async fn announce(&self, (plugin, deployed): &(Plugin, Deployed)) {
-        if let (Some(fleet), Deployed::Started | Deployed::Swapped) = (&self.fleet, deployed) {
-            fleet.announce(plugin).await;
+    /// Says that a version started running here (the fleet tells the
+    /// other hosts).
+    fn announce(&self, (plugin, deployed): &(Plugin, Deployed)) {
+        if let (Some(versions), Deployed::Started | Deployed::Swapped) = (&self.versions, deployed)
+        {
+            let _ = versions.send(plugin.clone());
         }
     }
 
@@ -279,7 +271,7 @@ impl Deployer {
     /// temporary file renamed into place, so the folder never holds half a
     /// plugin). The watcher then sees the version that runs: unchanged.
     async fn keep(&self, plugin: &Plugin) {
-        let dir = &self.config.plugins_dir;
+        let dir = &self.shared.config.plugins_dir;
         let name = plugin.name();
         let partial = dir.join(format!(".{name}.wasm.partial"));
         let written = async {
@@ -304,7 +296,7 @@ impl Deployer {
             Err(e) => Err(DeployError::Invalid(format!("reading it: {e}"))),
         };
         match result {
-            Ok(deployed) if announce => self.announce(&deployed).await,
+            Ok(deployed) if announce => self.announce(&deployed),
             Ok(_) => {}
             Err(e) => tracing::error!(path = %path.display(), error = %e, "plugin not deployed"),
         }
@@ -323,6 +315,7 @@ impl Deployer {
             )));
         }
         let previous = running
+            .version
             .previous()
             .ok_or_else(|| DeployError::Conflict(format!("`{name}` has no previous version")))?;
         if store::definition(&running.plugin().info) != store::definition(&previous.info) {
@@ -330,12 +323,13 @@ impl Deployer {
             return Ok((previous, Deployed::Rebuilding));
         }
         let back = running
+            .version
             .rollback()
             .ok_or_else(|| DeployError::Conflict(format!("`{name}` has no previous version")))?;
         tracing::info!(plugin = name, to = %back.hash, "plugin rolled back");
         self.keep(&back).await;
         let deployed = (back, Deployed::Swapped);
-        self.announce(&deployed).await;
+        self.announce(&deployed);
         Ok(deployed)
     }
 
@@ -356,13 +350,13 @@ impl Deployer {
 
     /// The rebuild under way for a plugin, if any.
     pub fn rebuild_status(&self, name: &str) -> Option<RebuildStatus> {
-        let rebuilds = self.rebuilds.lock().unwrap_or_else(|e| e.into_inner());
+        let rebuilds = self.rebuilds.locked();
         rebuilds.get(name).cloned()
     }
 
     /// Pauses or resumes a plugin's projection at its next batch.
     pub fn set_paused(&self, name: &str, paused: bool) -> Result<(), DeployError> {
-        self.running(name)?.set_paused(paused);
+        self.running(name)?.controls.set_paused(paused);
         tracing::info!(plugin = name, paused, "plugin projection paused or resumed");
         Ok(())
     }
@@ -379,27 +373,27 @@ impl Deployer {
     /// its own.
     async fn start(self: &Arc<Self>, plugin: Plugin) -> Result<Deployed, DeployError> {
         let name = plugin.name().to_owned();
-        let recorded = store::recorded(&self.pool, &name).await?;
+        let recorded = store::recorded(&self.shared.pool, &name).await?;
         let generation = recorded.as_ref().map_or(0, |r| r.generation);
         // A rebuild a crash interrupted starts again from nothing.
         let rebuild = Target::rebuild(&name).at_generation(generation + 1);
-        ingest::delete_consumer(&self.stream, &rebuild.key).await;
-        store::rebuild::discard(&self.pool, &rebuild).await?;
+        ingest::delete_consumer(&self.shared.stream, &rebuild.key).await;
+        store::rebuild::discard(&self.shared.pool, &rebuild).await?;
         let state = Arc::new(ProjectionState::new(
             plugin.clone(),
             generation,
-            self.metrics.clone(),
+            self.shared.metrics.clone(),
         ));
         let deployed = match recorded {
             Some(recorded) if recorded.definition != store::definition(&plugin.info) => {
-                let held = state.hold().await;
+                let held = state.controls.hold().await;
                 self.registry.insert(state.clone());
                 self.rebuild_with(state.clone(), plugin, Some(held)).await?;
                 Deployed::Rebuilding
             }
             _ => {
-                store::ensure_views(&self.pool, &Target::live(&name), &plugin.info).await?;
-                let mut tx = self.pool.begin().await?;
+                store::ensure_views(&self.shared.pool, &Target::live(&name), &plugin.info).await?;
+                let mut tx = self.shared.pool.begin().await?;
                 store::record_definition(&mut tx, &plugin.info, generation).await?;
                 tx.commit().await?;
                 self.registry.insert(state.clone());
@@ -408,11 +402,9 @@ impl Deployer {
         };
         let projection = Projection::new(
             Target::live(&name),
-            self.pool.clone(),
-            self.stream.clone(),
-            self.config.clone(),
+            &self.shared,
             state,
-            self.notifier.clone(),
+            Some(self.notifications.clone()),
         );
         self.spawn(projection);
         Ok(deployed)
@@ -420,20 +412,12 @@ impl Deployer {
 
     fn spawn(&self, projection: Projection) {
         let task = tokio::spawn(projection.run());
-        self.projections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(task);
+        self.projections.locked().push(task);
     }
 
     /// Stops every projection at once, as a crash would.
     pub fn abort(&self) {
-        for task in self
-            .projections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
+        for task in self.projections.locked().drain(..) {
             task.abort();
         }
     }

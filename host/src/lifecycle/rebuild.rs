@@ -16,6 +16,7 @@ use super::{DeployError, Deployer};
 use crate::ingest::{self, Projection, ProjectionState};
 use crate::runtime::Plugin;
 use crate::store::{self, Target};
+use crate::sync::Locked;
 
 /// A rebuild under way.
 #[derive(Clone)]
@@ -44,34 +45,22 @@ impl Deployer {
         held: Option<OwnedMutexGuard<()>>,
     ) -> Result<RebuildStatus, DeployError> {
         let name = version.name().to_owned();
-        let target = Target::rebuild(&name).at_generation(live.generation() + 1);
-        ingest::delete_consumer(&self.stream, &target.key).await;
-        store::rebuild::prepare(&self.pool, &target, &version.info).await?;
+        let target = Target::rebuild(&name).at_generation(live.controls.generation() + 1);
+        ingest::delete_consumer(&self.shared.stream, &target.key).await;
+        store::rebuild::prepare(&self.shared.pool, &target, &version.info).await?;
         let projection = Arc::new(ProjectionState::new(
             version.clone(),
             target.generation,
-            self.metrics.clone(),
+            self.shared.metrics.clone(),
         ));
         let status = RebuildStatus {
             version: version.clone(),
             started_at: Utc::now(),
             projection: projection.clone(),
         };
-        self.rebuilds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.clone(), status.clone());
-        let task = tokio::spawn(
-            Projection::new(
-                target,
-                self.pool.clone(),
-                self.stream.clone(),
-                self.config.clone(),
-                projection.clone(),
-                self.notifier.clone(),
-            )
-            .run(),
-        );
+        self.rebuilds.locked().insert(name.clone(), status.clone());
+        let task =
+            tokio::spawn(Projection::new(target, &self.shared, projection.clone(), None).run());
         tracing::info!(plugin = %name, version = %version.info.version, hash = %version.hash, "rebuild started");
         let supervisor = Supervisor {
             deployer: self.clone(),
@@ -82,10 +71,7 @@ impl Deployer {
             started: Instant::now(),
         };
         let supervisor = tokio::spawn(supervisor.run(task));
-        self.projections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(supervisor);
+        self.projections.locked().push(supervisor);
         Ok(status)
     }
 }
@@ -115,19 +101,47 @@ impl Supervisor {
         // A live projection held from its start goes on now.
         self.held.take();
         let deployer = &self.deployer;
-        ingest::delete_consumer(&deployer.stream, &Target::rebuild(&name).key).await;
-        let dropped =
-            store::rebuild::drop_other_generations(&deployer.pool, &name, self.live.generation());
+        ingest::delete_consumer(&deployer.shared.stream, &Target::rebuild(&name).key).await;
+        let dropped = store::rebuild::drop_other_generations(
+            &deployer.shared.pool,
+            &name,
+            self.live.controls.generation(),
+        );
         if let Err(e) = dropped.await {
             // Dropped by the next rebuild or start instead.
             tracing::warn!(plugin = %name, error = %e, "old processed events not dropped");
         }
-        deployer
-            .rebuilds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&name);
+        deployer.rebuilds.locked().remove(&name);
         tracing::info!(plugin = %name, version = %self.version.info.version, took = ?self.started.elapsed(), "rebuild switched in");
+    }
+
+    /// Waits until the rebuild is within a batch of the stream's end.
+    async fn wait_until_near(&self, target: &Target) {
+        let shared = &self.deployer.shared;
+        loop {
+            let lag = ingest::lag(&shared.stream, &target.key)
+                .await
+                .unwrap_or(u64::MAX);
+            if lag < shared.config.batch_size as u64 {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Holds the rebuild's projection once it has applied everything the
+    /// (held) live one has.
+    async fn hold_when_level(&self, target: &Target) -> anyhow::Result<OwnedMutexGuard<()>> {
+        let shared = &self.deployer.shared;
+        loop {
+            let applied = store::checkpoints::of(&shared.pool, self.version.name()).await?;
+            let rebuild = self.rebuild.controls.hold().await;
+            if ingest::acknowledged_through(&shared.stream, &target.key, applied).await? {
+                return Ok(rebuild);
+            }
+            drop(rebuild);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Waits until the rebuild is within a batch of the stream's end, holds
@@ -138,60 +152,48 @@ impl Supervisor {
     async fn switch_when_caught_up(&self, projection: &JoinHandle<()>) -> anyhow::Result<()> {
         let deployer = &self.deployer;
         let name = self.version.name();
-        let target = Target::rebuild(name).at_generation(self.rebuild.generation());
-        loop {
-            let lag = ingest::lag(&deployer.stream, &target.key)
-                .await
-                .unwrap_or(u64::MAX);
-            if lag < deployer.config.batch_size as u64 {
-                break;
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        let target = Target::rebuild(name).at_generation(self.rebuild.controls.generation());
+        self.wait_until_near(&target).await;
         // Deploys, rollbacks and the switch change the same things.
         let _one_at_a_time = deployer.deploying.lock().await;
         let held_at = Instant::now();
         let _live = match self.held {
             Some(_) => None,
-            None => Some(self.live.hold().await),
+            None => Some(self.live.controls.hold().await),
         };
-        let recorded = store::recorded(&deployer.pool, name).await?;
-        let _rebuild = loop {
-            let applied = store::queries::checkpoint(&deployer.pool, name).await?;
-            let rebuild = self.rebuild.hold().await;
-            if ingest::acknowledged_through(&deployer.stream, &target.key, applied).await? {
-                break rebuild;
-            }
-            drop(rebuild);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let recorded = store::recorded(&deployer.shared.pool, name).await?;
+        let _rebuild = self.hold_when_level(&target).await?;
         let (old_views, old_subjects) = match &recorded {
             Some(r) => (r.views.clone(), Some(r.subjects.clone())),
             None => (Vec::new(), None),
         };
         let switch_at = Instant::now();
-        store::rebuild::switch(&deployer.pool, &target, &old_views, &self.version.info).await?;
+        store::rebuild::switch(
+            &deployer.shared.pool,
+            &target,
+            &old_views,
+            &self.version.info,
+        )
+        .await?;
         tracing::info!(plugin = name, caught_up = ?switch_at - held_at, switch = ?switch_at.elapsed(), "rebuild switching: the live projection stood still meanwhile");
         projection.abort();
-        self.live.set_generation(target.generation);
+        self.live.controls.set_generation(target.generation);
         if self.live.plugin().hash != self.version.hash {
-            self.live.swap(self.version.clone());
+            self.live.version.swap(self.version.clone());
         }
         if old_subjects.is_some_and(|s| s != self.version.info.subjects) {
             ingest::replace_consumer(
-                &deployer.stream,
-                &deployer.config,
+                &deployer.shared.stream,
+                &deployer.shared.config,
                 name,
                 &self.version.info.subjects,
             )
             .await?;
-            self.live.resubscribe();
+            self.live.controls.resubscribe();
         }
         deployer.keep(&self.version).await;
-        if let Some(fleet) = &deployer.fleet {
-            fleet.announce(&self.version).await;
-        }
-        self.live.wake_redrive();
+        deployer.announce(&(self.version.clone(), super::Deployed::Swapped));
+        self.live.controls.wake_redrive();
         Ok(())
     }
 }

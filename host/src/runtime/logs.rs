@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use crate::sync::Locked;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
@@ -52,7 +53,7 @@ impl LogLimiter {
     /// Whether a line may be written now; `Some(n)` says yes and that `n`
     /// lines were dropped before it.
     pub fn admit(&self) -> Option<u64> {
-        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let mut bucket = self.bucket.locked();
         let now = Instant::now();
         let earned = now.duration_since(bucket.refilled).as_secs_f64() * PER_SECOND;
         bucket.tokens = (bucket.tokens + earned).min(BURST);

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::sync::Locked;
 use projector_sdk::Value;
 
 /// A document as committed, with the row version it was committed as.
@@ -49,7 +50,7 @@ impl DocCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Halves> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.locked()
     }
 
     /// How many documents are kept now, for the metrics.

@@ -3,13 +3,14 @@
 //! commit together or not at all. Each kind is one statement (UNNEST arrays),
 //! so round trips grow with the tables touched, not the events.
 
-use chrono::{DateTime, Utc};
-use projector_sdk::Value;
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
-use super::Target;
-use super::outbox::{self, NewNotification};
+use super::audit::{self, NewAudit};
+use super::checkpoints::{self, Advance};
+use super::dead_letters::{self, NewDeadLetter, NewParked};
+use super::notifications::{self, NewNotification, StoredNotification};
 use super::overlay::{Overlay, ViewWrites};
+use super::{Target, processed};
 
 /// The largest document a view holds, serialised, in bytes.
 pub const MAX_DOCUMENT_BYTES: usize = 4 << 20;
@@ -55,57 +56,6 @@ impl From<sqlx::Error> for CommitError {
             Self::Database(e)
         }
     }
-}
-
-/// An event the plugin could not apply.
-#[derive(Debug, Clone)]
-pub struct NewDeadLetter {
-    /// Stream sequence of the message.
-    pub stream_seq: u64,
-    /// Its subject.
-    pub subject: String,
-    /// Its eventId, when it could be read.
-    pub event_id: Option<String>,
-    /// Its patientId, when it could be read.
-    pub patient_id: Option<String>,
-    /// Why it was refused.
-    pub reason: String,
-    /// The message bytes as received.
-    pub raw: Vec<u8>,
-    /// How many times it was tried.
-    pub attempts: i32,
-    /// Whether its patient's later events for the plugin wait behind it.
-    pub poisons: bool,
-}
-
-/// A poisoned patient's event, waiting for its patient to be clear.
-#[derive(Debug, Clone)]
-pub struct NewParked {
-    /// Stream sequence of the message.
-    pub stream_seq: u64,
-    /// Its subject.
-    pub subject: String,
-    /// Its patient.
-    pub patient_id: String,
-    /// The message bytes as received.
-    pub raw: Vec<u8>,
-}
-
-/// An audit entry with the event's user, patient and time.
-#[derive(Debug, Clone)]
-pub struct NewAudit {
-    /// Who.
-    pub user_id: String,
-    /// Did what.
-    pub action: String,
-    /// To which kind of resource.
-    pub resource_type: String,
-    /// Which one.
-    pub resource_id: String,
-    /// Whose data.
-    pub patient_id: String,
-    /// When.
-    pub at: DateTime<Utc>,
 }
 
 /// Everything one batch of one plugin commits.
@@ -159,8 +109,8 @@ impl Batch {
     }
 
     /// Commits the batch in one transaction; returns the notifications it
-    /// stored, as clients see them, to push once committed.
-    pub async fn commit(self, pool: &PgPool) -> Result<Vec<Value>, CommitError> {
+    /// stored, to push once committed.
+    pub async fn commit(self, pool: &PgPool) -> Result<Vec<StoredNotification>, CommitError> {
         let key = &self.target.key;
         let finished = self.views.map(Overlay::finish);
         let serialised = match &finished {
@@ -176,65 +126,29 @@ impl Batch {
         for (writes, docs) in finished.iter().flat_map(|f| &f.writes).zip(&serialised) {
             write_view(&mut tx, writes, docs).await?;
         }
-        if !self.processed.is_empty() {
-            sqlx::query(
-                "INSERT INTO processed_events (plugin, event_id)
-                 SELECT $1, e FROM UNNEST($2::text[]) AS e ON CONFLICT DO NOTHING",
-            )
-            .bind(self.target.processed_key())
-            .bind(&self.processed)
-            .execute(&mut *tx)
-            .await?;
-        }
-        insert_dead_letters(&mut tx, key, &self.dead_letters).await?;
-        if !self.resolved.is_empty() {
-            sqlx::query("UPDATE dead_letters SET status = 'resolved', updated_at = now() WHERE id = ANY($1)")
-                .bind(&self.resolved)
-                .execute(&mut *tx)
-                .await?;
-        }
-        park(&mut tx, key, &self.parked).await?;
-        if !self.released.is_empty() {
-            let seqs: Vec<i64> = self.released.iter().map(|s| *s as i64).collect();
-            sqlx::query("DELETE FROM parked_events WHERE plugin = $1 AND stream_seq = ANY($2)")
-                .bind(key)
-                .bind(seqs)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let notifications = outbox::insert(&mut tx, self.notifications).await?;
-        insert_audits(&mut tx, &self.audits).await?;
-        // The row's xmin is this transaction's id: the version every
-        // document written here is committed as. The checkpoint moves only
-        // forward from below the batch's first event: no event is applied
-        // out of stream order, whatever redelivered it.
-        let version: Option<String> = sqlx::query_scalar(
-            "INSERT INTO checkpoints (plugin, seq, applied, dead_lettered) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (plugin) DO UPDATE SET
-                seq = GREATEST(checkpoints.seq, EXCLUDED.seq),
-                applied = checkpoints.applied + EXCLUDED.applied,
-                dead_lettered = checkpoints.dead_lettered + EXCLUDED.dead_lettered,
-                updated_at = now()
-             WHERE $5::bigint IS NULL OR checkpoints.seq < $5
-             RETURNING xmin::text",
-        )
-        .bind(key)
-        .bind(self.checkpoint as i64)
-        .bind(self.processed.len() as i64)
-        .bind(self.dead_letters.len() as i64)
-        .bind(self.first.map(|s| s as i64))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(version) = version else {
-            let checkpoint: i64 =
-                sqlx::query_scalar("SELECT seq FROM checkpoints WHERE plugin = $1")
-                    .bind(key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            return Err(CommitError::Behind {
-                checkpoint: checkpoint as u64,
-                first: self.first.unwrap_or_default(),
-            });
+        processed::insert(&mut tx, &self.target.processed_key(), &self.processed).await?;
+        dead_letters::insert(&mut tx, key, &self.dead_letters).await?;
+        dead_letters::resolve(&mut tx, &self.resolved).await?;
+        dead_letters::park(&mut tx, key, &self.parked).await?;
+        dead_letters::release(&mut tx, key, &self.released).await?;
+        let notifications = notifications::insert(&mut tx, self.notifications).await?;
+        audit::insert(&mut *tx, &self.audits).await?;
+        // No event is applied out of stream order, whatever redelivered it.
+        let advance = Advance {
+            key,
+            to: self.checkpoint,
+            applied: self.processed.len() as i64,
+            dead_lettered: self.dead_letters.len() as i64,
+            first: self.first,
+        };
+        let version = match checkpoints::advance(&mut tx, &advance).await? {
+            Ok(version) => version,
+            Err(checkpoint) => {
+                return Err(CommitError::Behind {
+                    checkpoint,
+                    first: self.first.unwrap_or_default(),
+                });
+            }
         };
         tx.commit().await?;
         if let Some(finished) = finished {
@@ -308,100 +222,5 @@ async fn write_view(
         .execute(&mut **tx)
         .await?;
     }
-    Ok(())
-}
-
-async fn park(
-    tx: &mut Transaction<'_, Postgres>,
-    plugin: &str,
-    parked: &[NewParked],
-) -> Result<(), sqlx::Error> {
-    if parked.is_empty() {
-        return Ok(());
-    }
-    let seqs: Vec<i64> = parked.iter().map(|p| p.stream_seq as i64).collect();
-    let subjects: Vec<&str> = parked.iter().map(|p| p.subject.as_str()).collect();
-    let patients: Vec<&str> = parked.iter().map(|p| p.patient_id.as_str()).collect();
-    let raws: Vec<&[u8]> = parked.iter().map(|p| p.raw.as_slice()).collect();
-    sqlx::query(
-        "INSERT INTO parked_events (plugin, stream_seq, subject, patient_id, raw)
-         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::bytea[])
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(plugin)
-    .bind(seqs)
-    .bind(subjects)
-    .bind(patients)
-    .bind(raws)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn insert_dead_letters(
-    tx: &mut Transaction<'_, Postgres>,
-    plugin: &str,
-    dead: &[NewDeadLetter],
-) -> Result<(), sqlx::Error> {
-    if dead.is_empty() {
-        return Ok(());
-    }
-    let seqs: Vec<i64> = dead.iter().map(|d| d.stream_seq as i64).collect();
-    let subjects: Vec<&str> = dead.iter().map(|d| d.subject.as_str()).collect();
-    let event_ids: Vec<Option<&str>> = dead.iter().map(|d| d.event_id.as_deref()).collect();
-    let patient_ids: Vec<Option<&str>> = dead.iter().map(|d| d.patient_id.as_deref()).collect();
-    let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
-    let raws: Vec<&[u8]> = dead.iter().map(|d| d.raw.as_slice()).collect();
-    let attempts: Vec<i32> = dead.iter().map(|d| d.attempts).collect();
-    let poisons: Vec<bool> = dead.iter().map(|d| d.poisons).collect();
-    sqlx::query(
-        "INSERT INTO dead_letters (plugin, stream_seq, subject, event_id, patient_id, reason, raw, attempts, poisons)
-         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::int[], $9::bool[])
-         ON CONFLICT (plugin, stream_seq) DO UPDATE SET
-            reason = EXCLUDED.reason,
-            attempts = dead_letters.attempts + EXCLUDED.attempts,
-            poisons = EXCLUDED.poisons,
-            status = 'dead',
-            updated_at = now()",
-    )
-    .bind(plugin)
-    .bind(seqs)
-    .bind(subjects)
-    .bind(event_ids)
-    .bind(patient_ids)
-    .bind(reasons)
-    .bind(raws)
-    .bind(attempts)
-    .bind(poisons)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-pub(crate) async fn insert_audits(
-    tx: &mut Transaction<'_, Postgres>,
-    audits: &[NewAudit],
-) -> Result<(), sqlx::Error> {
-    if audits.is_empty() {
-        return Ok(());
-    }
-    let users: Vec<&str> = audits.iter().map(|a| a.user_id.as_str()).collect();
-    let actions: Vec<&str> = audits.iter().map(|a| a.action.as_str()).collect();
-    let types: Vec<&str> = audits.iter().map(|a| a.resource_type.as_str()).collect();
-    let ids: Vec<&str> = audits.iter().map(|a| a.resource_id.as_str()).collect();
-    let patients: Vec<&str> = audits.iter().map(|a| a.patient_id.as_str()).collect();
-    let ats: Vec<DateTime<Utc>> = audits.iter().map(|a| a.at).collect();
-    sqlx::query(
-        "INSERT INTO audit_log (user_id, action, resource_type, resource_id, patient_id, at)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])",
-    )
-    .bind(users)
-    .bind(actions)
-    .bind(types)
-    .bind(ids)
-    .bind(patients)
-    .bind(ats)
-    .execute(&mut **tx)
-    .await?;
     Ok(())
 }

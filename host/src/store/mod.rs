@@ -1,28 +1,48 @@
-//! PostgreSQL: the host's schema, read-model tables created from the views
-//! plugins declare, and applying a batch in one transaction.
+//! PostgreSQL, and all the SQL the host runs: the host's schema, a module
+//! per table (audit, checkpoints, dead letters, notifications, processed
+//! events, the views plugins declare and their documents), and applying a
+//! batch to them in one transaction.
 
+pub mod audit;
 mod cache;
+pub mod checkpoints;
 pub mod claim;
 mod commit;
-pub mod outbox;
+pub mod dead_letters;
+pub mod documents;
+pub mod notifications;
 mod overlay;
-pub mod queries;
+pub mod processed;
 pub mod rebuild;
 pub mod retention;
 pub mod statistics;
 mod target;
 mod views;
 
+pub use audit::NewAudit;
 pub use cache::DocCache;
-pub use commit::{
-    Batch, CommitError, MAX_BATCH_BYTES, MAX_DOCUMENT_BYTES, NewAudit, NewDeadLetter, NewParked,
-};
-pub use outbox::NewNotification;
+pub use commit::{Batch, CommitError, MAX_BATCH_BYTES, MAX_DOCUMENT_BYTES};
+pub use dead_letters::{NewDeadLetter, NewParked};
+pub use notifications::{NewNotification, StoredNotification};
 pub use overlay::{ApplyFailure, Overlay};
 pub use target::Target;
 pub use views::{
     Recorded, ViewError, definition, ensure_views, record_definition, recorded, table_name,
 };
+
+/// Binds one array parameter per column of `rows`, in order: the arguments
+/// of `INSERT … SELECT * FROM UNNEST($1::type[], …)` (or a join on such an
+/// `UNNEST`), which takes any number of rows with one statement text, so
+/// one prepared plan, instead of a parallel vector per column written out.
+macro_rules! bind_columns {
+    ($query:expr, $rows:expr, $($column:expr),+ $(,)?) => {{
+        let rows = $rows;
+        let query = $query;
+        $(let query = query.bind(rows.iter().map($column).collect::<Vec<_>>());)+
+        query
+    }};
+}
+pub(crate) use bind_columns;
 
 /// The host's tables that hold a projection's bookkeeping rows, by
 /// `plugin` (a [`Target`]'s key); processed events go by plugin and
@@ -60,4 +80,9 @@ pub async fn connect(database_url: &str) -> anyhow::Result<PgPool> {
         .await
         .context("migrating the schema")?;
     Ok(pool)
+}
+
+/// Whether the database answers (readiness).
+pub async fn ping(pool: &PgPool) -> bool {
+    sqlx::query("SELECT 1").execute(pool).await.is_ok()
 }

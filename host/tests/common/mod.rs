@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use projector::api::{Claims, issue_token};
+use projector::auth::{Claims, issue_token};
 use projector::config::Config;
 use projector::ingest;
 use projector::publish::Publisher;

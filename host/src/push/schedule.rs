@@ -15,7 +15,7 @@ pub const SWEEP_GRACE: Duration = Duration::from_secs(10);
 /// Every `RESEND_INTERVAL`, sends unacknowledged urgent notifications again
 /// to the devices connected to this instance.
 pub async fn resend(notifier: Notifier) {
-    let mut ticks = tokio::time::interval(notifier.0.config.resend_interval);
+    let mut ticks = tokio::time::interval(notifier.config().resend_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     loop {

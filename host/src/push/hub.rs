@@ -2,8 +2,8 @@
 //! each gets its notifications: what it missed first, then live ones, each
 //! once.
 //!
-//! Rooms are `user:<sub>` (every device of a user) and `role:<role>` (every
-//! device of a role, for escalations). Socket.IO sockets and plain
+//! Rooms are by [`Recipient`]: a user (every device of theirs) and a role
+//! (every device of a role's users, for escalations). Socket.IO sockets and plain
 //! WebSockets are both [`Device`]s here, so both get the same messages in
 //! the same order.
 
@@ -11,7 +11,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::auth::{Claims, Recipient};
+use crate::store::StoredNotification;
+use crate::sync::{Locked, ReadWrite};
 
 /// Where a connected client's messages go (a Socket.IO socket, a WebSocket).
 pub trait Device: Send + Sync {
@@ -28,26 +33,12 @@ pub const CRITICAL_EVENT: &str = "critical_alert";
 /// Sent to a user's devices when one of them acknowledged a notification.
 pub const ACKNOWLEDGED_EVENT: &str = "notification_acknowledged";
 
-/// The room of a notification's recipient (`user_id` column): roles are
-/// stored as `role:<role>`, users as their id.
-pub fn room_of(recipient: &str) -> String {
-    if recipient.starts_with("role:") {
-        recipient.to_owned()
-    } else {
-        format!("user:{recipient}")
-    }
-}
-
-/// The recipient (`user_id` column) whose notifications a room gets.
-pub fn recipient_of(room: &str) -> &str {
-    room.strip_prefix("user:").unwrap_or(room)
-}
-
-/// A stored notification on its way to devices.
-#[derive(Debug, Clone)]
+/// A stored notification on its way to its recipient's devices, as it
+/// crosses instances.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivery {
-    /// The room it goes to.
-    pub room: String,
+    /// Whose devices.
+    pub recipient: Recipient,
     /// Its recipient's seq.
     pub seq: i64,
     /// Urgent ones go out as `critical_alert`.
@@ -57,15 +48,14 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Reads a notification as the outbox returns it; `None` if it lacks
-    /// the fields every stored notification has.
-    pub fn from_json(body: Value) -> Option<Self> {
-        Some(Self {
-            room: room_of(body.get("userId")?.as_str()?),
-            seq: body.get("seq")?.as_i64()?,
-            urgent: body.get("priority")?.as_str()? == "urgent",
-            body: Arc::new(body),
-        })
+    /// A stored notification's delivery.
+    pub fn of(notification: &StoredNotification) -> Self {
+        Self {
+            recipient: notification.recipient.clone(),
+            seq: notification.seq,
+            urgent: notification.urgent,
+            body: Arc::new(notification.to_json()),
+        }
     }
 
     /// The event it is sent as.
@@ -85,7 +75,7 @@ const RECENT: usize = 32;
 /// One connected device.
 pub struct Conn {
     id: u64,
-    rooms: [String; 2],
+    rooms: [Recipient; 2],
     device: Box<dyn Device>,
     state: Mutex<ConnState>,
 }
@@ -102,18 +92,18 @@ struct ConnState {
 
 impl Conn {
     /// Its user's room, then its role's.
-    pub fn rooms(&self) -> &[String; 2] {
+    pub fn rooms(&self) -> &[Recipient; 2] {
         &self.rooms
     }
 
-    fn room_index(&self, room: &str) -> Option<u8> {
+    fn room_index(&self, room: &Recipient) -> Option<u8> {
         self.rooms.iter().position(|r| r == room).map(|i| i as u8)
     }
 
     /// Sends a delivery unless the device has it already; false if the
     /// device failed.
     fn send_once(&self, state: &mut ConnState, delivery: &Delivery) -> bool {
-        let Some(room) = self.room_index(&delivery.room) else {
+        let Some(room) = self.room_index(&delivery.recipient) else {
             return true;
         };
         if delivery.seq <= state.floor[room as usize]
@@ -132,10 +122,10 @@ impl Conn {
     /// meanwhile, then unacknowledged urgent ones again; from here on
     /// deliveries go straight out. False if the device failed.
     pub fn go_live(&self, missed: &[Delivery], unacknowledged: &[Delivery]) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.locked();
         let mut ok = missed.iter().all(|d| self.send_once(&mut state, d));
         if let Some(last) = missed.last()
-            && let Some(room) = self.room_index(&last.room)
+            && let Some(room) = self.room_index(&last.recipient)
         {
             state.floor[room as usize] = state.floor[room as usize].max(last.seq);
         }
@@ -144,14 +134,14 @@ impl Conn {
         ok = ok && pending.iter().all(|d| self.send_once(&mut state, d));
         state.live = true;
         ok && unacknowledged.iter().all(|d| {
-            let room = self.room_index(&d.room);
+            let room = self.room_index(&d.recipient);
             let sent = room.is_some_and(|r| state.recent.contains(&(r, d.seq)));
             sent || self.device.send(d.event(), &d.body)
         })
     }
 
     fn deliver(&self, delivery: &Delivery) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.locked();
         if state.live {
             self.send_once(&mut state, delivery)
         } else {
@@ -161,7 +151,7 @@ impl Conn {
     }
 
     fn resend(&self, delivery: &Delivery) -> bool {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self.state.locked();
         !state.live || self.device.send(delivery.event(), &delivery.body)
     }
 }
@@ -169,7 +159,7 @@ impl Conn {
 /// The connections of this instance, by room.
 #[derive(Default)]
 pub struct Hub {
-    rooms: RwLock<HashMap<String, Vec<Arc<Conn>>>>,
+    rooms: RwLock<HashMap<Recipient, Vec<Arc<Conn>>>>,
     next_id: AtomicU64,
 }
 
@@ -177,16 +167,10 @@ impl Hub {
     /// Adds a device to its user's and its role's rooms. It is not live
     /// until [`Conn::go_live`]; `last_seq` is the newest seq of its user's
     /// room it already has.
-    pub fn register(
-        &self,
-        user: &str,
-        role: &str,
-        last_seq: i64,
-        device: Box<dyn Device>,
-    ) -> Arc<Conn> {
+    pub fn register(&self, claims: &Claims, last_seq: i64, device: Box<dyn Device>) -> Arc<Conn> {
         let conn = Arc::new(Conn {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            rooms: [format!("user:{user}"), format!("role:{role}")],
+            rooms: claims.recipients(),
             device,
             state: Mutex::new(ConnState {
                 live: false,
@@ -195,7 +179,7 @@ impl Hub {
                 recent: VecDeque::new(),
             }),
         });
-        let mut rooms = self.rooms.write().unwrap_or_else(|e| e.into_inner());
+        let mut rooms = self.rooms.writing();
         for room in &conn.rooms {
             rooms.entry(room.clone()).or_default().push(conn.clone());
         }
@@ -204,7 +188,7 @@ impl Hub {
 
     /// Removes a connection from its rooms.
     pub fn unregister(&self, conn: &Conn) {
-        let mut rooms = self.rooms.write().unwrap_or_else(|e| e.into_inner());
+        let mut rooms = self.rooms.writing();
         for room in &conn.rooms {
             if let Some(conns) = rooms.get_mut(room) {
                 conns.retain(|c| c.id != conn.id);
@@ -215,14 +199,14 @@ impl Hub {
         }
     }
 
-    fn members(&self, room: &str) -> Vec<Arc<Conn>> {
-        let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
+    fn members(&self, room: &Recipient) -> Vec<Arc<Conn>> {
+        let rooms = self.rooms.reading();
         rooms.get(room).cloned().unwrap_or_default()
     }
 
     /// Calls `send` for each connection of the room; one that fails is
     /// closed and removed (it recovers by reconnecting with `lastSeq`).
-    fn each(&self, room: &str, send: impl Fn(&Conn) -> bool) {
+    fn each(&self, room: &Recipient, send: impl Fn(&Conn) -> bool) {
         for conn in self.members(room) {
             if !send(&conn) {
                 self.drop_conn(&conn);
@@ -238,31 +222,31 @@ impl Hub {
 
     /// A new notification: to every device of its room, once, in order.
     pub fn deliver(&self, delivery: &Delivery) {
-        self.each(&delivery.room, |c| c.deliver(delivery));
+        self.each(&delivery.recipient, |c| c.deliver(delivery));
     }
 
     /// An unacknowledged urgent notification again, to every live device.
     pub fn resend(&self, delivery: &Delivery) {
-        self.each(&delivery.room, |c| c.resend(delivery));
+        self.each(&delivery.recipient, |c| c.resend(delivery));
     }
 
     /// Any other event to every device of a room.
-    pub fn broadcast(&self, room: &str, event: &str, data: &Value) {
+    pub fn broadcast(&self, room: &Recipient, event: &str, data: &Value) {
         self.each(room, |c| c.device.send(event, data));
     }
 
-    /// The rooms with at least one device here.
-    pub fn rooms(&self) -> Vec<String> {
-        let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
+    /// The recipients with at least one device here.
+    pub fn recipients(&self) -> Vec<Recipient> {
+        let rooms = self.rooms.reading();
         rooms.keys().cloned().collect()
     }
 
     /// How many devices are connected here.
     pub fn connections(&self) -> usize {
-        let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
+        let rooms = self.rooms.reading();
         rooms
             .iter()
-            .filter(|(room, _)| room.starts_with("user:"))
+            .filter(|(room, _)| matches!(room, Recipient::User(_)))
             .map(|(_, conns)| conns.len())
             .sum()
     }
@@ -286,17 +270,28 @@ mod tests {
     }
 
     fn delivery(user: &str, seq: i64, urgent: bool) -> Delivery {
-        Delivery::from_json(serde_json::json!({
-            "userId": user, "seq": seq, "priority": if urgent { "urgent" } else { "normal" },
-        }))
-        .unwrap()
+        Delivery {
+            recipient: Recipient::User(user.into()),
+            seq,
+            urgent,
+            body: Arc::new(serde_json::json!({ "seq": seq })),
+        }
+    }
+
+    fn claims(user: &str) -> Claims {
+        Claims {
+            sub: user.into(),
+            name: String::new(),
+            role: "provider".into(),
+            exp: 0,
+        }
     }
 
     #[test]
     fn missed_then_pending_then_live_each_once_in_order() {
         let hub = Hub::default();
         let device = Recorder::default();
-        let conn = hub.register("dr", "provider", 1, Box::new(device.clone()));
+        let conn = hub.register(&claims("dr"), 1, Box::new(device.clone()));
         // Live deliveries while the replay is read wait for it.
         hub.deliver(&delivery("dr", 4, false));
         hub.deliver(&delivery("dr", 3, false));
@@ -315,9 +310,9 @@ mod tests {
     fn resends_reach_every_live_device_of_the_room() {
         let hub = Hub::default();
         let (a, b) = (Recorder::default(), Recorder::default());
-        hub.register("dr", "provider", 0, Box::new(a.clone()))
+        hub.register(&claims("dr"), 0, Box::new(a.clone()))
             .go_live(&[], &[]);
-        hub.register("dr", "provider", 0, Box::new(b.clone()))
+        hub.register(&claims("dr"), 0, Box::new(b.clone()))
             .go_live(&[], &[]);
         hub.resend(&delivery("dr", 1, true));
         hub.resend(&delivery("dr", 1, true));

@@ -12,13 +12,13 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 
 use super::hub::Device;
 use super::{Notifier, Session};
-use crate::api::ApiError;
+use crate::error::ApiError;
 
 /// Frames a connection may have queued before it counts as not keeping up.
 const BUFFER: usize = 8192;
@@ -55,7 +55,7 @@ pub async fn upgrade(
         .device_id
         .unwrap_or_else(|| format!("ws-{}", uuid::Uuid::new_v4().simple()));
     match Session::open(
-        &notifier.0.config.jwt_secret,
+        &notifier.config().jwt_secret,
         bearer.or(params.token.as_deref()),
         params.last_seq,
         device,
@@ -96,11 +96,7 @@ async fn serve(notifier: Notifier, session: Session, socket: WebSocket) {
                 Message::Close(_) => break,
                 _ => continue,
             };
-            if frames
-                .send(Message::Text(reply.to_string().into()))
-                .await
-                .is_err()
-            {
+            if frames.send(Message::Text(reply.into())).await.is_err() {
                 break;
             }
         }
@@ -114,20 +110,55 @@ async fn serve(notifier: Notifier, session: Session, socket: WebSocket) {
 }
 
 /// Answers one frame from the client.
-async fn handle(notifier: &Notifier, session: &Session, text: &str) -> Value {
+async fn handle(notifier: &Notifier, session: &Session, text: &str) -> String {
     let Ok(frame) = serde_json::from_str::<Value>(text) else {
-        return json!({"event": "error", "data": {"error": "frames are JSON objects {\"event\", \"data\"}"}});
+        return Frame::error("frames are JSON objects {\"event\", \"data\"}");
     };
     match frame.get("event").and_then(Value::as_str) {
         Some("acknowledge") => {
             let data = notifier
                 .acknowledge(session, frame.get("data").unwrap_or(&Value::Null))
                 .await;
-            json!({"event": "ack", "id": frame.get("id"), "data": data})
+            Frame {
+                event: "ack",
+                id: frame.get("id"),
+                data,
+            }
+            .text()
         }
-        _ => {
-            json!({"event": "error", "data": {"error": "unknown event; clients send only `acknowledge`"}})
+        _ => Frame::error("unknown event; clients send only `acknowledge`"),
+    }
+}
+
+/// A frame to the client: `{"event", "id"?, "data"}`.
+#[derive(Serialize)]
+struct Frame<'a, T> {
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a Value>,
+    data: T,
+}
+
+/// What an `error` frame carries.
+#[derive(Serialize)]
+struct FrameError {
+    error: &'static str,
+}
+
+impl<T: Serialize> Frame<'_, T> {
+    fn text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl Frame<'_, FrameError> {
+    fn error(error: &'static str) -> String {
+        Frame {
+            event: "error",
+            id: None,
+            data: FrameError { error },
         }
+        .text()
     }
 }
 
@@ -140,7 +171,12 @@ struct Connection {
 
 impl Device for Connection {
     fn send(&self, event: &str, data: &Value) -> bool {
-        let frame = json!({"event": event, "data": data}).to_string();
+        let frame = Frame {
+            event,
+            id: None,
+            data,
+        }
+        .text();
         self.frames.try_send(Message::Text(frame.into())).is_ok()
     }
 

@@ -19,18 +19,18 @@ use anyhow::Context;
 use axum::Router;
 use axum::routing::get;
 use futures::StreamExt;
-use serde_json::{Value, json};
-use sqlx::PgPool;
+use serde::Serialize;
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::api::{Claims, verify_token};
-use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::store::outbox::{self, Acknowledged, Acknowledger};
-use fanout::Wire;
-use hub::{Conn, Delivery, recipient_of, room_of};
+use crate::auth::{Claims, Recipient, verify_token};
+use crate::shared::{NotificationSink, Shared};
+use crate::store::StoredNotification;
+use crate::store::notifications::{self, Acknowledgement, Acknowledger};
+use fanout::{Acknowledged, AcknowledgedNotice, Wire};
+use hub::{Conn, Delivery};
 
 /// The most notifications a reconnecting device is sent per query.
 const REPLAY_PAGE: i64 = 500;
@@ -40,13 +40,11 @@ const REPLAY_PAGE: i64 = 500;
 pub struct Notifier(Arc<Inner>);
 
 struct Inner {
-    pool: PgPool,
-    nats: async_nats::Client,
+    shared: Shared,
     subject: String,
     hub: Hub,
-    config: Arc<Config>,
-    metrics: Arc<Metrics>,
-    pushes: mpsc::UnboundedSender<Vec<Value>>,
+    /// Where escalations and swept notifications join the projections'.
+    pushes: NotificationSink,
 }
 
 /// A connected client: who, from which device, and what it has.
@@ -70,8 +68,8 @@ impl Session {
     ) -> Result<Self, String> {
         let token =
             token.ok_or("a token is required (auth.token, Authorization: Bearer or ?token=)")?;
-        let claims = verify_token(secret, token).map_err(|e| e.message().to_owned())?;
-        if claims.sub.starts_with("role:") {
+        let claims = verify_token(secret, token).map_err(|e| e.to_string())?;
+        if Recipient::is_ambiguous_user_id(&claims.sub) {
             return Err("a user id may not start with `role:`".into());
         }
         if last_seq.is_some_and(|seq| seq < 0) {
@@ -84,39 +82,53 @@ impl Session {
             address: address.map(|a| a.ip().to_string()),
         })
     }
+}
 
-    /// The recipients whose notifications this client gets and may
-    /// acknowledge: the user's own and the role's.
-    fn recipients(&self) -> Vec<String> {
-        vec![
-            self.claims.sub.clone(),
-            outbox::role_recipient(&self.claims.role),
-        ]
+/// The reply to a client's `acknowledge`.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AckReply {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notification_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    already_acknowledged: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acknowledged: Option<Acknowledgement>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+}
+
+impl AckReply {
+    fn refused(notification_id: Option<Uuid>, error: &'static str) -> Self {
+        Self {
+            notification_id,
+            error: Some(error),
+            ..Self::default()
+        }
     }
 }
 
 impl Notifier {
-    /// Subscribes to the instances' subject and starts pushing, resending,
-    /// escalating and sweeping; returns the tasks that do it.
+    /// Subscribes to the instances' subject and starts pushing what arrives
+    /// on `queue` (in order), resending, escalating and sweeping; `pushes`
+    /// is `queue`'s sender, for escalations and sweeps. Returns the tasks
+    /// that do it.
     pub async fn start(
-        pool: PgPool,
-        nats: async_nats::Client,
-        config: Arc<Config>,
-        metrics: Arc<Metrics>,
+        shared: Shared,
+        pushes: NotificationSink,
+        queue: mpsc::UnboundedReceiver<Vec<StoredNotification>>,
     ) -> anyhow::Result<(Self, Vec<JoinHandle<()>>)> {
-        let subject = fanout::subject(&config.subject_prefix);
-        let subscription = nats
+        let subject = fanout::subject(&shared.config.subject_prefix);
+        let subscription = shared
+            .nats
             .subscribe(subject.clone())
             .await
             .with_context(|| format!("subscribing to {subject}"))?;
-        let (pushes, queue) = mpsc::unbounded_channel();
         let notifier = Self(Arc::new(Inner {
-            pool,
-            nats,
+            shared,
             subject,
             hub: Hub::default(),
-            config,
-            metrics,
             pushes,
         }));
         let tasks = vec![
@@ -141,22 +153,18 @@ impl Notifier {
         &self.0.hub
     }
 
-    /// Hands committed notifications to every instance, in order. Never
-    /// waits: the projection goes on to ack; a push that fails is swept.
-    pub fn push(&self, notifications: Vec<Value>) {
-        if !notifications.is_empty() {
-            let _ = self.0.pushes.send(notifications);
-        }
+    fn config(&self) -> &crate::config::Config {
+        &self.0.shared.config
     }
 
     /// Publishes queued notifications in the order they were committed and
     /// records them as pushed.
-    async fn pusher(self, mut queue: mpsc::UnboundedReceiver<Vec<Value>>) {
-        while let Some(mut notifications) = queue.recv().await {
+    async fn pusher(self, mut queue: mpsc::UnboundedReceiver<Vec<StoredNotification>>) {
+        while let Some(mut stored) = queue.recv().await {
             while let Ok(more) = queue.try_recv() {
-                notifications.extend(more);
+                stored.extend(more);
             }
-            if let Err(e) = self.publish(notifications).await {
+            if let Err(e) = self.publish(stored).await {
                 tracing::warn!(
                     error = format!("{e:#}"),
                     "notifications not pushed; the sweep will retry"
@@ -167,21 +175,20 @@ impl Notifier {
 
     /// Publishes, then records the notifications as pushed without holding
     /// up the next push.
-    async fn publish(&self, notifications: Vec<Value>) -> anyhow::Result<()> {
-        let ids: Vec<Uuid> = notifications
-            .iter()
-            .filter_map(|n| n["notificationId"].as_str()?.parse().ok())
-            .collect();
-        for chunk in notifications.chunks(fanout::CHUNK) {
+    async fn publish(&self, stored: Vec<StoredNotification>) -> anyhow::Result<()> {
+        let ids: Vec<Uuid> = stored.iter().map(|n| n.notification_id).collect();
+        let deliveries: Vec<Delivery> = stored.iter().map(Delivery::of).collect();
+        for chunk in deliveries.chunks(fanout::CHUNK) {
             self.announce(&Wire::Notifications {
                 notifications: chunk.to_vec(),
             })
             .await?;
         }
-        self.0.nats.flush().await.context("flushing to NATS")?;
-        let pool = self.0.pool.clone();
+        let shared = &self.0.shared;
+        shared.nats.flush().await.context("flushing to NATS")?;
+        let pool = shared.pool.clone();
         tokio::spawn(async move {
-            if let Err(e) = outbox::mark_pushed(&pool, &ids).await {
+            if let Err(e) = notifications::mark_pushed(&pool, &ids).await {
                 tracing::warn!(error = %e, "notifications pushed but not marked; the sweep will push them again");
             }
         });
@@ -191,6 +198,7 @@ impl Notifier {
     async fn announce(&self, wire: &Wire) -> anyhow::Result<()> {
         let payload = serde_json::to_vec(wire)?;
         self.0
+            .shared
             .nats
             .publish(self.0.subject.clone(), payload.into())
             .await
@@ -202,17 +210,13 @@ impl Notifier {
         while let Some(message) = subscription.next().await {
             match serde_json::from_slice::<Wire>(&message.payload) {
                 Ok(Wire::Notifications { notifications }) => {
-                    for delivery in notifications.into_iter().filter_map(Delivery::from_json) {
-                        self.0.hub.deliver(&delivery);
+                    for delivery in &notifications {
+                        self.0.hub.deliver(delivery);
                     }
                 }
-                Ok(Wire::Acknowledged { notification }) => {
-                    let room = room_of(notification["userId"].as_str().unwrap_or_default());
-                    let data = json!({
-                        "notificationId": notification["notificationId"],
-                        "acknowledged": notification["acknowledged"],
-                    });
-                    self.0.hub.broadcast(&room, ACKNOWLEDGED_EVENT, &data);
+                Ok(Wire::Acknowledged(Acknowledged { recipient, notice })) => {
+                    let data = serde_json::to_value(&notice).unwrap_or_default();
+                    self.0.hub.broadcast(&recipient, ACKNOWLEDGED_EVENT, &data);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "unreadable message on the notifications subject")
@@ -225,35 +229,11 @@ impl Notifier {
     /// Connects a device: it gets what it missed since `lastSeq`, then
     /// live notifications, and every unacknowledged urgent one again.
     async fn open(&self, session: &Session, device: Box<dyn Device>) -> anyhow::Result<Arc<Conn>> {
-        let claims = &session.claims;
-        let conn = self.0.hub.register(
-            &claims.sub,
-            &claims.role,
-            session.last_seq.unwrap_or(0),
-            device,
-        );
-        let replay = async {
-            let mut missed = Vec::new();
-            if let Some(mut after) = session.last_seq {
-                loop {
-                    let page = outbox::since(&self.0.pool, &claims.sub, after, REPLAY_PAGE).await?;
-                    let full = page.len() as i64 == REPLAY_PAGE;
-                    missed.extend(page.into_iter().filter_map(Delivery::from_json));
-                    match missed.last() {
-                        Some(last) if full => after = last.seq,
-                        _ => break,
-                    }
-                }
-            }
-            let unacknowledged =
-                outbox::unacknowledged(&self.0.pool, &session.recipients()).await?;
-            let unacknowledged: Vec<Delivery> = unacknowledged
-                .into_iter()
-                .filter_map(Delivery::from_json)
-                .collect();
-            anyhow::Ok((missed, unacknowledged))
-        };
-        match replay.await {
+        let conn = self
+            .0
+            .hub
+            .register(&session.claims, session.last_seq.unwrap_or(0), device);
+        match self.replay(session).await {
             Ok((missed, unacknowledged)) => {
                 if !conn.go_live(&missed, &unacknowledged) {
                     self.0.hub.drop_conn(&conn);
@@ -267,48 +247,88 @@ impl Notifier {
         }
     }
 
+    /// What a connecting device missed since its `lastSeq`, and every
+    /// unacknowledged urgent notification of its user and role.
+    async fn replay(&self, session: &Session) -> anyhow::Result<(Vec<Delivery>, Vec<Delivery>)> {
+        let pool = &self.0.shared.pool;
+        let user = Recipient::User(session.claims.sub.clone());
+        let mut missed = Vec::new();
+        if let Some(mut after) = session.last_seq {
+            loop {
+                let page = notifications::since(pool, &user, after, REPLAY_PAGE).await?;
+                let full = page.len() as i64 == REPLAY_PAGE;
+                missed.extend(page.iter().map(Delivery::of));
+                match missed.last() {
+                    Some(last) if full => after = last.seq,
+                    _ => break,
+                }
+            }
+        }
+        let unacknowledged =
+            notifications::unacknowledged(pool, &session.claims.recipients()).await?;
+        Ok((missed, unacknowledged.iter().map(Delivery::of).collect()))
+    }
+
     /// Disconnects a device.
     fn close(&self, conn: &Conn) {
         self.0.hub.unregister(conn);
     }
 
     /// Acknowledges a notification for a client; the reply says how it went.
-    async fn acknowledge(&self, session: &Session, request: &Value) -> Value {
+    async fn acknowledge(&self, session: &Session, request: &Value) -> AckReply {
         let Some(id) = request
             .get("notificationId")
             .and_then(Value::as_str)
             .and_then(|id| id.parse::<Uuid>().ok())
         else {
-            return json!({"ok": false, "error": "acknowledge needs {\"notificationId\": \"<uuid>\"}"});
+            return AckReply::refused(None, "acknowledge needs {\"notificationId\": \"<uuid>\"}");
         };
-        let recipients = session.recipients();
+        let recipients = session.claims.recipients();
         let by = Acknowledger {
             user_id: &session.claims.sub,
             recipients: &recipients,
             device: &session.device,
             address: session.address.as_deref(),
         };
-        match outbox::acknowledge(&self.0.pool, id, &by).await {
-            Ok(Acknowledged::Now(notification)) => {
-                let acknowledged = notification["acknowledged"].clone();
-                if let Some(waited) = waited(&notification) {
-                    self.0.metrics.acknowledged(waited);
+        match notifications::acknowledge(&self.0.shared.pool, id, &by).await {
+            Ok(notifications::Acknowledged::Now(notification)) => {
+                if let Some(waited) = notification.waited() {
+                    self.0.shared.metrics.acknowledged(waited);
                 }
-                if let Err(e) = self.announce(&Wire::Acknowledged { notification }).await {
+                let acknowledged = notification.acknowledgement();
+                let wire = Wire::Acknowledged(Acknowledged {
+                    recipient: notification.recipient,
+                    notice: AcknowledgedNotice {
+                        notification_id: id,
+                        acknowledged: acknowledged.clone(),
+                    },
+                });
+                if let Err(e) = self.announce(&wire).await {
                     tracing::warn!(error = format!("{e:#}"), "acknowledgement not announced");
                 }
-                json!({"ok": true, "notificationId": id, "acknowledged": acknowledged})
+                AckReply {
+                    ok: true,
+                    notification_id: Some(id),
+                    acknowledged,
+                    ..AckReply::default()
+                }
             }
-            Ok(Acknowledged::Before(notification)) => json!({
-                "ok": true, "notificationId": id, "alreadyAcknowledged": true,
-                "acknowledged": notification["acknowledged"],
-            }),
-            Ok(Acknowledged::NotFound) => {
-                json!({"ok": false, "notificationId": id, "error": "no such notification for this user"})
+            Ok(notifications::Acknowledged::Before(notification)) => AckReply {
+                ok: true,
+                notification_id: Some(id),
+                already_acknowledged: true,
+                acknowledged: notification.acknowledgement(),
+                ..AckReply::default()
+            },
+            Ok(notifications::Acknowledged::NotFound) => {
+                AckReply::refused(Some(id), "no such notification for this user")
             }
             Err(e) => {
                 tracing::error!(error = %e, "acknowledgement not recorded");
-                json!({"ok": false, "notificationId": id, "error": "the acknowledgement could not be recorded; try again"})
+                AckReply::refused(
+                    Some(id),
+                    "the acknowledgement could not be recorded; try again",
+                )
             }
         }
     }
@@ -316,20 +336,12 @@ impl Notifier {
     /// Resends every unacknowledged urgent notification to the devices
     /// connected here.
     async fn resend_unacknowledged(&self) -> anyhow::Result<()> {
-        let recipients: Vec<String> = self
-            .0
-            .hub
-            .rooms()
-            .iter()
-            .map(|room| recipient_of(room).to_owned())
-            .collect();
+        let recipients = self.0.hub.recipients();
         if recipients.is_empty() {
             return Ok(());
         }
-        for notification in outbox::unacknowledged(&self.0.pool, &recipients).await? {
-            if let Some(delivery) = Delivery::from_json(notification) {
-                self.0.hub.resend(&delivery);
-            }
+        for notification in notifications::unacknowledged(&self.0.shared.pool, &recipients).await? {
+            self.0.hub.resend(&Delivery::of(&notification));
         }
         Ok(())
     }
@@ -337,30 +349,23 @@ impl Notifier {
     /// Escalates what waited too long, and pushes what a stopped host
     /// committed but never pushed.
     async fn escalate_and_sweep(&self) -> anyhow::Result<()> {
-        let config = &self.0.config;
+        let config = self.config();
+        let pool = &self.0.shared.pool;
         let escalated =
-            outbox::escalate_due(&self.0.pool, config.escalate_after, &config.escalation_role)
+            notifications::escalate_due(pool, config.escalate_after, &config.escalation_role)
                 .await?;
         if !escalated.is_empty() {
             tracing::warn!(count = escalated.len(), role = %config.escalation_role, "unacknowledged urgent notifications escalated");
-            self.push(escalated);
+            let _ = self.0.pushes.send(escalated);
         }
-        let unpushed = outbox::unpushed(&self.0.pool, schedule::SWEEP_GRACE).await?;
+        let unpushed = notifications::unpushed(pool, schedule::SWEEP_GRACE).await?;
         if !unpushed.is_empty() {
             tracing::info!(
                 count = unpushed.len(),
                 "pushing notifications left unpushed"
             );
-            self.push(unpushed);
+            let _ = self.0.pushes.send(unpushed);
         }
         Ok(())
     }
-}
-
-/// How long a notification waited from being stored to being acknowledged.
-fn waited(notification: &Value) -> Option<std::time::Duration> {
-    let time = |at: &Value| chrono::DateTime::parse_from_rfc3339(at.as_str()?).ok();
-    let created = time(&notification["createdAt"])?;
-    let acknowledged = time(&notification["acknowledged"]["at"])?;
-    (acknowledged - created).to_std().ok()
 }

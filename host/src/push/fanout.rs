@@ -3,7 +3,11 @@
 //! device connected to any instance gets them.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use uuid::Uuid;
+
+use super::hub::Delivery;
+use crate::auth::Recipient;
+use crate::store::notifications::Acknowledgement;
 
 /// The subject, under the deployment's subject prefix.
 pub fn subject(prefix: &str) -> String {
@@ -16,15 +20,31 @@ pub fn subject(prefix: &str) -> String {
 pub enum Wire {
     /// Stored notifications, in commit order, for their recipients' devices.
     Notifications {
-        /// As the outbox returns them.
-        notifications: Vec<Value>,
+        /// Each with its recipient and what its devices are sent.
+        notifications: Vec<Delivery>,
     },
     /// A notification was acknowledged: its recipient's devices stop
     /// showing it.
-    Acknowledged {
-        /// The notification as it stands, acknowledgement included.
-        notification: Value,
-    },
+    Acknowledged(Acknowledged),
+}
+
+/// An acknowledgement on its way to the recipient's devices.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Acknowledged {
+    /// Whose devices.
+    pub recipient: Recipient,
+    /// What they are sent.
+    pub notice: AcknowledgedNotice,
+}
+
+/// What a device is sent when one of its user's devices acknowledged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AcknowledgedNotice {
+    /// The notification.
+    pub notification_id: Uuid,
+    /// Who acknowledged it, when, from which device.
+    pub acknowledged: Option<Acknowledgement>,
 }
 
 /// How many notifications one message carries at most (NATS's default

@@ -63,7 +63,7 @@ async fn authenticate(
         ),
     };
     let session = Session::open(
-        &notifier.0.config.jwt_secret,
+        &notifier.config().jwt_secret,
         auth.get("token").and_then(Value::as_str),
         last_seq,
         device,

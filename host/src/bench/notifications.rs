@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::ingest;
 use crate::publish::Publisher;
 use crate::sim::Simulator;
+use crate::sync::Locked;
 
 /// What to measure.
 #[derive(Debug, Clone, Copy)]
@@ -102,9 +103,7 @@ pub async fn run(mut config: Config, load: Load) -> anyhow::Result<()> {
     for k in 0..load.alerts {
         ticks.tick().await;
         let report = format!("{tag}-rep-{k}");
-        sent.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(report.clone(), Instant::now());
+        sent.locked().insert(report.clone(), Instant::now());
         publisher
             .publish_raw(
                 "lab.critical.alert",
@@ -123,10 +122,7 @@ pub async fn run(mut config: Config, load: Load) -> anyhow::Result<()> {
             break;
         };
         let report = data["reportId"].as_str().unwrap_or_default();
-        let published = sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(report);
+        let published = sent.locked().remove(report);
         if let (true, Some(published)) = (event == "critical_alert", published) {
             latencies.push(arrived.saturating_duration_since(published));
         }

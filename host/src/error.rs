@@ -1,4 +1,5 @@
-//! Every error the API returns: `{"error": "...", "code": "..."}` with a status.
+//! Every error an HTTP endpoint returns (the API's and the `/ws` upgrade's):
+//! `{"error": "...", "code": "..."}` with a status.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -79,9 +80,19 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// The body of an error response.
+#[derive(serde::Serialize)]
+struct ErrorBody {
+    error: String,
+    code: &'static str,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.message, "code": self.code });
+        let body = ErrorBody {
+            error: self.message,
+            code: self.code,
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -1,0 +1,181 @@
+//! Who a caller is and what they may do: bearer JWTs (HS256 with
+//! `JWT_SECRET`) with the claims `sub`, `name`, `role` and `exp`, the roles
+//! they carry, and the recipients a notification goes to.
+//!
+//! The HTTP API and the notification sockets both check tokens here, so the
+//! two cannot disagree about who someone is.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// The role that deploys plugins, re-drives dead letters and reads the audit
+/// trail.
+const ADMIN: &str = "admin";
+/// The role that may read only its own chart.
+const PATIENT: &str = "patient";
+/// How a role recipient is stored in the outbox's `user_id` column.
+const ROLE_PREFIX: &str = "role:";
+/// How a user's room is named among the connected devices.
+const USER_ROOM_PREFIX: &str = "user:";
+
+/// What a verified token says about its bearer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// User id.
+    pub sub: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// `admin`, a clinical role (`provider`, `nurse`, …) or `patient`.
+    pub role: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+}
+
+impl Claims {
+    /// Whether this is an administrator.
+    pub fn is_admin(&self) -> bool {
+        self.role == ADMIN
+    }
+
+    /// Clinical roles and admins read any chart; a patient only their own.
+    pub fn may_read_chart(&self, patient_id: &str) -> bool {
+        self.role != PATIENT || self.sub == patient_id
+    }
+
+    /// The recipients whose notifications this user gets and may
+    /// acknowledge: their own and their role's.
+    pub fn recipients(&self) -> [Recipient; 2] {
+        [
+            Recipient::User(self.sub.clone()),
+            Recipient::Role(self.role.clone()),
+        ]
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid token: {0}")]
+pub struct InvalidToken(#[from] jsonwebtoken::errors::Error);
+
+/// Signs a token (the CLI, benchmarks and tests use this).
+pub fn issue_token(secret: &str, claims: &Claims) -> anyhow::Result<String> {
+    Ok(jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )?)
+}
+
+/// Checks a token: signature, algorithm, expiry with no leeway.
+pub fn verify_token(secret: &str, token: &str) -> Result<Claims, InvalidToken> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = 0;
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    let data = jsonwebtoken::decode::<Claims>(
+        token,
+        &DecodingKey::from_secret(secret.as_bytes()),
+        &validation,
+    )?;
+    Ok(data.claims)
+}
+
+/// Who a notification is for: one user (every device of theirs) or everyone
+/// with a role (escalations). Crosses instances as its column text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum Recipient {
+    /// A user, by id.
+    User(String),
+    /// Every user with this role.
+    Role(String),
+}
+
+impl Recipient {
+    /// Reads the outbox's `user_id` column: `role:<role>` or a user id.
+    pub fn from_column(column: &str) -> Self {
+        match column.strip_prefix(ROLE_PREFIX) {
+            Some(role) => Recipient::Role(role.to_owned()),
+            None => Recipient::User(column.to_owned()),
+        }
+    }
+
+    /// The outbox's `user_id` column for this recipient.
+    pub fn column(&self) -> String {
+        match self {
+            Recipient::User(id) => id.clone(),
+            Recipient::Role(role) => format!("{ROLE_PREFIX}{role}"),
+        }
+    }
+
+    /// The room of connected devices this recipient's notifications go to.
+    pub fn room(&self) -> String {
+        match self {
+            Recipient::User(id) => format!("{USER_ROOM_PREFIX}{id}"),
+            Recipient::Role(role) => format!("{ROLE_PREFIX}{role}"),
+        }
+    }
+
+    /// The recipient a room of connected devices stands for.
+    pub fn of_room(room: &str) -> Self {
+        match room.strip_prefix(USER_ROOM_PREFIX) {
+            Some(id) => Recipient::User(id.to_owned()),
+            None => Recipient::from_column(room),
+        }
+    }
+
+    /// A user id that would read as a role: refused at sign-in, or one user
+    /// would get a whole role's notifications.
+    pub fn is_ambiguous_user_id(id: &str) -> bool {
+        id.starts_with(ROLE_PREFIX)
+    }
+
+    /// The SQL `LIKE` pattern that matches every role recipient's column.
+    pub const ROLE_COLUMN_PATTERN: &'static str = "role:%";
+}
+
+impl From<String> for Recipient {
+    fn from(column: String) -> Self {
+        Recipient::from_column(&column)
+    }
+}
+
+impl From<Recipient> for String {
+    fn from(recipient: Recipient) -> Self {
+        recipient.column()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_round_trip_through_column_and_room() {
+        for recipient in [
+            Recipient::User("dr-1".into()),
+            Recipient::Role("charge_nurse".into()),
+        ] {
+            assert_eq!(Recipient::from_column(&recipient.column()), recipient);
+            assert_eq!(Recipient::of_room(&recipient.room()), recipient);
+        }
+        assert_eq!(Recipient::Role("x".into()).column(), "role:x");
+        assert_eq!(Recipient::User("x".into()).room(), "user:x");
+        assert!(Recipient::is_ambiguous_user_id("role:nurse"));
+    }
+
+    #[test]
+    fn only_the_patient_role_is_limited_to_its_own_chart() {
+        let claims = |role: &str| Claims {
+            sub: "p1".into(),
+            name: String::new(),
+            role: role.into(),
+            exp: 0,
+        };
+        assert!(claims("patient").may_read_chart("p1"));
+        assert!(!claims("patient").may_read_chart("p2"));
+        assert!(claims("provider").may_read_chart("p2"));
+        assert!(claims("admin").is_admin());
+        assert!(!claims("provider").is_admin());
+    }
+}

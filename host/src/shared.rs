@@ -1,0 +1,41 @@
+//! What every part of a running host shares, built once at start by
+//! [`crate::serve`] and handed down: configuration, the database, NATS and
+//! the event stream, metrics and object storage.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::stream::Stream;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::objects::ObjectStore;
+use crate::runtime::Plugin;
+use crate::store::StoredNotification;
+
+/// The host's shared connections and settings; cheap to clone.
+#[derive(Clone)]
+pub struct Shared {
+    /// The host's configuration.
+    pub config: Arc<Config>,
+    /// The database.
+    pub pool: PgPool,
+    /// NATS: readiness, notifications between instances, the fleet.
+    pub nats: async_nats::Client,
+    /// The event stream the projections consume.
+    pub stream: Stream,
+    /// What `/metrics` serves.
+    pub metrics: Arc<Metrics>,
+    /// Object storage: presigned URLs, fleet versions.
+    pub objects: ObjectStore,
+}
+
+/// Where projections hand the notifications each batch committed, in commit
+/// order, for the push to deliver: the projection goes on to ack without
+/// waiting for devices.
+pub type NotificationSink = mpsc::UnboundedSender<Vec<StoredNotification>>;
+
+/// Where the deployer says "this version now runs here", for the fleet to
+/// tell the other hosts.
+pub type VersionSink = mpsc::UnboundedSender<Plugin>;

@@ -1,0 +1,140 @@
+//! The `audit_log` table (HIPAA 164.312(b)): who did what to which resource,
+//! whose data, from where, when, and how it ended. Every writer (API
+//! requests, acknowledgements, escalations, plugins' audited events) goes
+//! through [`insert`].
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgExecutor, PgPool};
+
+use super::bind_columns;
+
+/// An entry to write.
+#[derive(Debug, Clone)]
+pub struct NewAudit {
+    /// Who.
+    pub user_id: String,
+    /// Did what.
+    pub action: String,
+    /// To which kind of resource.
+    pub resource_type: String,
+    /// Which one.
+    pub resource_id: String,
+    /// Whose data, if a patient's.
+    pub patient_id: Option<String>,
+    /// From which address, for requests from a client.
+    pub ip_address: Option<String>,
+    /// The HTTP status an API request ended with.
+    pub status: Option<i32>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+impl NewAudit {
+    /// An entry of `user_id` doing `action` to a resource now; add the
+    /// patient, address and status as they apply.
+    pub fn now(
+        user_id: impl Into<String>,
+        action: impl Into<String>,
+        resource_type: impl Into<String>,
+        resource_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            user_id: user_id.into(),
+            action: action.into(),
+            resource_type: resource_type.into(),
+            resource_id: resource_id.into(),
+            patient_id: None,
+            ip_address: None,
+            status: None,
+            at: Utc::now(),
+        }
+    }
+}
+
+/// Writes entries, all in one statement.
+pub async fn insert<'e>(
+    executor: impl PgExecutor<'e>,
+    audits: &[NewAudit],
+) -> Result<(), sqlx::Error> {
+    if audits.is_empty() {
+        return Ok(());
+    }
+    let query = sqlx::query(
+        "INSERT INTO audit_log (user_id, action, resource_type, resource_id, patient_id, ip_address, status, at)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                              $7::integer[], $8::timestamptz[])",
+    );
+    bind_columns!(
+        query,
+        audits,
+        |a| a.user_id.as_str(),
+        |a| a.action.as_str(),
+        |a| a.resource_type.as_str(),
+        |a| a.resource_id.as_str(),
+        |a| a.patient_id.as_deref(),
+        |a| a.ip_address.as_deref(),
+        |a| a.status,
+        |a| a.at,
+    )
+    .execute(executor)
+    .await
+    .map(drop)
+}
+
+/// What to select from the audit trail.
+#[derive(Debug, Default)]
+pub struct AuditFilter {
+    /// Whose data.
+    pub patient_id: Option<String>,
+    /// Who.
+    pub user_id: Option<String>,
+    /// From this time on.
+    pub from: Option<DateTime<Utc>>,
+    /// Up to this time.
+    pub to: Option<DateTime<Utc>>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// An entry as the audit trail shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    /// Its id, in the order entries were written.
+    pub id: i64,
+    /// Who.
+    pub user_id: String,
+    /// Did what.
+    pub action: String,
+    /// To which kind of resource.
+    pub resource_type: String,
+    /// Which one.
+    pub resource_id: String,
+    /// Whose data.
+    pub patient_id: Option<String>,
+    /// From where.
+    pub ip_address: Option<String>,
+    /// How an API request ended.
+    pub status: Option<i32>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Entries that match, newest first.
+pub async fn entries(pool: &PgPool, filter: &AuditFilter) -> Result<Vec<AuditEntry>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, user_id, action, resource_type, resource_id, patient_id, ip_address, status, at
+         FROM audit_log
+         WHERE ($1::text IS NULL OR patient_id = $1) AND ($2::text IS NULL OR user_id = $2)
+           AND ($3::timestamptz IS NULL OR at >= $3) AND ($4::timestamptz IS NULL OR at <= $4)
+         ORDER BY at DESC, id DESC LIMIT $5",
+    )
+    .bind(&filter.patient_id)
+    .bind(&filter.user_id)
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(filter.limit)
+    .fetch_all(pool)
+    .await
+}

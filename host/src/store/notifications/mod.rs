@@ -1,0 +1,279 @@
+//! The `notifications` table, the outbox: notifications are stored in the
+//! batch's transaction (none lost, none doubled), then pushed, replayed,
+//! resent, acknowledged and escalated from here.
+
+mod acknowledge;
+mod escalate;
+mod insert;
+
+pub use acknowledge::{Acknowledged, Acknowledger, acknowledge};
+pub use escalate::escalate_due;
+pub(crate) use insert::insert;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use projector_sdk::Notification;
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
+use sqlx::{AssertSqlSafe, PgPool};
+use uuid::Uuid;
+
+use crate::auth::Recipient;
+
+/// A notification intent with the event that caused it.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    /// The event.
+    pub event_id: String,
+    /// Its patient.
+    pub patient_id: String,
+    /// When the event happened.
+    pub at: DateTime<Utc>,
+    /// What the plugin asked for.
+    pub intent: Notification,
+}
+
+/// The columns every query of a [`StoredNotification`] selects or returns.
+const COLUMNS: &str = "notification_id, user_id, seq, event_id, patient_id,
+    priority = 'urgent' AS urgent, dedupe_key, body, event_at, created_at,
+    acknowledged_at, acknowledged_by, acknowledged_device, escalated_at, escalated_to";
+
+/// A stored notification, as its row holds it. Clients see it as JSON (its
+/// [`Serialize`]): the body the plugin asked for with the row's id, seq,
+/// recipient, times, acknowledgement and escalation.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredNotification {
+    /// Its id.
+    pub notification_id: Uuid,
+    /// Who it is for.
+    #[sqlx(rename = "user_id", try_from = "String")]
+    pub recipient: Recipient,
+    /// Its place among its recipient's notifications.
+    pub seq: i64,
+    /// The event that caused it.
+    pub event_id: String,
+    /// That event's patient.
+    pub patient_id: String,
+    /// Urgent notifications are critical alerts: resent until acknowledged.
+    pub urgent: bool,
+    /// What tells it apart among its recipient's notifications.
+    pub dedupe_key: String,
+    /// What the plugin asked for: type, priority, title, message and data.
+    pub body: Value,
+    /// When the event happened.
+    pub event_at: DateTime<Utc>,
+    /// When it was stored.
+    pub created_at: DateTime<Utc>,
+    /// When it was acknowledged, if it was.
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    /// By whom.
+    pub acknowledged_by: Option<String>,
+    /// From which device.
+    pub acknowledged_device: Option<String>,
+    /// When it was escalated to a role, if it was.
+    pub escalated_at: Option<DateTime<Utc>>,
+    /// The notification it was escalated as.
+    pub escalated_to: Option<Uuid>,
+}
+
+/// Who acknowledged a notification, when, from which device.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Acknowledgement {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The user.
+    pub by: Option<String>,
+    /// The device.
+    pub device: Option<String>,
+}
+
+/// Where a notification was escalated to.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Escalation {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The notification it was escalated as.
+    pub notification_id: Option<Uuid>,
+}
+
+/// The row's own fields as clients see them, over the plugin's body.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RowFields<'a> {
+    notification_id: Uuid,
+    seq: i64,
+    event_id: &'a str,
+    user_id: String,
+    created_at: DateTime<Utc>,
+    event_at: DateTime<Utc>,
+    acknowledged: Option<Acknowledgement>,
+    escalated: Option<Escalation>,
+}
+
+impl StoredNotification {
+    /// Its acknowledgement, if it has one.
+    pub fn acknowledgement(&self) -> Option<Acknowledgement> {
+        Some(Acknowledgement {
+            at: self.acknowledged_at?,
+            by: self.acknowledged_by.clone(),
+            device: self.acknowledged_device.clone(),
+        })
+    }
+
+    /// How long it waited from being stored to being acknowledged.
+    pub fn waited(&self) -> Option<Duration> {
+        (self.acknowledged_at? - self.created_at).to_std().ok()
+    }
+
+    /// A text field of the plugin's body (`title`, `message`, `type`).
+    pub fn text(&self, field: &str) -> &str {
+        self.body[field].as_str().unwrap_or_default()
+    }
+
+    /// The notification as clients receive it (SPEC's seed shapes).
+    pub fn to_json(&self) -> Value {
+        let mut json = self.body.as_object().cloned().unwrap_or_default();
+        let fields = RowFields {
+            notification_id: self.notification_id,
+            seq: self.seq,
+            event_id: &self.event_id,
+            user_id: self.recipient.column(),
+            created_at: self.created_at,
+            event_at: self.event_at,
+            acknowledged: self.acknowledgement(),
+            escalated: self.escalated_at.map(|at| Escalation {
+                at,
+                notification_id: self.escalated_to,
+            }),
+        };
+        if let Ok(Value::Object(fields)) = serde_json::to_value(fields) {
+            json.extend(fields);
+        }
+        Value::Object(json)
+    }
+}
+
+impl Serialize for StoredNotification {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(serializer)
+    }
+}
+
+/// The body stored for an intent: the notification as clients receive it,
+/// less the fields the table holds as columns.
+fn body(n: &Notification) -> Value {
+    let mut body = Map::new();
+    body.insert("type".into(), n.kind.clone().into());
+    body.insert("priority".into(), n.priority.as_str().into());
+    body.insert("title".into(), n.title.clone().into());
+    body.insert("message".into(), n.message.clone().into());
+    if let Some(data) = n.data.as_object() {
+        for (k, v) in data {
+            body.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        if n.requires_ack {
+            body.insert("requiresAcknowledgment".into(), Value::Bool(true));
+        }
+    }
+    Value::Object(body)
+}
+
+/// A recipient's notifications after `seq`, oldest first: what a device
+/// that reconnects with `lastSeq` missed.
+pub async fn since(
+    pool: &PgPool,
+    recipient: &Recipient,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<StoredNotification>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM notifications
+         WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+    )))
+    .bind(recipient.column())
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The notifications of these recipients still waiting for an
+/// acknowledgement, oldest first: resent on connect and on every interval.
+pub async fn unacknowledged(
+    pool: &PgPool,
+    recipients: &[Recipient],
+) -> Result<Vec<StoredNotification>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM notifications
+         WHERE user_id = ANY($1) AND requires_ack AND acknowledged_at IS NULL
+         ORDER BY created_at, seq"
+    )))
+    .bind(columns(recipients))
+    .fetch_all(pool)
+    .await
+}
+
+/// A patient's urgent notifications (critical alerts), newest event first,
+/// with their acknowledgement state.
+pub async fn alerts(
+    pool: &PgPool,
+    patient_id: &str,
+) -> Result<Vec<StoredNotification>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM notifications
+         WHERE patient_id = $1 AND priority = 'urgent' ORDER BY event_at DESC, seq DESC"
+    )))
+    .bind(patient_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Notifications committed but never handed to NATS (the host stopped in
+/// between), older than `grace` so a push in flight is not doubled.
+pub async fn unpushed(
+    pool: &PgPool,
+    grace: Duration,
+) -> Result<Vec<StoredNotification>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM notifications
+         WHERE pushed_at IS NULL AND created_at <= now() - $1::interval
+         ORDER BY user_id, seq LIMIT 1000"
+    )))
+    .bind(grace)
+    .fetch_all(pool)
+    .await
+}
+
+/// Records that these notifications were handed to NATS.
+pub async fn mark_pushed(pool: &PgPool, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE notifications SET pushed_at = now() WHERE notification_id = ANY($1) AND pushed_at IS NULL")
+        .bind(ids)
+        .execute(pool)
+        .await
+        .map(drop)
+}
+
+/// The `user_id` column values of recipients.
+fn columns(recipients: &[Recipient]) -> Vec<String> {
+    recipients.iter().map(Recipient::column).collect()
+}
+
+/// How many notifications wait for an acknowledgement (a metric).
+pub async fn awaiting_acknowledgement(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM notifications WHERE requires_ack AND acknowledged_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// Every notification, by recipient and seq (a replay's report).
+pub async fn all(pool: &PgPool) -> Result<Vec<StoredNotification>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM notifications ORDER BY user_id, seq"
+    )))
+    .fetch_all(pool)
+    .await
+}
