@@ -3,11 +3,9 @@
 //! set does not list projects and is counted in the metrics; a code outside
 //! a required set is a dead letter naming the field and the allowed codes.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::{SEED, TestEnv};
+use crate::common::{SEED, TestEnv};
 use projector_events::coded::{CodedField, FIELDS};
 use serde_json::Value;
 use sqlx::PgPool;

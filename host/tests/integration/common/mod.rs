@@ -1,8 +1,6 @@
 //! Shared set-up of the integration tests: each test gets its own stream,
 //! subject prefix and database on the machine's real NATS and PostgreSQL.
 
-#![allow(dead_code)] // each test binary uses a different part of this module
-
 pub mod clients;
 pub mod faults;
 
@@ -20,7 +18,7 @@ use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgPool};
 
 /// The seed's event flow: one patient through every event type.
-pub const SEED: &str = include_str!("../../../fixtures/seed-flow.jsonl");
+pub const SEED: &str = include_str!("../../../../fixtures/seed-flow.jsonl");
 
 /// One test's private slice of NATS and PostgreSQL.
 pub struct TestEnv {

@@ -2,11 +2,11 @@
 //! taken beyond it, come again in order once the database takes writes
 //! again. Nothing is lost and no patient's events are applied out of order.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestEnv, as_sent, assert_same_documents, eventually, own_plugins, view_documents};
+use crate::common::{
+    TestEnv, as_sent, assert_same_documents, eventually, own_plugins, view_documents,
+};
 use patient::PatientPlugin;
 use projector::sim::Simulator;
 use projector_sdk::Plugin;

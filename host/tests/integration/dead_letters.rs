@@ -1,9 +1,7 @@
 //! Bad input never stops the pipeline and is never dropped: it becomes a dead
 //! letter with its reason and raw bytes, and the events after it are applied.
 
-mod common;
-
-use common::{SEED, TestEnv, assert_seed_chart, eventually};
+use crate::common::{SEED, TestEnv, assert_seed_chart, eventually};
 use projector::serve::Host;
 use serde_json::Value;
 

@@ -2,11 +2,9 @@
 //! presigned URLs on imaging and lab records, and a host that keeps
 //! projecting while S3 is down.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{SEED, TestEnv, assert_seed_chart, eventually};
+use crate::common::{SEED, TestEnv, assert_seed_chart, eventually};
 use projector::objects::{BUCKETS, ObjectStore};
 
 const IMAGE: &str = "p-john-doe/study-1/img-1.dcm";

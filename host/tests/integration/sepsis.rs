@@ -2,11 +2,9 @@
 //! running host: its table is created, it projects from the start of the
 //! stream, and the compiled `.wasm` gives what the native harness gives.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::{SEED, TestEnv, eventually, plugins_dir};
+use crate::common::{SEED, TestEnv, eventually, plugins_dir};
 use projector_sdk::testing::Harness;
 use sepsis_screen::{SCREEN, SepsisScreen};
 use serde_json::Value;

@@ -3,12 +3,10 @@
 //! plugin: each chart shows as many encounters, allergies, medications,
 //! results and diagnoses as the bundles hold, and nothing is dead-lettered.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use common::TestEnv;
+use crate::common::TestEnv;
 use serde_json::Value;
 
 /// What one patient's bundle holds, counted from the FHIR resources

@@ -5,11 +5,9 @@
 //! settled dead letters go after their own horizons; what still needs
 //! someone stays, and the audit log is never swept.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{SEED, TestEnv};
+use crate::common::{SEED, TestEnv};
 use projector::store::retention::{sweep_notifications, sweep_processed, sweep_settled_raw};
 use sqlx::PgPool;
 
@@ -112,7 +110,7 @@ async fn settled_notifications_and_settled_raw_bytes_go_the_rest_stays() {
     let host = env.start().await;
     env.settle(&host).await;
     let pool = env.pool().await;
-    common::eventually("every notification is pushed", || async {
+    crate::common::eventually("every notification is pushed", || async {
         (count(
             &pool,
             "SELECT count(*) FROM notifications WHERE pushed_at IS NULL",

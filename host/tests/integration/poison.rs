@@ -2,9 +2,7 @@
 //! return: each becomes a dead letter with a reason that names what is
 //! wrong, its neighbours in the batch are applied, and no projection stalls.
 
-mod common;
-
-use common::{TestEnv, eventually, own_plugins, plugins_dir, view_documents};
+use crate::common::{TestEnv, eventually, own_plugins, plugins_dir, view_documents};
 use projector::serve::Host;
 use serde_json::{Value, json};
 

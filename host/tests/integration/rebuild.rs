@@ -5,14 +5,12 @@
 //! views or subjects changed rebuilds on deploy, on rollback and on a
 //! restart that finds it in the plugins folder.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     SEED, TestEnv, as_sent, assert_same_documents, eventually, own_plugins, plugins_dir,
     put_plugin, view_documents,
 };

@@ -1,11 +1,9 @@
 //! The projection pipeline end to end: events on the real NATS JetStream,
 //! the compiled plugins, read models in the real PostgreSQL, the HTTP API.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{SEED, TestEnv, assert_seed_chart, snapshot};
+use crate::common::{SEED, TestEnv, assert_seed_chart, snapshot};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,7 +137,7 @@ async fn a_document_changed_by_another_writer_is_read_again() {
     env.publish(&another).await;
     env.settle(&host).await;
 
-    let chart = common::view_document(&pool, "patient_chart", "p-john-doe").await;
+    let chart = crate::common::view_document(&pool, "patient_chart", "p-john-doe").await;
     assert_eq!(chart["lastEventId"], "cache-check-1", "{chart}");
     assert_eq!(
         chart["mrn"], "MRN-ELSEWHERE",
@@ -213,7 +211,7 @@ async fn a_host_killed_between_commit_and_ack_applies_nothing_twice() {
 
     // A real host process that aborts right after its first commit, before acking.
     let status = env
-        .host_command(common::free_port())
+        .host_command(crate::common::free_port())
         .env("PROJECTOR_FAULT", "crash-after-commit")
         .status();
     let status = tokio::time::timeout(Duration::from_secs(120), status)

@@ -3,12 +3,10 @@
 //! `projector plugins deploy` to a running host, and its view filled, with no
 //! host rebuild or restart.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{SEED, TestEnv, view_document};
+use crate::common::{SEED, TestEnv, view_document};
 
 fn run(command: &mut Command) -> String {
     let output = command.output().expect("the command runs");

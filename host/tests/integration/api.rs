@@ -1,8 +1,6 @@
 //! The HTTP API's contract: tokens, roles, JSON errors, the audit trail.
 
-mod common;
-
-use common::{SEED, TestEnv, signed_token};
+use crate::common::{SEED, TestEnv, signed_token};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_roles_errors_and_audit() {
@@ -259,7 +257,7 @@ async fn metrics_move_with_traffic() {
     env.publish(SEED).await;
     env.settle(&host).await;
     let token = env.token("u-dr-smith", "provider");
-    let _phone = common::clients::WebSocket::connect(host.ws_addr, "", Some(&token))
+    let _phone = crate::common::clients::WebSocket::connect(host.ws_addr, "", Some(&token))
         .await
         .expect("accepted");
     assert_eq!(

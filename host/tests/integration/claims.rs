@@ -2,9 +2,7 @@
 //! stand by, and when the one projecting goes away another takes over
 //! where it stopped. A host whose claim was lost cannot commit.
 
-mod common;
-
-use common::{SEED, TestEnv, assert_seed_chart, eventually, own_plugins};
+use crate::common::{SEED, TestEnv, assert_seed_chart, eventually, own_plugins};
 use projector::serve::Host;
 use projector::store::claim::{self, Claim};
 

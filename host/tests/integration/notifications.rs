@@ -2,13 +2,11 @@
 //! the compiled plugins, the outbox in the real PostgreSQL, and devices on
 //! the official Socket.IO client and a plain WebSocket.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::clients::{PATIENCE, Received, SocketIo, WebSocket, drain, during, take};
-use common::{SEED, TestEnv, eventually, signed_token};
+use crate::common::clients::{PATIENCE, Received, SocketIo, WebSocket, drain, during, take};
+use crate::common::{SEED, TestEnv, eventually, signed_token};
 use serde_json::{Value, json};
 
 /// The seed flow's notifications for its ordering provider: two results
