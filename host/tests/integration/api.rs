@@ -105,7 +105,6 @@ async fn tokens_roles_errors_and_audit() {
     assert_eq!(rows[0].2, "p-john-doe");
     assert_eq!(rows[0].3.as_deref(), Some("127.0.0.1"));
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,7 +225,6 @@ async fn the_audit_trail_is_examined_by_patient_user_and_time() {
     assert_eq!(body["code"], "payload_too_large");
 
     host.stop();
-    env.cleanup().await;
 }
 
 /// The value of a metric line in Prometheus text, if present.
@@ -301,5 +299,4 @@ async fn metrics_move_with_traffic() {
     ), "{after}");
     assert!(!after.contains("p-john-doe"), "no patient ids in metrics");
     host.stop();
-    env.cleanup().await;
 }

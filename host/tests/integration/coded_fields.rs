@@ -150,5 +150,4 @@ async fn every_coded_field_projects_counts_or_refuses_by_its_binding() {
         }
     }
     host.stop();
-    env.cleanup().await;
 }

@@ -371,6 +371,4 @@ async fn every_failure_path_applies_each_valid_event_once_in_order() {
     }
     host.kill().await;
     let _ = std::fs::remove_dir_all(dir);
-    env.cleanup().await;
-    drop(nats);
 }

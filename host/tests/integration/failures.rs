@@ -60,5 +60,4 @@ async fn a_refused_commit_loses_nothing_and_keeps_each_patients_order() {
         );
     }
     host.stop();
-    env.cleanup().await;
 }

@@ -103,5 +103,4 @@ async fn a_version_deployed_on_one_host_reaches_the_others() {
     b.stop();
     let _ = std::fs::remove_dir_all(dir_a);
     let _ = std::fs::remove_dir_all(dir_b);
-    env.cleanup().await;
 }

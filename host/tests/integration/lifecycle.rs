@@ -171,5 +171,4 @@ async fn plugins_are_deployed_refused_rolled_back_paused_and_started_while_runni
 
     host.stop();
     let _ = std::fs::remove_dir_all(dir);
-    env.cleanup().await;
 }

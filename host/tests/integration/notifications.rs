@@ -128,7 +128,6 @@ async fn every_device_of_the_user_gets_each_notification_and_no_one_else_does() 
     laptop.close().await;
     colleague.close().await;
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +164,6 @@ async fn a_connection_without_a_valid_token_is_refused() {
         Some(401)
     );
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,7 +194,6 @@ async fn a_device_that_was_away_gets_what_it_missed_in_order() {
 
     laptop.close().await;
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,7 +291,6 @@ async fn urgent_alerts_are_resent_until_acknowledged_on_any_device() {
     laptop.close().await;
     tablet.close().await;
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,7 +367,6 @@ async fn an_unacknowledged_alert_is_escalated_to_the_covering_role() {
     doctor.close().await;
     nurse.close().await;
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,7 +392,6 @@ async fn events_published_again_notify_no_one_twice() {
 
     laptop.close().await;
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,7 +440,6 @@ async fn a_device_on_another_instance_gets_the_notification() {
     serving.stop();
     projecting.stop();
     let _ = std::fs::remove_dir_all(empty);
-    env.cleanup().await;
 }
 
 /// An empty plugins folder of the test's own.
@@ -490,5 +483,4 @@ async fn a_notification_committed_by_a_host_that_died_before_pushing_it_is_pushe
     assert!(pushed);
     laptop.close().await;
     host.stop();
-    env.cleanup().await;
 }

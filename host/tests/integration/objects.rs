@@ -106,7 +106,6 @@ async fn images_are_fetched_through_presigned_urls_that_expire() {
     assert_eq!(expired.status().as_u16(), 403);
 
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,5 +133,4 @@ async fn without_object_storage_the_host_is_degraded_and_projects() {
     assert_eq!(status, 200);
     assert_eq!(studies[0]["objectKeys"][0], IMAGE);
     host.stop();
-    env.cleanup().await;
 }

@@ -106,7 +106,6 @@ async fn seed_flow_produces_the_chart_and_every_view() {
         assert!(plugin["checkpoint"].as_i64().unwrap() >= 1, "{plugin}");
     }
     host.stop();
-    env.cleanup().await;
 }
 
 /// The projection keeps the documents it committed in memory between
@@ -150,7 +149,6 @@ async fn a_document_changed_by_another_writer_is_read_again() {
             .any(|a| a["allergyId"] == "alg-cache-check")
     );
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,7 +199,6 @@ async fn republishing_under_new_message_ids_changes_nothing() {
         .unwrap();
     assert_eq!(after, notifications);
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,5 +272,4 @@ async fn a_host_killed_between_commit_and_ack_applies_nothing_twice() {
         .unwrap();
     assert_eq!(notifications, 6);
     host.stop();
-    env.cleanup().await;
 }

@@ -300,5 +300,4 @@ async fn hot_queries_use_their_indexes_on_grown_tables_without_autovacuum() {
             check(&format!("{} ({mode})", hot.name), &plan, hot.table);
         }
     }
-    env.cleanup().await;
 }

@@ -197,7 +197,6 @@ async fn a_rebuild_under_load_serves_whole_charts_and_ends_as_the_events_imply()
 
     host.stop();
     let _ = std::fs::remove_dir_all(dir);
-    env.cleanup().await;
 }
 
 /// The tally plugin's counts for the seed patient: version 1 counts lab
@@ -290,5 +289,4 @@ async fn a_version_whose_views_changed_rebuilds_on_deploy_rollback_and_restart()
 
     host.stop();
     let _ = std::fs::remove_dir_all(dir);
-    env.cleanup().await;
 }

@@ -87,7 +87,6 @@ async fn rows_past_the_horizon_are_swept_and_the_rest_kept() {
         "within it: recognised"
     );
     host.stop();
-    env.cleanup().await;
 }
 
 async fn count(pool: &PgPool, sql: &str) -> i64 {
@@ -189,5 +188,4 @@ async fn settled_notifications_and_settled_raw_bytes_go_the_rest_stays() {
     );
     assert_eq!(sweep_settled_raw(&pool, MONTH).await.unwrap(), 0);
     host.stop();
-    env.cleanup().await;
 }

@@ -126,7 +126,6 @@ async fn a_hostile_plugin_is_contained_and_the_host_goes_on() {
 
     host.stop();
     let _ = std::fs::remove_dir_all(dir);
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,5 +217,4 @@ async fn a_poisoned_patient_is_parked_and_released_in_order() {
 
     host.stop();
     let _ = std::fs::remove_dir_all(dir);
-    env.cleanup().await;
 }

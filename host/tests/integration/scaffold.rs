@@ -80,5 +80,4 @@ async fn a_scaffolded_plugin_is_built_tested_and_deployed_to_a_running_host() {
 
     host.stop();
     let _ = std::fs::remove_dir_all(work);
-    env.cleanup().await;
 }

@@ -59,7 +59,6 @@ async fn sepsis_screen_hot_loaded_matches_the_native_run() {
 
     host.stop();
     let _ = std::fs::remove_dir_all(dir);
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,5 +110,4 @@ async fn replaying_the_seed_through_the_rule_prints_its_views() {
     )))
     .execute(&admin)
     .await;
-    env.cleanup().await;
 }

@@ -40,5 +40,4 @@ async fn lag_stays_bounded_under_live_traffic_without_autovacuum() {
         .drained_in
         .expect("every lag reaches 0 after the traffic");
     assert!(drained <= Duration::from_secs(60), "drained in {drained:?}");
-    env.cleanup().await;
 }

@@ -196,5 +196,4 @@ async fn swaps_a_rollback_and_three_kills_under_load_lose_nothing_and_apply_noth
 
     host.kill().await;
     let _ = std::fs::remove_dir_all(dir);
-    env.cleanup().await;
 }

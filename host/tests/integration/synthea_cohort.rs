@@ -150,5 +150,4 @@ async fn every_chart_holds_what_its_bundle_holds() {
         );
     }
     host.stop();
-    env.cleanup().await;
 }
