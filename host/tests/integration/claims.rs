@@ -2,9 +2,7 @@
 //! stand by, and when the one projecting goes away another takes over
 //! where it stopped. A host whose claim was lost cannot commit.
 
-mod common;
-
-use common::{SEED, TestEnv, assert_seed_chart, eventually, own_plugins};
+use crate::common::{SEED, TestEnv, assert_seed_chart, eventually, own_plugins};
 use projector::serve::Host;
 use projector::store::claim::{self, Claim};
 
@@ -60,7 +58,6 @@ async fn one_host_projects_and_another_takes_over_when_it_goes() {
         "each event applied once"
     );
     b.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,5 +90,4 @@ async fn a_claim_whose_connection_died_no_longer_fences_in() {
     // A claim is a pool connection held for good: closing waits for it.
     drop((held, again));
     pool.close().await;
-    env.cleanup().await;
 }

@@ -1,8 +1,6 @@
 //! Shared set-up of the integration tests: each test gets its own stream,
 //! subject prefix and database on the machine's real NATS and PostgreSQL.
 
-#![allow(dead_code)] // each test binary uses a different part of this module
-
 pub mod clients;
 pub mod faults;
 
@@ -17,12 +15,12 @@ use projector::publish::Publisher;
 use projector::serve::Host;
 use projector_events::{Envelope, Event};
 use serde_json::Value;
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
 
 /// The seed's event flow: one patient through every event type.
-pub const SEED: &str = include_str!("../../../fixtures/seed-flow.jsonl");
+pub const SEED: &str = include_str!("../../../../fixtures/seed-flow.jsonl");
 
-/// One test's private slice of NATS and PostgreSQL.
+/// One test's private slice of NATS and PostgreSQL, deleted when dropped.
 pub struct TestEnv {
     pub config: Config,
     pub tag: String,
@@ -227,19 +225,38 @@ impl TestEnv {
             .await
             .expect("database")
     }
+}
 
-    /// Deletes the stream and the database.
-    pub async fn cleanup(self) {
-        let _ = self.js.delete_stream(&self.config.stream_name).await;
+impl Drop for TestEnv {
+    /// Deletes the stream and the database when the test ends, also when it
+    /// panics, so a failing test leaves nothing behind. The test's runtime
+    /// cannot be blocked on from here, so the deletion runs on a thread of
+    /// its own with its own runtime and connections, and the drop waits for it.
+    fn drop(&mut self) {
+        let nats_url = self.config.nats_url.clone();
+        let stream = self.config.stream_name.clone();
         let admin_url = self.config.database_url_named("postgres");
-        if let Ok(admin) = PgPool::connect(&admin_url).await {
-            let _ = sqlx::query(AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.tag
-            )))
-            .execute(&admin)
-            .await;
-        }
+        let drop_database = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.tag);
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the cleanup");
+            runtime.block_on(async move {
+                if let Ok(client) = async_nats::connect(&nats_url).await {
+                    let _ = async_nats::jetstream::new(client)
+                        .delete_stream(&stream)
+                        .await;
+                }
+                if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(AssertSqlSafe(drop_database))
+                        .execute(&mut admin)
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        });
+        let _ = cleanup.join();
     }
 }
 

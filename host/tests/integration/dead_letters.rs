@@ -1,9 +1,7 @@
 //! Bad input never stops the pipeline and is never dropped: it becomes a dead
 //! letter with its reason and raw bytes, and the events after it are applied.
 
-mod common;
-
-use common::{SEED, TestEnv, assert_seed_chart, eventually};
+use crate::common::{SEED, TestEnv, assert_seed_chart, eventually};
 use projector::serve::Host;
 use serde_json::Value;
 
@@ -117,7 +115,6 @@ async fn bad_events_become_dead_letters_and_later_events_apply() {
         .await;
     assert_eq!(status, 403);
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,7 +153,6 @@ async fn a_redriven_dead_letter_that_now_applies_is_resolved() {
         .await;
     assert_eq!((status, body["code"].as_str()), (409, Some("conflict")));
     host.stop();
-    env.cleanup().await;
 }
 
 /// The chart's pending lab orders and unread results.

@@ -3,11 +3,9 @@
 //! which fetches it from the `projector-plugins` bucket, checks its hash and
 //! runs it; bytes that do not match the announced hash are refused.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{SEED, TestEnv, eventually, own_plugins, plugins_dir, put_plugin};
+use crate::common::{SEED, TestEnv, eventually, own_plugins, plugins_dir, put_plugin};
 use projector::bench::lifecycle::rebuilt;
 use projector::objects::{ObjectStore, PLUGINS, plugin_key};
 use projector::serve::Host;
@@ -105,5 +103,4 @@ async fn a_version_deployed_on_one_host_reaches_the_others() {
     b.stop();
     let _ = std::fs::remove_dir_all(dir_a);
     let _ = std::fs::remove_dir_all(dir_b);
-    env.cleanup().await;
 }

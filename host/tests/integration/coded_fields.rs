@@ -3,11 +3,9 @@
 //! set does not list projects and is counted in the metrics; a code outside
 //! a required set is a dead letter naming the field and the allowed codes.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::{SEED, TestEnv};
+use crate::common::{SEED, TestEnv};
 use projector_events::coded::{CodedField, FIELDS};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -152,5 +150,4 @@ async fn every_coded_field_projects_counts_or_refuses_by_its_binding() {
         }
     }
     host.stop();
-    env.cleanup().await;
 }

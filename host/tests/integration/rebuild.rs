@@ -5,14 +5,12 @@
 //! views or subjects changed rebuilds on deploy, on rollback and on a
 //! restart that finds it in the plugins folder.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     SEED, TestEnv, as_sent, assert_same_documents, eventually, own_plugins, plugins_dir,
     put_plugin, view_documents,
 };
@@ -199,7 +197,6 @@ async fn a_rebuild_under_load_serves_whole_charts_and_ends_as_the_events_imply()
 
     host.stop();
     let _ = std::fs::remove_dir_all(dir);
-    env.cleanup().await;
 }
 
 /// The tally plugin's counts for the seed patient: version 1 counts lab
@@ -292,5 +289,4 @@ async fn a_version_whose_views_changed_rebuilds_on_deploy_rollback_and_restart()
 
     host.stop();
     let _ = std::fs::remove_dir_all(dir);
-    env.cleanup().await;
 }

@@ -5,11 +5,9 @@
 //! settled dead letters go after their own horizons; what still needs
 //! someone stays, and the audit log is never swept.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{SEED, TestEnv};
+use crate::common::{SEED, TestEnv};
 use projector::store::retention::{sweep_notifications, sweep_processed, sweep_settled_raw};
 use sqlx::PgPool;
 
@@ -89,7 +87,6 @@ async fn rows_past_the_horizon_are_swept_and_the_rest_kept() {
         "within it: recognised"
     );
     host.stop();
-    env.cleanup().await;
 }
 
 async fn count(pool: &PgPool, sql: &str) -> i64 {
@@ -112,7 +109,7 @@ async fn settled_notifications_and_settled_raw_bytes_go_the_rest_stays() {
     let host = env.start().await;
     env.settle(&host).await;
     let pool = env.pool().await;
-    common::eventually("every notification is pushed", || async {
+    crate::common::eventually("every notification is pushed", || async {
         (count(
             &pool,
             "SELECT count(*) FROM notifications WHERE pushed_at IS NULL",
@@ -191,5 +188,4 @@ async fn settled_notifications_and_settled_raw_bytes_go_the_rest_stays() {
     );
     assert_eq!(sweep_settled_raw(&pool, MONTH).await.unwrap(), 0);
     host.stop();
-    env.cleanup().await;
 }

@@ -2,11 +2,11 @@
 //! taken beyond it, come again in order once the database takes writes
 //! again. Nothing is lost and no patient's events are applied out of order.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestEnv, as_sent, assert_same_documents, eventually, own_plugins, view_documents};
+use crate::common::{
+    TestEnv, as_sent, assert_same_documents, eventually, own_plugins, view_documents,
+};
 use patient::PatientPlugin;
 use projector::sim::Simulator;
 use projector_sdk::Plugin;
@@ -60,5 +60,4 @@ async fn a_refused_commit_loses_nothing_and_keeps_each_patients_order() {
         );
     }
     host.stop();
-    env.cleanup().await;
 }

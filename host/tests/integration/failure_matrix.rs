@@ -7,13 +7,11 @@
 //! same events), every poison event is a dead letter with its reason, lag
 //! is 0, and no projection stood still for more than 5 s at a time.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     PrivateNats, TestEnv, as_sent, assert_same_documents, faults, own_plugins, plugins_dir,
     view_documents,
 };
@@ -373,6 +371,4 @@ async fn every_failure_path_applies_each_valid_event_once_in_order() {
     }
     host.kill().await;
     let _ = std::fs::remove_dir_all(dir);
-    env.cleanup().await;
-    drop(nats);
 }

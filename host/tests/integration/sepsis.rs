@@ -2,11 +2,9 @@
 //! running host: its table is created, it projects from the start of the
 //! stream, and the compiled `.wasm` gives what the native harness gives.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::{SEED, TestEnv, eventually, plugins_dir};
+use crate::common::{SEED, TestEnv, eventually, plugins_dir};
 use projector_sdk::testing::Harness;
 use sepsis_screen::{SCREEN, SepsisScreen};
 use serde_json::Value;
@@ -61,7 +59,6 @@ async fn sepsis_screen_hot_loaded_matches_the_native_run() {
 
     host.stop();
     let _ = std::fs::remove_dir_all(dir);
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,5 +110,4 @@ async fn replaying_the_seed_through_the_rule_prints_its_views() {
     )))
     .execute(&admin)
     .await;
-    env.cleanup().await;
 }

@@ -2,13 +2,11 @@
 //! the compiled plugins, the outbox in the real PostgreSQL, and devices on
 //! the official Socket.IO client and a plain WebSocket.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::clients::{PATIENCE, Received, SocketIo, WebSocket, drain, during, take};
-use common::{SEED, TestEnv, eventually, signed_token};
+use crate::common::clients::{PATIENCE, Received, SocketIo, WebSocket, drain, during, take};
+use crate::common::{SEED, TestEnv, eventually, signed_token};
 use serde_json::{Value, json};
 
 /// The seed flow's notifications for its ordering provider: two results
@@ -130,7 +128,6 @@ async fn every_device_of_the_user_gets_each_notification_and_no_one_else_does() 
     laptop.close().await;
     colleague.close().await;
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +164,6 @@ async fn a_connection_without_a_valid_token_is_refused() {
         Some(401)
     );
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,7 +194,6 @@ async fn a_device_that_was_away_gets_what_it_missed_in_order() {
 
     laptop.close().await;
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,7 +291,6 @@ async fn urgent_alerts_are_resent_until_acknowledged_on_any_device() {
     laptop.close().await;
     tablet.close().await;
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,7 +367,6 @@ async fn an_unacknowledged_alert_is_escalated_to_the_covering_role() {
     doctor.close().await;
     nurse.close().await;
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,7 +392,6 @@ async fn events_published_again_notify_no_one_twice() {
 
     laptop.close().await;
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -448,7 +440,6 @@ async fn a_device_on_another_instance_gets_the_notification() {
     serving.stop();
     projecting.stop();
     let _ = std::fs::remove_dir_all(empty);
-    env.cleanup().await;
 }
 
 /// An empty plugins folder of the test's own.
@@ -492,5 +483,4 @@ async fn a_notification_committed_by_a_host_that_died_before_pushing_it_is_pushe
     assert!(pushed);
     laptop.close().await;
     host.stop();
-    env.cleanup().await;
 }

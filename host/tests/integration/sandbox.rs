@@ -2,12 +2,10 @@
 //! (plugins/testing/hostile, built from the same WIT world): each attack is
 //! stopped, its event dead-lettered with the reason, and the host goes on.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{SEED, TestEnv, plugins_dir};
+use crate::common::{SEED, TestEnv, plugins_dir};
 use serde_json::Value;
 
 /// A `patient.created` for `patient` whose MRN tells the plugin what to do.
@@ -128,7 +126,6 @@ async fn a_hostile_plugin_is_contained_and_the_host_goes_on() {
 
     host.stop();
     let _ = std::fs::remove_dir_all(dir);
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +203,7 @@ async fn a_poisoned_patient_is_parked_and_released_in_order() {
         (202, Some("discarded")),
         "{answer}"
     );
-    let released = common::view_document(&pool, "hostile_seen", "p-bad").await;
+    let released = crate::common::view_document(&pool, "hostile_seen", "p-bad").await;
     assert_eq!(released["mrn"], "MRN-B3", "the later event applied last");
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM parked_events")
         .fetch_one(&pool)
@@ -220,5 +217,4 @@ async fn a_poisoned_patient_is_parked_and_released_in_order() {
 
     host.stop();
     let _ = std::fs::remove_dir_all(dir);
-    env.cleanup().await;
 }

@@ -1,11 +1,9 @@
 //! The projection pipeline end to end: events on the real NATS JetStream,
 //! the compiled plugins, read models in the real PostgreSQL, the HTTP API.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{SEED, TestEnv, assert_seed_chart, snapshot};
+use crate::common::{SEED, TestEnv, assert_seed_chart, snapshot};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +106,6 @@ async fn seed_flow_produces_the_chart_and_every_view() {
         assert!(plugin["checkpoint"].as_i64().unwrap() >= 1, "{plugin}");
     }
     host.stop();
-    env.cleanup().await;
 }
 
 /// The projection keeps the documents it committed in memory between
@@ -139,7 +136,7 @@ async fn a_document_changed_by_another_writer_is_read_again() {
     env.publish(&another).await;
     env.settle(&host).await;
 
-    let chart = common::view_document(&pool, "patient_chart", "p-john-doe").await;
+    let chart = crate::common::view_document(&pool, "patient_chart", "p-john-doe").await;
     assert_eq!(chart["lastEventId"], "cache-check-1", "{chart}");
     assert_eq!(
         chart["mrn"], "MRN-ELSEWHERE",
@@ -152,7 +149,6 @@ async fn a_document_changed_by_another_writer_is_read_again() {
             .any(|a| a["allergyId"] == "alg-cache-check")
     );
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,7 +199,6 @@ async fn republishing_under_new_message_ids_changes_nothing() {
         .unwrap();
     assert_eq!(after, notifications);
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,7 +208,7 @@ async fn a_host_killed_between_commit_and_ack_applies_nothing_twice() {
 
     // A real host process that aborts right after its first commit, before acking.
     let status = env
-        .host_command(common::free_port())
+        .host_command(crate::common::free_port())
         .env("PROJECTOR_FAULT", "crash-after-commit")
         .status();
     let status = tokio::time::timeout(Duration::from_secs(120), status)
@@ -277,5 +272,4 @@ async fn a_host_killed_between_commit_and_ack_applies_nothing_twice() {
         .unwrap();
     assert_eq!(notifications, 6);
     host.stop();
-    env.cleanup().await;
 }

@@ -6,8 +6,6 @@
 //! poisoned patient has after its poison are parked, and the checkpoint
 //! ends at the last event. `PROPTEST_CASES` sets the number of cases (500).
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
@@ -215,7 +213,7 @@ async fn world() -> World {
     store::ensure_views(&pool, &Target::live("patient"), &plugin.info)
         .await
         .unwrap();
-    common::faults::install(&pool, "checkpoints").await;
+    crate::common::faults::install(&pool, "checkpoints").await;
     let claim = Claim::try_take(&pool, "patient")
         .await
         .unwrap()
@@ -279,7 +277,7 @@ async fn run(world: &World, case: &Case) {
         let end = (at + case.sizes[b % case.sizes.len()]).min(items.len());
         let batch: Vec<Item> = items[at..end].to_vec();
         if case.failures[b % case.failures.len()] {
-            common::faults::arm(pool).await;
+            crate::common::faults::arm(pool).await;
             let failed = batcher.commit(batch.clone()).await;
             assert!(
                 failed.is_err(),

@@ -4,13 +4,11 @@
 //! with SIGKILL three times and restarted. Afterwards every chart and every
 //! lab view is what the events imply, each event applied once.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     HostProcess, TestEnv, as_sent, assert_same_documents, eventually, own_plugins, plugins_dir,
     put_plugin, view_documents,
 };
@@ -198,5 +196,4 @@ async fn swaps_a_rollback_and_three_kills_under_load_lose_nothing_and_apply_noth
 
     host.kill().await;
     let _ = std::fs::remove_dir_all(dir);
-    env.cleanup().await;
 }

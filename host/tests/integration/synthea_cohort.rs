@@ -3,12 +3,10 @@
 //! plugin: each chart shows as many encounters, allergies, medications,
 //! results and diagnoses as the bundles hold, and nothing is dead-lettered.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use common::TestEnv;
+use crate::common::TestEnv;
 use serde_json::Value;
 
 /// What one patient's bundle holds, counted from the FHIR resources
@@ -152,5 +150,4 @@ async fn every_chart_holds_what_its_bundle_holds() {
         );
     }
     host.stop();
-    env.cleanup().await;
 }

@@ -2,9 +2,7 @@
 //! return: each becomes a dead letter with a reason that names what is
 //! wrong, its neighbours in the batch are applied, and no projection stalls.
 
-mod common;
-
-use common::{TestEnv, eventually, own_plugins, plugins_dir, view_documents};
+use crate::common::{TestEnv, eventually, own_plugins, plugins_dir, view_documents};
 use projector::serve::Host;
 use serde_json::{Value, json};
 
@@ -99,7 +97,6 @@ async fn what_the_database_cannot_store_is_a_dead_letter_and_its_batch_applies()
         "running"
     );
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +169,6 @@ async fn an_outcome_over_a_limit_is_a_dead_letter_that_names_the_limit() {
     assert_eq!(seen.len(), attacks.len() + 2, "{:?}", seen.keys());
     assert_eq!(seen["p-grow"]["padding"].as_array().map(Vec::len), Some(4));
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,5 +274,4 @@ async fn two_systems_identical_numbers_for_two_patients_never_meet() {
     })
     .await;
     host.stop();
-    env.cleanup().await;
 }

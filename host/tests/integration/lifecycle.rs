@@ -2,11 +2,9 @@
 //! at a batch boundary), refuse bad uploads, roll back, pause and resume,
 //! and start a new plugin that projects from the start of the stream.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     SEED, TestEnv, assert_seed_chart, eventually, own_plugins, plugins_dir, put_plugin as put,
     view_document,
 };
@@ -173,5 +171,4 @@ async fn plugins_are_deployed_refused_rolled_back_paused_and_started_while_runni
 
     host.stop();
     let _ = std::fs::remove_dir_all(dir);
-    env.cleanup().await;
 }

@@ -1,8 +1,6 @@
 //! The HTTP API's contract: tokens, roles, JSON errors, the audit trail.
 
-mod common;
-
-use common::{SEED, TestEnv, signed_token};
+use crate::common::{SEED, TestEnv, signed_token};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_roles_errors_and_audit() {
@@ -107,7 +105,6 @@ async fn tokens_roles_errors_and_audit() {
     assert_eq!(rows[0].2, "p-john-doe");
     assert_eq!(rows[0].3.as_deref(), Some("127.0.0.1"));
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +225,6 @@ async fn the_audit_trail_is_examined_by_patient_user_and_time() {
     assert_eq!(body["code"], "payload_too_large");
 
     host.stop();
-    env.cleanup().await;
 }
 
 /// The value of a metric line in Prometheus text, if present.
@@ -259,7 +255,7 @@ async fn metrics_move_with_traffic() {
     env.publish(SEED).await;
     env.settle(&host).await;
     let token = env.token("u-dr-smith", "provider");
-    let _phone = common::clients::WebSocket::connect(host.ws_addr, "", Some(&token))
+    let _phone = crate::common::clients::WebSocket::connect(host.ws_addr, "", Some(&token))
         .await
         .expect("accepted");
     assert_eq!(
@@ -303,5 +299,4 @@ async fn metrics_move_with_traffic() {
     ), "{after}");
     assert!(!after.contains("p-john-doe"), "no patient ids in metrics");
     host.stop();
-    env.cleanup().await;
 }

@@ -4,11 +4,9 @@
 //! soon after the traffic stops. (`projector bench soak` runs the same for
 //! longer and prints it; BENCHMARKS.md has its figures.)
 
-mod common;
-
 use std::time::Duration;
 
-use common::TestEnv;
+use crate::common::TestEnv;
 use projector::bench::soak::{Load, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,5 +40,4 @@ async fn lag_stays_bounded_under_live_traffic_without_autovacuum() {
         .drained_in
         .expect("every lag reaches 0 after the traffic");
     assert!(drained <= Duration::from_secs(60), "drained in {drained:?}");
-    env.cleanup().await;
 }

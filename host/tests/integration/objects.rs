@@ -2,11 +2,9 @@
 //! presigned URLs on imaging and lab records, and a host that keeps
 //! projecting while S3 is down.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{SEED, TestEnv, assert_seed_chart, eventually};
+use crate::common::{SEED, TestEnv, assert_seed_chart, eventually};
 use projector::objects::{BUCKETS, ObjectStore};
 
 const IMAGE: &str = "p-john-doe/study-1/img-1.dcm";
@@ -108,7 +106,6 @@ async fn images_are_fetched_through_presigned_urls_that_expire() {
     assert_eq!(expired.status().as_u16(), 403);
 
     host.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,5 +133,4 @@ async fn without_object_storage_the_host_is_degraded_and_projects() {
     assert_eq!(status, 200);
     assert_eq!(studies[0]["objectKeys"][0], IMAGE);
     host.stop();
-    env.cleanup().await;
 }

@@ -3,12 +3,10 @@
 //! `projector plugins deploy` to a running host, and its view filled, with no
 //! host rebuild or restart.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{SEED, TestEnv, view_document};
+use crate::common::{SEED, TestEnv, view_document};
 
 fn run(command: &mut Command) -> String {
     let output = command.output().expect("the command runs");
@@ -82,5 +80,4 @@ async fn a_scaffolded_plugin_is_built_tested_and_deployed_to_a_running_host() {
 
     host.stop();
     let _ = std::fs::remove_dir_all(work);
-    env.cleanup().await;
 }

@@ -12,9 +12,7 @@
 //! statements on the same connection: index use, no sequential scan. It
 //! then checks fresh custom and generic plans too.
 
-mod common;
-
-use common::TestEnv;
+use crate::common::TestEnv;
 use projector::store::statistics;
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgPool};
@@ -265,7 +263,7 @@ async fn hot_queries_use_their_indexes_on_grown_tables_without_autovacuum() {
         "parked_events",
     ];
     let analysed = std::sync::Mutex::new(Vec::<String>::new());
-    common::eventually("the grown tables are analysed", || async {
+    crate::common::eventually("the grown tables are analysed", || async {
         let done = statistics::analyse_due(&pool).await.unwrap();
         let mut analysed = analysed.lock().unwrap();
         analysed.extend(done.into_iter().map(|(table, _)| table));
@@ -302,5 +300,4 @@ async fn hot_queries_use_their_indexes_on_grown_tables_without_autovacuum() {
             check(&format!("{} ({mode})", hot.name), &plan, hot.table);
         }
     }
-    env.cleanup().await;
 }

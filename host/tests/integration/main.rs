@@ -1,0 +1,29 @@
+//! The host's integration tests, against the machine's real NATS and
+//! PostgreSQL. They are modules of one test binary rather than a binary
+//! each, so the host and wasmtime are linked once per build instead of once
+//! per file. Each module is one area; `common` is their shared set-up.
+
+mod common;
+
+mod api;
+mod batch_properties;
+mod claims;
+mod coded_fields;
+mod dead_letters;
+mod failure_matrix;
+mod failures;
+mod fleet;
+mod lifecycle;
+mod notifications;
+mod objects;
+mod pipeline;
+mod plans;
+mod poison;
+mod rebuild;
+mod retention;
+mod sandbox;
+mod scaffold;
+mod sepsis;
+mod soak;
+mod swaps_and_kills;
+mod synthea_cohort;
