@@ -4,7 +4,7 @@
 
 use futures::future::BoxFuture;
 use projector_events::UnknownCode;
-use projector_sdk::Value;
+use serde_json::Value;
 use sqlx::PgPool;
 
 use super::batch::{self, Item};

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use projector_events::{Envelope, Event, UnknownCode};
-use projector_sdk::Value;
+use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::runtime::{CallError, Plugin};
@@ -266,7 +266,7 @@ fn key_hint(hint: &str, event: &Event) -> Option<String> {
     });
     parts
         .collect::<Option<Vec<&str>>>()
-        .map(|p| projector_sdk::doc_key(&p))
+        .map(|p| projector_contract::doc_key(&p))
 }
 
 /// Records an applied event; with `effects`, also its notifications and
@@ -275,7 +275,7 @@ fn record(
     batch: &mut Batch,
     item: &Item,
     event: &Event,
-    outcome: projector_sdk::Outcome,
+    outcome: projector_contract::Outcome,
     effects: bool,
 ) {
     let envelope = &event.envelope;
@@ -378,7 +378,7 @@ mod tests {
         assert_eq!(hint("patientId/payload.missing"), None);
         assert_eq!(
             hint("patientId/payload.orderId"),
-            Some(projector_sdk::patient_key("p1", "o7"))
+            Some(projector_contract::patient_key("p1", "o7"))
         );
     }
 }

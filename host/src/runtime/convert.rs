@@ -1,13 +1,14 @@
-//! From the WIT records a plugin returns to the SDK's types, checking
+//! From the WIT records a plugin returns to the contract's types, checking
 //! everything a plugin could get wrong: its output is untrusted input.
 
-use projector_sdk::{
-    AuditEntry, Mutation, Notification, Outcome, PluginInfo, Priority, Value, ViewDef,
+use projector_contract::{
+    AuditEntry, Mutation, Notification, Outcome, PluginInfo, Priority, ViewDef,
 };
+use serde_json::Value;
 
 use super::bindings::emr::projector::types as wit;
 
-/// A plugin's description as the SDK type.
+/// A plugin's description as the contract's type.
 pub fn plugin_info(info: wit::PluginInfo) -> PluginInfo {
     PluginInfo {
         name: info.name,
@@ -78,7 +79,7 @@ fn json(what: &str, text: &str) -> Result<Value, String> {
     serde_json::from_str(text).map_err(|e| format!("{what} is not JSON: {e}"))
 }
 
-/// A plugin's outcome as the SDK type; JSON texts parsed, once their size
+/// A plugin's outcome as the contract's type; JSON texts parsed, once their size
 /// is within [`super::limits::MAX_OUTCOME_BYTES`].
 pub fn outcome(outcome: wit::Outcome) -> Result<Outcome, String> {
     let mutation_bytes = outcome.mutations.iter().map(|m| match m {

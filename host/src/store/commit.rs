@@ -4,7 +4,7 @@
 //! so round trips grow with the tables touched, not the events.
 
 use chrono::{DateTime, Utc};
-use projector_sdk::Value;
+use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
 use super::Target;

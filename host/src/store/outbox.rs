@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use projector_sdk::{Notification, Priority, Value};
+use projector_contract::{Notification, Priority};
+use serde_json::Value;
 use serde_json::json;
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 use uuid::Uuid;
