@@ -1,9 +1,10 @@
 //! The contract between the Projector host and its plugins, as Rust types:
-//! what a plugin says about itself ([`PluginInfo`], [`ViewDef`]), what
-//! handling an event produces ([`Outcome`]: [`Mutation`]s, [`Notification`]
-//! intents, [`AuditEntry`]s), how a mutation changes a document
-//! ([`document::apply`]), and how document keys are built and event types
-//! matched ([`doc_key`], [`subject_matches`]).
+//! what a plugin says about itself ([`PluginInfo`], [`ViewDef`], the
+//! [plugin-name rule](validate_plugin_name)), what handling an event
+//! produces ([`Outcome`]: [`Mutation`]s, [`Notification`] intents,
+//! [`AuditEntry`]s), how a mutation changes a document ([`document::apply`]),
+//! and how document keys are built and event types matched ([`doc_key`],
+//! [`subject_matches`]).
 //!
 //! Both sides must agree on these exactly: a plugin's tests apply its
 //! mutations with the same code the host stores them with, and the host
@@ -37,4 +38,7 @@ mod outcome;
 mod plugin;
 
 pub use outcome::{AuditEntry, Mutation, Notification, Outcome, Priority};
-pub use plugin::{PluginInfo, ViewDef, doc_key, patient_key, subject_matches};
+pub use plugin::{
+    PluginInfo, PluginNameError, ViewDef, doc_key, patient_key, subject_matches,
+    validate_plugin_name,
+};

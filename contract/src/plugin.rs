@@ -75,7 +75,7 @@ impl ViewDef {
 /// routes events to it and creates its views' tables by it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginInfo {
-    /// Unique plugin name.
+    /// Unique plugin name, by the rule of [`validate_plugin_name`].
     pub name: String,
     /// Its version, shown by `GET /api/plugins`.
     pub version: String,
@@ -149,9 +149,55 @@ pub fn subject_matches(pattern: &str, subject: &str) -> bool {
     subject_tokens.next().is_none()
 }
 
+/// The longest plugin name: the host builds PostgreSQL identifiers from it,
+/// such as the schema `rebuild_<name>` of a rebuild, which must stay within
+/// 63 bytes.
+const PLUGIN_NAME_MAX: usize = 40;
+
+/// Checks a plugin name against the one rule every plugin name follows: 1 to
+/// 40 characters, each a lowercase ASCII letter, a digit, `-` or `_`. The
+/// host refuses to load a plugin whose [`PluginInfo::name`] breaks it, and
+/// `projector plugins new` refuses to write one. The name ends up in file
+/// names (`<name>.wasm`), URL paths (`/api/plugins/<name>`), JetStream
+/// consumer names and quoted SQL identifiers, which all take these
+/// characters as they are, and the host joins it to other parts with
+/// characters it never holds (`<name>#<generation>`, `<name>@rebuild`).
+///
+/// ```
+/// use projector_contract::validate_plugin_name;
+///
+/// assert!(validate_plugin_name("sepsis-screen").is_ok());
+/// let refused = validate_plugin_name("Sepsis Screen").unwrap_err();
+/// assert_eq!(
+///     refused.to_string(),
+///     "plugin name `Sepsis Screen` must be 1 to 40 characters, each a lowercase letter, a digit, `-` or `_`"
+/// );
+/// ```
+pub fn validate_plugin_name(name: &str) -> Result<(), PluginNameError> {
+    let ok = !name.is_empty()
+        && name.len() <= PLUGIN_NAME_MAX
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(PluginNameError(name.to_owned()))
+    }
+}
+
+/// A name that breaks the plugin-name rule ([`validate_plugin_name`]); its
+/// message states the rule, for whoever chose the name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "plugin name `{0}` must be 1 to {max} characters, each a lowercase letter, a digit, `-` or `_`",
+    max = PLUGIN_NAME_MAX
+)]
+pub struct PluginNameError(String);
+
 #[cfg(test)]
 mod tests {
-    use super::subject_matches;
+    use super::{PLUGIN_NAME_MAX, subject_matches, validate_plugin_name};
 
     #[test]
     fn nats_wildcards() {
@@ -162,5 +208,33 @@ mod tests {
         assert!(subject_matches("patient.created", "patient.created"));
         assert!(!subject_matches("patient.created", "patient.created.x"));
         assert!(!subject_matches("patient.created", "patient"));
+    }
+
+    #[test]
+    fn plugin_names_are_lowercase_letters_digits_dashes_and_underscores() {
+        let longest = "a".repeat(PLUGIN_NAME_MAX);
+        for name in [
+            "lab",
+            "sepsis-screen",
+            "half-way",
+            "my_rule",
+            "2nd",
+            "-",
+            &longest,
+        ] {
+            assert_eq!(validate_plugin_name(name), Ok(()), "{name}");
+        }
+        let too_long = "a".repeat(PLUGIN_NAME_MAX + 1);
+        for name in [
+            "", "Lab", "a b", "a.b", "a/b", "a#1", "é", "a\u{0}b", &too_long,
+        ] {
+            assert!(validate_plugin_name(name).is_err(), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_name_is_named_in_the_error() {
+        let error = validate_plugin_name("lab.v2").unwrap_err();
+        assert!(error.to_string().contains("`lab.v2`"), "{error}");
     }
 }
