@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod client;
 pub mod config;
 pub mod fhir;
 pub mod fleet;

@@ -277,7 +277,7 @@ async fn main() -> anyhow::Result<()> {
             url,
             token,
         }) => {
-            let answer = projector::scaffold::deploy(&file, name.as_deref(), &url, &token).await?;
+            let answer = projector::client::deploy(&file, name.as_deref(), &url, &token).await?;
             println!("{answer}");
         }
         Command::Schema => println!("{:#}", projector_events::schema::document()),
