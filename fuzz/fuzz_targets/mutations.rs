@@ -6,8 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use projector_sdk::Mutation;
-use projector_sdk::document::apply;
+use projector_contract::Mutation;
+use projector_contract::document::apply;
 use serde_json::Value;
 
 /// Reads `[{"op": "merge", "path": "a.b", "doc": …, "delta": 1, "match": "id"}, …]`.

@@ -84,7 +84,9 @@ enum Command {
 enum Plugins {
     /// Scaffold a plugin crate: one handler, a test, a README.
     New {
-        /// The plugin's name (lowercase letters, digits and `-`).
+        /// The plugin's name: 1 to 40 lowercase letters, digits, `-` and
+        /// `_` (the rule for every plugin); it also names the plugin's view,
+        /// so here it starts with a letter and has at most 21 characters.
         name: String,
         /// Where to create its folder.
         #[arg(long, default_value = ".")]
@@ -331,7 +333,7 @@ async fn run_plugins(config: &Config, plugins: Plugins) -> anyhow::Result<()> {
             url,
             token,
         } => {
-            let answer = projector::scaffold::deploy(&file, name.as_deref(), &url, &token).await?;
+            let answer = projector::client::deploy(&file, name.as_deref(), &url, &token).await?;
             println!("{answer}");
         }
     }

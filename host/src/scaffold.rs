@@ -1,39 +1,32 @@
 //! `projector plugins new NAME`: a plugin crate that builds to
-//! `wasm32-wasip2` with one command and passes its test as generated, and
-//! `projector plugins deploy FILE`, which uploads a build to a running host.
+//! `wasm32-wasip2` with one command and passes its test as generated.
+//! (`projector plugins deploy` is the [`crate::client`]'s.)
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use projector_contract::validate_plugin_name;
+
+use crate::runtime::check_view_name;
 
 /// Where the SDK of this source tree is (the default for `--sdk`).
 pub const DEFAULT_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/sdk");
 
-/// Checks a plugin name: lowercase letters, digits and `-`, starting with a
-/// letter, short enough that its view names stay within the host's limit.
-pub fn check_name(name: &str) -> anyhow::Result<()> {
-    let ok = name.len() <= 20
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    anyhow::ensure!(
-        ok,
-        "a plugin name is 1 to 20 lowercase letters, digits and `-`, starting with a letter: `{name}` is not"
-    );
-    Ok(())
-}
-
-/// Writes the crate `dir/NAME`; returns its folder.
+/// Writes the crate `dir/NAME`; returns its folder. The name follows the
+/// plugin-name rule, and the view the plugin is generated with, named after
+/// it, must be one the host loads: so no plugin is written that the host
+/// would refuse.
 pub fn new_plugin(name: &str, dir: &Path, sdk: &Path) -> anyhow::Result<PathBuf> {
-    check_name(name)?;
+    validate_plugin_name(name)?;
+    let view = format!("{}_patients", name.replace('-', "_"));
+    check_view_name(&view)
+        .map_err(|e| anyhow::anyhow!("`{name}` would name the plugin's view `{view}`: {e}"))?;
     let root = dir.join(name);
     anyhow::ensure!(!root.exists(), "{} exists already", root.display());
     let sdk = sdk
         .canonicalize()
         .with_context(|| format!("the SDK at {} (pass --sdk)", sdk.display()))?;
     std::fs::create_dir_all(root.join("src"))?;
-    let view = format!("{}_patients", name.replace('-', "_"));
     let files = [
         ("Cargo.toml", cargo_toml(name, &sdk)),
         ("src/lib.rs", lib_rs(name, &view)),
@@ -140,7 +133,7 @@ A Projector handler plugin. It keeps the view `{view}`.
 ```sh
 cargo test                                         # the plugin's tests, natively
 cargo build --release --target wasm32-wasip2       # the component
-projector plugins deploy target/wasm32-wasip2/release/{crate_file}.wasm --url http://127.0.0.1:3020 --token "$ADMIN_TOKEN"
+projector plugins deploy target/wasm32-wasip2/release/{crate_file}.wasm --name {name} --url http://127.0.0.1:3020 --token "$ADMIN_TOKEN"
 ```
 
 Or copy the `.wasm` into the host's `PLUGINS_DIR`. See the plugin guide
@@ -148,38 +141,4 @@ Or copy the `.wasm` into the host's `PLUGINS_DIR`. See the plugin guide
 "#,
         crate_file = name.replace('-', "_")
     )
-}
-
-/// Uploads a built plugin to a running host (`PUT /api/plugins/:name`);
-/// returns the host's answer. The name defaults to the file's (cargo
-/// writes `my_rule.wasm` for the crate `my-rule`).
-pub async fn deploy(
-    file: &Path,
-    name: Option<&str>,
-    url: &str,
-    token: &str,
-) -> anyhow::Result<serde_json::Value> {
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let name = match name {
-        Some(name) => name.to_owned(),
-        None => file
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .map(|s| s.replace('_', "-"))
-            .context("the file has no name; pass --name")?,
-    };
-    let response = reqwest::Client::new()
-        .put(format!("{}/api/plugins/{name}", url.trim_end_matches('/')))
-        .bearer_auth(token)
-        .body(bytes)
-        .send()
-        .await
-        .with_context(|| format!("uploading to {url}"))?;
-    let status = response.status();
-    let answer: serde_json::Value = response.json().await.unwrap_or_default();
-    anyhow::ensure!(
-        status.is_success(),
-        "the host refused it ({status}): {answer}"
-    );
-    Ok(answer)
 }

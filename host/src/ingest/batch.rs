@@ -327,7 +327,7 @@ fn key_hint(hint: &str, event: &Event) -> Option<String> {
     });
     parts
         .collect::<Option<Vec<&str>>>()
-        .map(|p| projector_sdk::doc_key(&p))
+        .map(|p| projector_contract::doc_key(&p))
 }
 
 /// Records an applied event; with `effects`, also its notifications and
@@ -336,7 +336,7 @@ fn record(
     batch: &mut Batch,
     item: &Item,
     event: &Event,
-    outcome: projector_sdk::Outcome,
+    outcome: projector_contract::Outcome,
     effects: bool,
 ) {
     let envelope = &event.envelope;
@@ -441,7 +441,7 @@ mod tests {
         assert_eq!(hint("patientId/payload.missing"), None);
         assert_eq!(
             hint("patientId/payload.orderId"),
-            Some(projector_sdk::patient_key("p1", "o7"))
+            Some(projector_contract::patient_key("p1", "o7"))
         );
     }
 }

@@ -1,13 +1,15 @@
-//! From the WIT records a plugin returns to the SDK's types, checking
+//! From the WIT records a plugin returns to the contract's types, checking
 //! everything a plugin could get wrong: its output is untrusted input.
 
-use projector_sdk::{
-    AuditEntry, Mutation, Notification, Outcome, PluginInfo, Priority, Value, ViewDef,
+use projector_contract::{
+    AuditEntry, Mutation, Notification, Outcome, PluginInfo, Priority, ViewDef,
+    validate_plugin_name,
 };
+use serde_json::Value;
 
 use super::bindings::emr::projector::types as wit;
 
-/// A plugin's description as the SDK type.
+/// A plugin's description as the contract's type.
 pub fn plugin_info(info: wit::PluginInfo) -> PluginInfo {
     PluginInfo {
         name: info.name,
@@ -33,32 +35,28 @@ pub fn is_identifier(name: &str, max: usize) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-/// Checks a description: names the host builds SQL identifiers from must be
-/// plain identifiers, and a plugin must subscribe to something.
-pub fn check_info(info: &PluginInfo) -> Result<(), String> {
-    let name_ok = !info.name.is_empty()
-        && info.name.len() <= 40
-        && info
-            .name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if !name_ok {
-        return Err(format!(
-            "plugin name `{}` must be 1-40 of [a-z0-9_-]",
-            info.name
-        ));
+/// Checks a view name: the host builds table and index names from it
+/// (`view_<name>_<index>`), which must fit Postgres's 63-byte identifiers.
+pub fn check_view_name(name: &str) -> Result<(), String> {
+    if is_identifier(name, 30) {
+        Ok(())
+    } else {
+        Err(format!(
+            "view name `{name}` must match [a-z][a-z0-9_]{{0,29}}"
+        ))
     }
+}
+
+/// Checks a description: the plugin's name follows the plugin-name rule,
+/// names the host builds SQL identifiers from must be plain identifiers, and
+/// a plugin must subscribe to something.
+pub fn check_info(info: &PluginInfo) -> Result<(), String> {
+    validate_plugin_name(&info.name).map_err(|e| e.to_string())?;
     if info.subjects.is_empty() {
         return Err("plugin subscribes to no subjects".into());
     }
     for view in &info.views {
-        // `view_<name>_<index>` must fit Postgres's 63-byte identifiers.
-        if !is_identifier(&view.name, 30) {
-            return Err(format!(
-                "view name `{}` must match [a-z][a-z0-9_]{{0,29}}",
-                view.name
-            ));
-        }
+        check_view_name(&view.name)?;
         for index in &view.indexes {
             if !index.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 || index.is_empty()
@@ -78,7 +76,7 @@ fn json(what: &str, text: &str) -> Result<Value, String> {
     serde_json::from_str(text).map_err(|e| format!("{what} is not JSON: {e}"))
 }
 
-/// A plugin's outcome as the SDK type; JSON texts parsed, once their size
+/// A plugin's outcome as the contract's type; JSON texts parsed, once their size
 /// is within [`super::limits::MAX_OUTCOME_BYTES`].
 pub fn outcome(outcome: wit::Outcome) -> Result<Outcome, String> {
     let mutation_bytes = outcome.mutations.iter().map(|m| match m {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use projector_sdk::{Outcome, PluginInfo};
+use projector_contract::{Outcome, PluginInfo};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};

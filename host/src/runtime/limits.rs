@@ -5,7 +5,8 @@
 //! the whole batch. Over a limit, the event is a dead letter whose reason
 //! names the limit.
 
-use projector_sdk::{Mutation, Outcome, Value};
+use projector_contract::{Mutation, Outcome};
+use serde_json::Value;
 
 /// Most mutations one event's outcome may carry.
 pub const MAX_MUTATIONS: usize = 1_000;
@@ -137,7 +138,7 @@ fn json(what: &str, value: &Value) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use projector_sdk::json;
+    use serde_json::json;
 
     #[test]
     fn each_limit_is_named_when_broken() {

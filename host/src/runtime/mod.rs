@@ -8,6 +8,7 @@ pub mod limits;
 mod logs;
 mod plugin;
 
+pub use convert::check_view_name;
 pub use instance::{CallError, PluginInstance};
 pub use plugin::{LoadError, Plugin};
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use projector_sdk::PluginInfo;
+use projector_contract::PluginInfo;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 

@@ -9,8 +9,9 @@ use sqlx::{PgExecutor, PgPool};
 
 use super::bind_columns;
 
-/// An entry to write.
-#[derive(Debug, Clone)]
+/// An entry: written by [`insert`], read back by [`entries`].
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
 pub struct NewAudit {
     /// Who.
     pub user_id: String,
@@ -97,28 +98,16 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
-/// An entry as the audit trail shows it.
+/// An entry as the audit trail shows it: its id, in the order entries were
+/// written, and the entry.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-#[serde(rename_all = "camelCase")]
 pub struct AuditEntry {
-    /// Its id, in the order entries were written.
+    /// Its id.
     pub id: i64,
-    /// Who.
-    pub user_id: String,
-    /// Did what.
-    pub action: String,
-    /// To which kind of resource.
-    pub resource_type: String,
-    /// Which one.
-    pub resource_id: String,
-    /// Whose data.
-    pub patient_id: Option<String>,
-    /// From where.
-    pub ip_address: Option<String>,
-    /// How an API request ended.
-    pub status: Option<i32>,
-    /// When.
-    pub at: DateTime<Utc>,
+    /// What was written.
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub entry: NewAudit,
 }
 
 /// Entries that match, newest first.

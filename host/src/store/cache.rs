@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::sync::Locked;
-use projector_sdk::Value;
+use serde_json::Value;
 
 /// A document as committed, with the row version it was committed as.
 #[derive(Debug)]
@@ -102,7 +102,7 @@ impl DocCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use projector_sdk::json;
+    use serde_json::json;
 
     fn entry(key: &str, n: i64) -> (String, String, String, Value) {
         ("v".into(), key.into(), n.to_string(), json!({ "n": n }))

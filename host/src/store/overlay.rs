@@ -4,8 +4,9 @@
 
 use std::collections::HashMap;
 
-use projector_sdk::document::{self, ApplyError};
-use projector_sdk::{Mutation, Value};
+use projector_contract::Mutation;
+use projector_contract::document::{self, ApplyError};
+use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgPool};
 
 use super::Target;
@@ -377,7 +378,8 @@ fn touched_fields(m: &Mutation) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use projector_sdk::{Outcome, json};
+    use projector_contract::Outcome;
+    use serde_json::json;
 
     /// An overlay over view `v` holding `doc` at key `k` as loaded (no
     /// database is reached: every key it is asked for is loaded already).

@@ -1,7 +1,7 @@
 //! The store's side of a blue/green rebuild: fresh shadow tables to project
 //! into, and the switch that makes them live in one transaction.
 
-use projector_sdk::PluginInfo;
+use projector_contract::PluginInfo;
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
 use super::target::processed_key;

@@ -41,7 +41,7 @@ impl Target {
             plugin: plugin.to_owned(),
             key: format!("{plugin}@rebuild"),
             // Quoted: plugin names may hold `-`; they are checked to be
-            // [a-z0-9_-] when loaded.
+            // [a-z0-9_-] when loaded (`validate_plugin_name`).
             schema: Some(format!("\"rebuild_{plugin}\"")),
             effects: false,
             generation: 0,

@@ -1,6 +1,6 @@
 //! Read-model tables: one per declared view, owned by exactly one plugin.
 
-use projector_sdk::PluginInfo;
+use projector_contract::PluginInfo;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
@@ -169,7 +169,7 @@ pub async fn record_definition(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use projector_sdk::ViewDef;
+    use projector_contract::ViewDef;
 
     #[test]
     fn a_recorded_definition_gives_back_its_subjects_and_views() {

@@ -382,6 +382,7 @@ async fn run(world: &World, case: &Case) {
 
 #[test]
 fn any_mix_of_events_batches_and_failures_keeps_the_invariant() {
+    let _heavy = crate::common::heavy_blocking();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

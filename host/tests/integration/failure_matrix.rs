@@ -191,6 +191,7 @@ fn check_views<P: Plugin>(events: &[Event], stored: &HashMap<String, Value>) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_failure_path_applies_each_valid_event_once_in_order() {
+    let _heavy = crate::common::heavy().await;
     let mut nats = PrivateNats::start(&format!("matrix-{}", uuid::Uuid::new_v4().simple())).await;
     let mut env = TestEnv::on_nats("matrix", Some(&nats.url())).await;
     let dir = own_plugins(&env.tag, &DOMAINS);

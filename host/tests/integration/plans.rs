@@ -225,6 +225,7 @@ fn check(what: &str, plan: &Value, table: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_queries_use_their_indexes_on_grown_tables_without_autovacuum() {
+    let _heavy = crate::common::heavy().await;
     let env = TestEnv::new("plans").await;
     // The plugins' view tables, as a host creates them.
     let host = env.start().await;

@@ -30,6 +30,7 @@ fn cargo(crate_dir: &Path, target_dir: &Path) -> Command {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scaffolded_plugin_is_built_tested_and_deployed_to_a_running_host() {
+    let _heavy = crate::common::heavy().await;
     let mut env = TestEnv::new("scaffold").await;
     let work = std::env::temp_dir().join(format!("{}-work", env.tag));
     let plugins = work.join("plugins-dir");

@@ -11,6 +11,7 @@ use projector::bench::soak::{Load, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lag_stays_bounded_under_live_traffic_without_autovacuum() {
+    let _heavy = crate::common::heavy().await;
     const RATE: u32 = 300;
     let env = TestEnv::new("soak").await;
     let load = Load {

@@ -44,6 +44,7 @@ async fn lab_hash(host: &HostProcess, admin: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swaps_a_rollback_and_three_kills_under_load_lose_nothing_and_apply_nothing_twice() {
+    let _heavy = crate::common::heavy().await;
     let mut env = TestEnv::new("chaos").await;
     let dir = own_plugins(
         &env.tag,

@@ -7,6 +7,10 @@
 //! `wasm32-wasip2`; natively, [`testing::Harness`] runs it against in-memory
 //! views with the same mutation semantics as the host ([`document`]).
 //!
+//! The types a plugin shares with the host (its description, outcomes,
+//! documents) come from the `projector-contract` crate and are re-exported
+//! here.
+//!
 //! ```
 //! use projector_sdk::{Event, Outcome, Plugin, PluginInfo, ViewDef, Views};
 //! use projector_sdk::events::Payload;
@@ -27,10 +31,8 @@
 //! projector_sdk::export_plugin!(Counter);
 //! ```
 
-pub mod document;
 mod event;
 pub mod log;
-mod outcome;
 mod plugin;
 pub mod testing;
 
@@ -39,8 +41,13 @@ pub mod testing;
 pub mod guest;
 
 pub use event::Event;
-pub use outcome::{AuditEntry, Mutation, Notification, Outcome, Priority};
-pub use plugin::{Plugin, PluginInfo, ViewDef, Views, doc_key, patient_key, subject_matches};
+pub use plugin::{Plugin, Views};
+// The contract the host holds plugins to, at the paths plugins have always
+// used; the host depends on `projector-contract` alone.
+pub use projector_contract::{
+    AuditEntry, Mutation, Notification, Outcome, PluginInfo, Priority, ViewDef, doc_key, document,
+    patient_key, subject_matches,
+};
 pub use projector_events as events;
 pub use serde_json::{Value, json};
 

@@ -13,7 +13,7 @@ pub(crate) use insert::insert;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use projector_sdk::Notification;
+use projector_contract::Notification;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 use sqlx::{AssertSqlSafe, PgPool};

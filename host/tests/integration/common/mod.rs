@@ -348,6 +348,24 @@ impl HostProcess {
     }
 }
 
+/// One at a time for the tests that load the whole machine (a soak with lag
+/// bounds, a cargo build, property runs, hosts killed under load, a failure
+/// matrix with stand-still bounds, tables grown for plans): the suite runs
+/// two tests at once on two cores, and two of these together starve each
+/// other's hosts. Lighter tests still run beside them.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Waits for the machine to be free of other heavy tests; hold the guard
+/// for the whole test.
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().await
+}
+
+/// [`heavy`] for a test that is not async.
+pub fn heavy_blocking() -> tokio::sync::MutexGuard<'static, ()> {
+    HEAVY.blocking_lock()
+}
+
 /// A port nothing listens on now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

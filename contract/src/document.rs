@@ -9,8 +9,9 @@ use crate::Mutation;
 /// host dead-letters the event, and none of its mutations are kept.
 ///
 /// ```
-/// use projector_sdk::document::{ApplyError, apply};
-/// use projector_sdk::{Outcome, json};
+/// use projector_contract::document::{ApplyError, apply};
+/// use projector_contract::Outcome;
+/// use serde_json::json;
 ///
 /// let mut out = Outcome::default();
 /// out.increment("v", "k", "name", 1);
@@ -37,8 +38,9 @@ pub enum ApplyError {
 /// `Delete` creates a missing document as `{}` first.
 ///
 /// ```
-/// use projector_sdk::document::apply;
-/// use projector_sdk::{Outcome, json};
+/// use projector_contract::document::apply;
+/// use projector_contract::Outcome;
+/// use serde_json::json;
 ///
 /// let mut out = Outcome::default();
 /// out.increment("v", "k", "counts.lab", 2);
@@ -118,7 +120,8 @@ pub fn apply(doc: &mut Option<Value>, mutation: &Mutation) -> Result<(), ApplyEr
 /// The value at a dotted path of a document, if every step is there.
 ///
 /// ```
-/// use projector_sdk::{document::value_at, json};
+/// use projector_contract::document::value_at;
+/// use serde_json::json;
 ///
 /// let doc = json!({ "a": { "b": [1] }, "n": null });
 /// assert_eq!(value_at(&doc, "a.b"), Some(&json!([1])));

@@ -3,11 +3,14 @@
 use serde_json::Value;
 
 /// A change to one document of a view; see `wit/projector.wit` for the
-/// semantics, which [`crate::document::apply`] implements. Usually built
-/// with [`Outcome`]'s methods.
+/// semantics, which [`crate::document::apply`] implements. Plugins declare
+/// changes rather than write the database, so the host can check them
+/// (only the plugin's own views), apply a batch's in one transaction and
+/// replay them the same way in a rebuild. Usually built with [`Outcome`]'s
+/// methods.
 ///
 /// ```
-/// use projector_sdk::{Mutation, Outcome};
+/// use projector_contract::{Mutation, Outcome};
 ///
 /// let mut out = Outcome::default();
 /// out.delete("open_encounters", "enc-1");
@@ -18,47 +21,73 @@ use serde_json::Value;
 pub enum Mutation {
     /// Replace the document.
     Upsert {
+        /// The view, one the plugin declared.
         view: String,
+        /// The document's key.
         key: String,
+        /// The new document, a JSON object.
         doc: Value,
     },
     /// Deep-merge an object into the document.
     Merge {
+        /// The view, one the plugin declared.
         view: String,
+        /// The document's key.
         key: String,
+        /// The object merged in.
         doc: Value,
     },
     /// Append `item` to the list at `path`; with `match_field`, replace the item
     /// that has the same value of that field instead.
     Append {
+        /// The view, one the plugin declared.
         view: String,
+        /// The document's key.
         key: String,
+        /// Dotted path of the list, created if missing.
         path: String,
+        /// The item appended.
         item: Value,
+        /// The field that identifies an item, if items are replaced by it.
         match_field: Option<String>,
     },
     /// Remove from the list at `path` the items matching `item` on
     /// `match_field` (or equal to `item` without one).
     Remove {
+        /// The view, one the plugin declared.
         view: String,
+        /// The document's key.
         key: String,
+        /// Dotted path of the list.
         path: String,
+        /// What the removed items match.
         item: Value,
+        /// The field compared, or none to compare whole items.
         match_field: Option<String>,
     },
     /// Add `delta` to the number at `path`.
     Increment {
+        /// The view, one the plugin declared.
         view: String,
+        /// The document's key.
         key: String,
+        /// Dotted path of the number, 0 if missing.
         path: String,
+        /// What is added (negative to count down).
         delta: i64,
     },
     /// Delete the document.
-    Delete { view: String, key: String },
+    Delete {
+        /// The view, one the plugin declared.
+        view: String,
+        /// The document's key.
+        key: String,
+    },
 }
 
 impl Mutation {
-    /// The view and key of the document it changes.
+    /// The view and key of the document it changes: what the host checks
+    /// ownership by and groups a batch's changes by.
     pub fn target(&self) -> (&str, &str) {
         match self {
             Self::Upsert { view, key, .. }
@@ -71,10 +100,10 @@ impl Mutation {
     }
 }
 
-/// How urgent a notification is.
+/// How urgent a notification is, which decides how the host delivers it.
 ///
 /// ```
-/// assert_eq!(projector_sdk::Priority::Urgent.as_str(), "urgent");
+/// assert_eq!(projector_contract::Priority::Urgent.as_str(), "urgent");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
@@ -94,8 +123,10 @@ impl Priority {
     }
 }
 
-/// A notification for one clinician; built with [`Notification::normal`]
-/// or [`Notification::urgent`], which show its use.
+/// A notification intent for one clinician: plugins say who should be told
+/// what, and the host stores it once (see `dedupe_key`) and delivers it to
+/// the clinician's devices. Built with [`Notification::normal`] or
+/// [`Notification::urgent`], which show its use.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notification {
     /// User id of the recipient.
@@ -116,10 +147,12 @@ pub struct Notification {
     pub dedupe_key: String,
 }
 
-/// An audit-log entry, attributed to the event's user.
+/// An audit-log entry, attributed to the event's user: plugins know which
+/// events are accesses to a record (a report viewed, a chart opened), and
+/// the host keeps the audit log.
 ///
 /// ```
-/// let mut out = projector_sdk::Outcome::default();
+/// let mut out = projector_contract::Outcome::default();
 /// out.audit("lab_result.viewed", "DiagnosticReport", "rep-1");
 /// assert_eq!(out.audits[0].resource_id, "rep-1");
 /// ```
@@ -133,10 +166,12 @@ pub struct AuditEntry {
     pub resource_id: String,
 }
 
-/// Everything one event produced, built with the methods below.
+/// Everything one event produced: what a plugin's `handle` returns, and
+/// what the host keeps whole or not at all. Built with the methods below.
 ///
 /// ```
-/// use projector_sdk::{Notification, Outcome, json};
+/// use projector_contract::{Notification, Outcome};
+/// use serde_json::json;
 ///
 /// let mut out = Outcome::default();
 /// out.merge("patient_chart", "p-1", json!({ "patientId": "p-1" }))
@@ -263,7 +298,8 @@ impl Notification {
     /// event notifies no one twice.
     ///
     /// ```
-    /// use projector_sdk::{Notification, Priority, json};
+    /// use projector_contract::{Notification, Priority};
+    /// use serde_json::json;
     ///
     /// let alert = Notification::urgent("u-dr-1", "critical_lab_value", "🚨 CRITICAL LAB VALUE",
     ///     "CRITICAL: Potassium = 6.5 mmol/L", json!({ "patientId": "p-1" }), "critical:rep-1:2823-3");
