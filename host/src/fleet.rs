@@ -2,7 +2,9 @@
 //! dropped into its folder, rolled back to, or switched in by a rebuild) is
 //! stored in the `projector-plugins` bucket and announced on the NATS core
 //! subject `<prefix>projector.plugins`; every other host of the deployment
-//! fetches it, checks its hash, validates it and deploys it as an upload.
+//! fetches it, checks its hash, validates it and deploys it as an upload,
+//! if it is the newest version the shared database records for the plugin
+//! (`store::deployments`): a forged or replayed announcement deploys nothing.
 //! A host that was down meanwhile runs what its own folder holds.
 
 use std::sync::Arc;
@@ -140,7 +142,7 @@ impl Fleet {
                 return;
             }
         };
-        match deployer.deploy_from_fleet(&bytes, &plugin).await {
+        match deployer.deploy_from_fleet(&bytes, &plugin, &hash).await {
             Ok((_, deployed)) => tracing::info!(
                 plugin,
                 hash,

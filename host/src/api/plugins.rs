@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{ApiError, AppState};
+use crate::auth::Claims;
 use crate::ingest;
 use crate::lifecycle::{DeployError, Deployed, RebuildStatus};
 use crate::runtime::Plugin;
@@ -133,6 +134,7 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<PluginStatus>>, 
 /// also written to the plugins folder, so a restart runs this version.
 async fn deploy(
     State(state): State<AppState>,
+    Extension(claims): Extension<Claims>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Deployment>), ApiError> {
@@ -141,7 +143,7 @@ async fn deploy(
             "the body must be the plugin's .wasm component",
         ));
     }
-    let (plugin, deployed) = state.deployer.upload(&body, &name).await?;
+    let (plugin, deployed) = state.deployer.upload(&body, &name, &claims.sub).await?;
     Ok(deployment(&name, &plugin, deployed))
 }
 
@@ -211,9 +213,10 @@ async fn rebuild(
 /// next batch (or, when its views mean something else, after a rebuild).
 async fn rollback(
     State(state): State<AppState>,
+    Extension(claims): Extension<Claims>,
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<Deployment>), ApiError> {
-    let (plugin, deployed) = state.deployer.rollback(&name).await?;
+    let (plugin, deployed) = state.deployer.rollback(&name, &claims.sub).await?;
     Ok(deployment(&name, &plugin, deployed))
 }
 

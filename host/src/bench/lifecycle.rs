@@ -132,7 +132,7 @@ pub async fn run(mut config: Config, events: usize, swaps: usize) -> anyhow::Res
         let started = Instant::now();
         let from = Utc::now();
         host.deployer
-            .upload(&rebuilt(&lab_bytes, &format!("{k}")), "lab")
+            .upload(&rebuilt(&lab_bytes, &format!("{k}")), "lab", "bench")
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         deploys.push(started.elapsed());

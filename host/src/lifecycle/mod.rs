@@ -16,8 +16,14 @@ use tokio::task::JoinHandle;
 use crate::ingest::{self, Projection, ProjectionState};
 use crate::runtime::{Plugin, Runtime};
 use crate::shared::{NotificationSink, Shared, VersionSink};
+use crate::store::deployments::{self, Deployment, Source};
 use crate::store::{self, Target, ViewError};
 use crate::sync::{Locked, ReadWrite};
+
+/// Who the deployments record for a version dropped into the folder.
+const FOLDER: &str = "plugins-folder";
+/// Who the deployments record for a version a rebuild switched in.
+const REBUILD: &str = "rebuild";
 
 /// The plugins this host runs, by name.
 #[derive(Default)]
@@ -210,35 +216,49 @@ impl Deployer {
         Ok((plugin, Deployed::Swapped))
     }
 
-    /// Deploys an upload, then writes it into the plugins folder so a
-    /// restart runs it too; both under the deploy lock, so the folder and
-    /// the running version change in the same order. The fleet is told.
+    /// Deploys an upload by the admin `by`, then writes it into the plugins
+    /// folder so a restart runs it too; all under the deploy lock, so the
+    /// folder, the running version and the deployment record change in the
+    /// same order. The fleet is told.
     pub async fn upload(
         self: &Arc<Self>,
         bytes: &[u8],
         name: &str,
+        by: &str,
     ) -> Result<(Plugin, Deployed), DeployError> {
+        let _one_at_a_time = self.deploying.lock().await;
         let deployed = self.deploy_and_keep(bytes, name).await?;
-        self.announce(&deployed);
+        self.announce(&deployed, Source::Upload, by).await;
         Ok(deployed)
     }
 
     /// Deploys a version another host of the fleet runs, as an upload,
-    /// without announcing it again.
+    /// without announcing it again, if it is the newest version the
+    /// deployment records for its plugin: an announcement nobody recorded,
+    /// or an old one replayed, deploys nothing.
     pub async fn deploy_from_fleet(
         self: &Arc<Self>,
         bytes: &[u8],
         name: &str,
+        hash: &str,
     ) -> Result<(Plugin, Deployed), DeployError> {
+        let _one_at_a_time = self.deploying.lock().await;
+        let latest = deployments::latest(&self.shared.pool, name).await?;
+        if latest.as_deref() != Some(hash) {
+            return Err(DeployError::Invalid(format!(
+                "`{name}` version {hash} is not the newest the deployment records"
+            )));
+        }
         self.deploy_and_keep(bytes, name).await
     }
 
+    /// Deploys and writes the version into the plugins folder (the caller
+    /// holds the deploy lock).
     async fn deploy_and_keep(
         self: &Arc<Self>,
         bytes: &[u8],
         name: &str,
     ) -> Result<(Plugin, Deployed), DeployError> {
-        let _one_at_a_time = self.deploying.lock().await;
         let deployed = self.deploy(bytes, Some(name)).await?;
         // A rebuilding version is written when it switches in: until
         // then, a restart must run the version that serves.
@@ -258,11 +278,25 @@ impl Deployer {
                 .is_some_and(|r| r.version.hash == hash)
     }
 
-    /// Says that a version started running here (the fleet tells the
-    /// other hosts).
-    fn announce(&self, (plugin, deployed): &(Plugin, Deployed)) {
-        if let (Some(versions), Deployed::Started | Deployed::Swapped) = (&self.versions, deployed)
-        {
+    /// Records that a version started running here, from `source` by
+    /// `by`, and says so (the fleet tells the other hosts, which deploy
+    /// only what is recorded). The caller holds the deploy lock.
+    async fn announce(&self, (plugin, deployed): &(Plugin, Deployed), source: Source, by: &str) {
+        if !matches!(deployed, Deployed::Started | Deployed::Swapped) {
+            return;
+        }
+        let deployment = Deployment {
+            plugin: plugin.name(),
+            hash: &plugin.hash,
+            version: &plugin.info.version,
+            source,
+            by,
+        };
+        if let Err(e) = deployments::record(&self.shared.pool, &deployment).await {
+            tracing::error!(plugin = plugin.name(), error = %e, "deployment not recorded; the fleet will not take it");
+            return;
+        }
+        if let Some(versions) = &self.versions {
             let _ = versions.send(plugin.clone());
         }
     }
@@ -296,7 +330,7 @@ impl Deployer {
             Err(e) => Err(DeployError::Invalid(format!("reading it: {e}"))),
         };
         match result {
-            Ok(deployed) if announce => self.announce(&deployed),
+            Ok(deployed) if announce => self.announce(&deployed, Source::Folder, FOLDER).await,
             Ok(_) => {}
             Err(e) => tracing::error!(path = %path.display(), error = %e, "plugin not deployed"),
         }
@@ -306,7 +340,11 @@ impl Deployer {
     /// writes it back into the plugins folder (or the watcher would deploy
     /// the newer file again). A previous version whose views mean something
     /// else rebuilds them first, as a deploy of it would.
-    pub async fn rollback(self: &Arc<Self>, name: &str) -> Result<(Plugin, Deployed), DeployError> {
+    pub async fn rollback(
+        self: &Arc<Self>,
+        name: &str,
+        by: &str,
+    ) -> Result<(Plugin, Deployed), DeployError> {
         let _one_at_a_time = self.deploying.lock().await;
         let running = self.running(name)?;
         if self.rebuild_status(name).is_some() {
@@ -329,7 +367,7 @@ impl Deployer {
         tracing::info!(plugin = name, to = %back.hash, "plugin rolled back");
         self.keep(&back).await;
         let deployed = (back, Deployed::Swapped);
-        self.announce(&deployed);
+        self.announce(&deployed, Source::Rollback, by).await;
         Ok(deployed)
     }
 

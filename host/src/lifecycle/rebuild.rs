@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use super::{DeployError, Deployer};
 use crate::ingest::{self, Projection, ProjectionState};
 use crate::runtime::Plugin;
+use crate::store::deployments::Source;
 use crate::store::{self, Target};
 use crate::sync::Locked;
 
@@ -192,7 +193,10 @@ impl Supervisor {
             self.live.controls.resubscribe();
         }
         deployer.keep(&self.version).await;
-        deployer.announce(&(self.version.clone(), super::Deployed::Swapped));
+        let switched = (self.version.clone(), super::Deployed::Swapped);
+        deployer
+            .announce(&switched, Source::Rebuild, super::REBUILD)
+            .await;
         self.live.controls.wake_redrive();
         Ok(())
     }

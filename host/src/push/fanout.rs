@@ -5,8 +5,6 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::hub::Delivery;
-use crate::auth::Recipient;
 use crate::store::notifications::Acknowledgement;
 
 /// The subject, under the deployment's subject prefix.
@@ -14,31 +12,28 @@ pub fn subject(prefix: &str) -> String {
     format!("{prefix}projector.notifications")
 }
 
-/// One message on the subject.
+/// One message on the subject. It carries ids only: what a device is sent
+/// is read from the database, so whoever can publish on the subject cannot
+/// put words on a clinician's screen or clear an alert.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Wire {
-    /// Stored notifications, in commit order, for their recipients' devices.
+    /// Notifications just committed, in commit order, for their
+    /// recipients' devices.
     Notifications {
-        /// Each with its recipient and what its devices are sent.
-        notifications: Vec<Delivery>,
+        /// Their ids.
+        ids: Vec<Uuid>,
     },
     /// A notification was acknowledged: its recipient's devices stop
     /// showing it.
-    Acknowledged(Acknowledged),
-}
-
-/// An acknowledgement on its way to the recipient's devices.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Acknowledged {
-    /// Whose devices.
-    pub recipient: Recipient,
-    /// What they are sent.
-    pub notice: AcknowledgedNotice,
+    Acknowledged {
+        /// Its id.
+        notification_id: Uuid,
+    },
 }
 
 /// What a device is sent when one of its user's devices acknowledged.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AcknowledgedNotice {
     /// The notification.
@@ -47,6 +42,10 @@ pub struct AcknowledgedNotice {
     pub acknowledged: Option<Acknowledgement>,
 }
 
-/// How many notifications one message carries at most (NATS's default
-/// payload limit is 1 MiB; notifications are well under 2 KiB).
-pub const CHUNK: usize = 200;
+/// How long after its push an announcement is honoured: a replay of it
+/// later delivers nothing.
+pub const FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How many ids one message carries at most (NATS's default payload limit
+/// is 1 MiB).
+pub const CHUNK: usize = 1000;

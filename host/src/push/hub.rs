@@ -11,7 +11,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::{Claims, Recipient};
@@ -33,9 +32,8 @@ pub const CRITICAL_EVENT: &str = "critical_alert";
 /// Sent to a user's devices when one of them acknowledged a notification.
 pub const ACKNOWLEDGED_EVENT: &str = "notification_acknowledged";
 
-/// A stored notification on its way to its recipient's devices, as it
-/// crosses instances.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A stored notification on its way to its recipient's devices.
+#[derive(Debug, Clone)]
 pub struct Delivery {
     /// Whose devices.
     pub recipient: Recipient,

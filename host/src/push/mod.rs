@@ -1,7 +1,8 @@
 //! Clinician notifications: the outbox the projections commit to is pushed
 //! to every device of the recipient over Socket.IO and plain WebSocket
 //! (SPEC "WebSocket notifications"), through a NATS core subject so a device
-//! on any instance gets it. Devices that were away get what they missed;
+//! on any instance gets it. The subject carries ids only; each instance
+//! reads what it delivers from the database. Devices that were away get what they missed;
 //! urgent notifications are resent until acknowledged and escalated when
 //! they are not.
 
@@ -29,7 +30,7 @@ use crate::auth::{Claims, Recipient, verify_token};
 use crate::shared::{NotificationSink, Shared};
 use crate::store::StoredNotification;
 use crate::store::notifications::{self, Acknowledgement, Acknowledger};
-use fanout::{Acknowledged, AcknowledgedNotice, Wire};
+use fanout::{AcknowledgedNotice, Wire};
 use hub::{Conn, Delivery};
 
 /// The most notifications a reconnecting device is sent per query.
@@ -177,10 +178,9 @@ impl Notifier {
     /// up the next push.
     async fn publish(&self, stored: Vec<StoredNotification>) -> anyhow::Result<()> {
         let ids: Vec<Uuid> = stored.iter().map(|n| n.notification_id).collect();
-        let deliveries: Vec<Delivery> = stored.iter().map(Delivery::of).collect();
-        for chunk in deliveries.chunks(fanout::CHUNK) {
+        for chunk in ids.chunks(fanout::CHUNK) {
             self.announce(&Wire::Notifications {
-                notifications: chunk.to_vec(),
+                ids: chunk.to_vec(),
             })
             .await?;
         }
@@ -205,25 +205,53 @@ impl Notifier {
             .context("publishing to NATS")
     }
 
-    /// Delivers what any instance announces to the devices connected here.
+    /// Delivers what any instance announces to the devices connected here,
+    /// as the database holds it.
     async fn listen(self, mut subscription: async_nats::Subscriber) {
         while let Some(message) = subscription.next().await {
-            match serde_json::from_slice::<Wire>(&message.payload) {
-                Ok(Wire::Notifications { notifications }) => {
-                    for delivery in &notifications {
-                        self.0.hub.deliver(delivery);
-                    }
-                }
-                Ok(Wire::Acknowledged(Acknowledged { recipient, notice })) => {
-                    let data = serde_json::to_value(&notice).unwrap_or_default();
-                    self.0.hub.broadcast(&recipient, ACKNOWLEDGED_EVENT, &data);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "unreadable message on the notifications subject")
-                }
+            let heard = match serde_json::from_slice::<Wire>(&message.payload) {
+                Ok(wire) => self.heard(wire).await,
+                Err(e) => Err(anyhow::anyhow!("unreadable: {e}")),
+            };
+            if let Err(e) = heard {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "message on the notifications subject not delivered"
+                );
             }
         }
         tracing::error!("notifications subscription ended");
+    }
+
+    /// Delivers one announcement: the notifications it names that the
+    /// database holds and that were just pushed, or the acknowledgement the
+    /// database records.
+    async fn heard(&self, wire: Wire) -> anyhow::Result<()> {
+        let pool = &self.0.shared.pool;
+        match wire {
+            Wire::Notifications { ids } => {
+                for notification in notifications::announced(pool, &ids, fanout::FRESH_FOR).await? {
+                    self.0.hub.deliver(&Delivery::of(&notification));
+                }
+            }
+            Wire::Acknowledged { notification_id } => {
+                let Some(notification) = notifications::get(pool, notification_id).await? else {
+                    return Ok(());
+                };
+                let Some(acknowledged) = notification.acknowledgement() else {
+                    return Ok(());
+                };
+                let notice = AcknowledgedNotice {
+                    notification_id,
+                    acknowledged: Some(acknowledged),
+                };
+                let data = serde_json::to_value(&notice)?;
+                self.0
+                    .hub
+                    .broadcast(&notification.recipient, ACKNOWLEDGED_EVENT, &data);
+            }
+        }
+        Ok(())
     }
 
     /// Connects a device: it gets what it missed since `lastSeq`, then
@@ -296,13 +324,9 @@ impl Notifier {
                     self.0.shared.metrics.acknowledged(waited);
                 }
                 let acknowledged = notification.acknowledgement();
-                let wire = Wire::Acknowledged(Acknowledged {
-                    recipient: notification.recipient,
-                    notice: AcknowledgedNotice {
-                        notification_id: id,
-                        acknowledged: acknowledged.clone(),
-                    },
-                });
+                let wire = Wire::Acknowledged {
+                    notification_id: id,
+                };
                 if let Err(e) = self.announce(&wire).await {
                     tracing::warn!(error = format!("{e:#}"), "acknowledgement not announced");
                 }

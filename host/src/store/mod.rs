@@ -9,6 +9,7 @@ pub mod checkpoints;
 pub mod claim;
 mod commit;
 pub mod dead_letters;
+pub mod deployments;
 pub mod documents;
 pub mod notifications;
 mod overlay;

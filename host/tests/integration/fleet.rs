@@ -1,7 +1,8 @@
 //! Fleet deploys against a real S3 server and NATS: a version deployed on
 //! one host, or rolled back to, reaches another host of the deployment,
 //! which fetches it from the `projector-plugins` bucket, checks its hash and
-//! runs it; bytes that do not match the announced hash are refused.
+//! runs it; bytes that do not match the announced hash are refused, and so
+//! is a version no host recorded as deployed, or an old one announced again.
 
 use std::time::Duration;
 
@@ -97,6 +98,25 @@ async fn a_version_deployed_on_one_host_reaches_the_others() {
     nats.flush().await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(lab_hash(&b), original, "tampered bytes are not deployed");
+    assert_eq!(lab_hash(&a), original);
+
+    // Issue 14: a version whose bytes match its hash, announced by no host
+    // that recorded it, is not deployed; nor is an old announcement replayed.
+    let v4 = rebuilt(&lab, "fleet-v4");
+    let v4_hash = hex::encode(Sha256::digest(&v4));
+    store.put_plugin("lab", &v4_hash, &v4).await.unwrap();
+    for hash in [&v4_hash, &v2_hash] {
+        let forged = json!({ "plugin": "lab", "version": "x", "hash": hash, "from": "elsewhere" });
+        nats.publish(
+            projector::fleet::subject(&env.config.subject_prefix),
+            forged.to_string().into(),
+        )
+        .await
+        .unwrap();
+    }
+    nats.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(lab_hash(&b), original, "unrecorded or replayed versions are not deployed");
     assert_eq!(lab_hash(&a), original);
 
     a.stop();

@@ -293,6 +293,71 @@ async fn urgent_alerts_are_resent_until_acknowledged_on_any_device() {
     host.stop();
 }
 
+/// Issue 14: whoever can publish on core NATS cannot put an alert on a
+/// clinician's screen or clear one: the instances' subject carries ids, and
+/// what devices get is read from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_announcements_on_the_bus_reach_no_device() {
+    let env = TestEnv::new("notify_forged").await;
+    let host = env.start().await;
+    let token = env.token(PROVIDER, "provider");
+    let mut doctor = SocketIo::connect(host.ws_addr, json!({"token": token})).await;
+    env.publish(SEED).await;
+    let real = take(&mut doctor, NORMAL + URGENT).await;
+    let alert = real
+        .iter()
+        .find(|(e, _)| e == "critical_alert")
+        .and_then(|(_, n)| n["notificationId"].as_str())
+        .expect("a critical alert")
+        .to_owned();
+
+    let subject = format!("{}projector.notifications", env.config.subject_prefix);
+    let nats = async_nats::connect(&env.config.nats_url).await.unwrap();
+    let forged = [
+        // The message the issue sent: a whole notification, as the subject
+        // carried them before.
+        json!({"kind": "notifications", "notifications": [{
+            "userId": PROVIDER, "seq": 1000, "priority": "urgent", "title": "FORGED",
+            "message": "give 40 mmol KCl now", "notificationId": uuid::Uuid::new_v4(),
+        }]}),
+        // An id the database does not hold.
+        json!({"kind": "notifications", "ids": [uuid::Uuid::new_v4()]}),
+        // An acknowledgement of the real alert, which nobody acknowledged.
+        json!({"kind": "acknowledged", "notificationId": alert}),
+    ];
+    for message in &forged {
+        nats.publish(subject.clone(), message.to_string().into())
+            .await
+            .unwrap();
+    }
+    nats.flush().await.unwrap();
+
+    let after = drain(&mut doctor, QUIET).await;
+    assert!(
+        after
+            .iter()
+            .all(|(e, n)| e != "notification_acknowledged" && n["title"] != "FORGED"),
+        "{after:?}"
+    );
+    let (_, alerts) = env
+        .get(
+            &host,
+            "/api/aggregate/patients/p-john-doe/alerts",
+            Some(&token),
+        )
+        .await;
+    let still = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["notificationId"] == alert.as_str())
+        .expect("the alert is listed");
+    assert!(still["acknowledged"].is_null(), "{still}");
+
+    doctor.close().await;
+    host.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unacknowledged_alert_is_escalated_to_the_covering_role() {
     let mut env = TestEnv::new("notify_escalate").await;

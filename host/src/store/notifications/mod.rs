@@ -78,7 +78,7 @@ pub struct StoredNotification {
 }
 
 /// Who acknowledged a notification, when, from which device.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Acknowledgement {
     /// When.
     pub at: DateTime<Utc>,
@@ -243,6 +243,38 @@ pub async fn unpushed(
     )))
     .bind(grace)
     .fetch_all(pool)
+    .await
+}
+
+/// The notifications an instance announced on the bus, by id, for their
+/// recipients' devices: only rows that exist, and only while the
+/// announcement is fresh (not yet marked pushed, or pushed within
+/// `fresh_for`), so nothing forged or replayed later reaches a device.
+/// By recipient and seq.
+pub async fn announced(
+    pool: &PgPool,
+    ids: &[Uuid],
+    fresh_for: Duration,
+) -> Result<Vec<StoredNotification>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM notifications
+         WHERE notification_id = ANY($1)
+           AND (pushed_at IS NULL OR pushed_at >= now() - $2::interval)
+         ORDER BY user_id, seq"
+    )))
+    .bind(ids)
+    .bind(fresh_for)
+    .fetch_all(pool)
+    .await
+}
+
+/// One notification, by id.
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<StoredNotification>, sqlx::Error> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM notifications WHERE notification_id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
     .await
 }
 
