@@ -38,9 +38,14 @@ impl Claims {
         self.role == ADMIN
     }
 
-    /// Clinical roles and admins read any chart; a patient only their own.
-    pub fn may_read_chart(&self, patient_id: &str) -> bool {
-        self.role != PATIENT || self.sub == patient_id
+    /// Admins and the clinical roles read any chart, a patient only their
+    /// own; every other role, however it is spelled, none.
+    pub fn may_read_chart(&self, patient_id: &str, clinical_roles: &[String]) -> bool {
+        match self.role.as_str() {
+            ADMIN => true,
+            PATIENT => self.sub == patient_id,
+            role => clinical_roles.iter().any(|r| r == role),
+        }
     }
 
     /// The recipients whose notifications this user gets and may
@@ -51,6 +56,46 @@ impl Claims {
             Recipient::Role(self.role.clone()),
         ]
     }
+}
+
+/// The shortest `JWT_SECRET` the host accepts outside development: HS256
+/// keys shorter than the hash output are easier to guess.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Secrets anyone could know: the development default, and the usual
+/// placeholders.
+const KNOWN_SECRETS: [&str; 5] = [
+    "dev-only-secret-change-me",
+    "secret",
+    "changeme",
+    "change-me",
+    "your-256-bit-secret",
+];
+
+/// Why a signing secret is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WeakSecret {
+    /// Not set at all.
+    #[error("JWT_SECRET is not set")]
+    Missing,
+    /// A value anyone could know.
+    #[error("JWT_SECRET is a published default")]
+    Known,
+    /// Too short.
+    #[error("JWT_SECRET is {0} bytes; it must be at least {MIN_SECRET_BYTES}")]
+    Short(usize),
+}
+
+/// Refuses a secret anyone could guess or mint tokens with.
+pub fn check_secret(secret: Option<&str>) -> Result<(), WeakSecret> {
+    let secret = secret.filter(|s| !s.is_empty()).ok_or(WeakSecret::Missing)?;
+    if KNOWN_SECRETS.contains(&secret) {
+        return Err(WeakSecret::Known);
+    }
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(WeakSecret::Short(secret.len()));
+    }
+    Ok(())
 }
 
 /// Why a token was refused.
@@ -81,9 +126,8 @@ pub fn verify_token(secret: &str, token: &str) -> Result<Claims, InvalidToken> {
 }
 
 /// Who a notification is for: one user (every device of theirs) or everyone
-/// with a role (escalations). Crosses instances as its column text.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(from = "String", into = "String")]
+/// with a role (escalations).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Recipient {
     /// A user, by id.
     User(String),
@@ -140,15 +184,24 @@ impl From<String> for Recipient {
     }
 }
 
-impl From<Recipient> for String {
-    fn from(recipient: Recipient) -> Self {
-        recipient.column()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weak_secrets_are_refused() {
+        assert!(matches!(check_secret(None), Err(WeakSecret::Missing)));
+        assert!(matches!(check_secret(Some("")), Err(WeakSecret::Missing)));
+        assert!(matches!(
+            check_secret(Some("dev-only-secret-change-me")),
+            Err(WeakSecret::Known)
+        ));
+        assert!(matches!(
+            check_secret(Some("123456789")),
+            Err(WeakSecret::Short(9))
+        ));
+        assert!(check_secret(Some(&"k".repeat(MIN_SECRET_BYTES))).is_ok());
+    }
 
     #[test]
     fn recipients_round_trip_through_column_and_room() {
@@ -165,16 +218,21 @@ mod tests {
     }
 
     #[test]
-    fn only_the_patient_role_is_limited_to_its_own_chart() {
+    fn roles_read_charts_only_when_listed() {
         let claims = |role: &str| Claims {
             sub: "p1".into(),
             name: String::new(),
             role: role.into(),
             exp: 0,
         };
-        assert!(claims("patient").may_read_chart("p1"));
-        assert!(!claims("patient").may_read_chart("p2"));
-        assert!(claims("provider").may_read_chart("p2"));
+        let clinical = ["provider".to_owned(), "nurse".to_owned()];
+        assert!(claims("patient").may_read_chart("p1", &clinical));
+        assert!(!claims("patient").may_read_chart("p2", &clinical));
+        assert!(claims("provider").may_read_chart("p2", &clinical));
+        assert!(claims("admin").may_read_chart("p2", &clinical));
+        for other in ["Patient", "caregiver", "", "PROVIDER"] {
+            assert!(!claims(other).may_read_chart("p1", &clinical), "{other}");
+        }
         assert!(claims("admin").is_admin());
         assert!(!claims("provider").is_admin());
     }

@@ -42,6 +42,9 @@ pub struct Config {
     /// planner statistics went stale and analyses them (`off`: never, when
     /// autovacuum is trusted to do it).
     pub analyze_every: Option<Duration>,
+    /// `CLINICAL_ROLES`: the roles that read any patient's chart (comma
+    /// separated); `admin` does too, `patient` only its own, others none.
+    pub clinical_roles: Vec<String>,
     /// `ESCALATION_ROLE`: the covering role escalations go to.
     pub escalation_role: String,
     /// `S3_ENDPOINT`: S3 or MinIO, addressed path-style.
@@ -125,6 +128,15 @@ impl Config {
                 "off" => None,
                 _ => Some(duration("ANALYZE_EVERY", "5s")?),
             },
+            clinical_roles: var(
+                "CLINICAL_ROLES",
+                "provider,nurse,charge_nurse,physician,pharmacist,radiologist",
+            )
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect(),
             escalation_role: var("ESCALATION_ROLE", "charge_nurse"),
             s3_endpoint: var("S3_ENDPOINT", "http://127.0.0.1:9000"),
             s3_public_endpoint: std::env::var("S3_PUBLIC_ENDPOINT")

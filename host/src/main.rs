@@ -30,7 +30,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the host: projections and the HTTP API.
-    Serve,
+    Serve {
+        /// Development only: accept a missing, default or short
+        /// `JWT_SECRET` (anyone who knows it can mint an admin token).
+        #[arg(long)]
+        dev: bool,
+    },
     /// Publish the events of a JSON-lines file (one envelope per line).
     Publish {
         /// The file.
@@ -179,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::from_env()?;
     match cli.command {
-        Command::Serve => serve(config).await,
+        Command::Serve { dev } => serve(config, dev).await,
         Command::Publish { file } => publish(&config, &file).await,
         Command::Fhir { paths } => fhir(&paths),
         Command::Simulate {
@@ -215,8 +220,19 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// `projector serve`: runs until ctrl-c.
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// `projector serve`: runs until ctrl-c. Refuses a signing secret anyone
+/// could guess, unless `dev`.
+async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
+    match projector::auth::check_secret(std::env::var("JWT_SECRET").ok().as_deref()) {
+        Ok(()) => {}
+        Err(weak) if dev => {
+            tracing::warn!(reason = %weak, "development mode: tokens are signed with a secret anyone may know")
+        }
+        Err(weak) => anyhow::bail!(
+            "{weak}: set JWT_SECRET to at least {} random bytes (for example `openssl rand -hex 32`), or run `projector serve --dev` for development",
+            projector::auth::MIN_SECRET_BYTES
+        ),
+    }
     let host = Host::start(config).await?;
     tokio::signal::ctrl_c()
         .await

@@ -44,12 +44,21 @@ pub async fn require_admin(request: Request, next: Next) -> Result<Response, Api
 }
 
 /// Refuses a caller who may not read this patient's chart.
-pub fn check_chart_access(claims: &Claims, patient_id: &str) -> Result<(), ApiError> {
-    if claims.may_read_chart(patient_id) {
+pub fn check_chart_access(
+    claims: &Claims,
+    patient_id: &str,
+    clinical_roles: &[String],
+) -> Result<(), ApiError> {
+    if claims.may_read_chart(patient_id, clinical_roles) {
         Ok(())
-    } else {
+    } else if claims.role == "patient" {
         Err(ApiError::forbidden(
             "a patient may read only their own chart",
         ))
+    } else {
+        Err(ApiError::forbidden(format!(
+            "the role `{}` may not read charts",
+            claims.role
+        )))
     }
 }

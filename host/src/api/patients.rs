@@ -24,7 +24,7 @@ async fn chart(
     Extension(claims): Extension<Claims>,
     Path(patient_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    check_chart_access(&claims, &patient_id)?;
+    check_chart_access(&claims, &patient_id, &state.shared.config.clinical_roles)?;
     documents::get(&state.shared.pool, "patient_chart", &patient_id)
         .await?
         .map(Json)
@@ -37,7 +37,7 @@ async fn alerts(
     Extension(claims): Extension<Claims>,
     Path(patient_id): Path<String>,
 ) -> Result<Json<Vec<StoredNotification>>, ApiError> {
-    check_chart_access(&claims, &patient_id)?;
+    check_chart_access(&claims, &patient_id, &state.shared.config.clinical_roles)?;
     Ok(Json(
         notifications::alerts(&state.shared.pool, &patient_id).await?,
     ))
@@ -63,7 +63,7 @@ async fn records(
 ) -> Result<Json<Vec<Value>>, ApiError> {
     let (view, order_field) = patient_view(&segment)
         .ok_or_else(|| ApiError::not_found(format!("no view `{segment}` for patients")))?;
-    check_chart_access(&claims, &patient_id)?;
+    check_chart_access(&claims, &patient_id, &state.shared.config.clinical_roles)?;
     let mut records =
         documents::by_patient(&state.shared.pool, view, &patient_id, order_field).await?;
     match segment.as_str() {

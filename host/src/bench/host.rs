@@ -40,6 +40,7 @@ pub async fn start_host(
     let http = http_addr.map_or_else(|| "127.0.0.1:0".to_owned(), |a| a.to_string());
     let host = tokio::process::Command::new(executable)
         .arg("serve")
+        .arg("--dev")
         .env("NATS_URL", &config.nats_url)
         .env("DATABASE_URL", &config.database_url)
         .env("STREAM_NAME", &config.stream_name)

@@ -69,6 +69,25 @@ async fn tokens_roles_errors_and_audit() {
         403
     );
 
+    // Issue 14: roles fail closed. Only admins, the listed clinical roles
+    // and the patient themselves read a chart; any other role, however it is
+    // spelled, is refused, and the refusal is audited.
+    for role in ["Patient", "caregiver", ""] {
+        let token = env.token("u-not-clinical", role);
+        assert_eq!(
+            env.get(&host, chart, Some(&token)).await.0,
+            403,
+            "role `{role}`"
+        );
+    }
+    let refused: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE user_id = 'u-not-clinical' AND status = 403",
+    )
+    .fetch_one(&env.pool().await)
+    .await
+    .unwrap();
+    assert_eq!(refused, 3);
+
     // Probes need no token.
     assert_eq!(env.get(&host, "/healthz", None).await.0, 200);
     let (status, ready) = env.get(&host, "/readyz", None).await;
@@ -299,4 +318,37 @@ async fn metrics_move_with_traffic() {
     ), "{after}");
     assert!(!after.contains("p-john-doe"), "no patient ids in metrics");
     host.stop();
+}
+
+/// Issue 14: `projector serve` will not sign tokens with a secret anyone
+/// could know: missing, the published default, or short, it exits at once
+/// and says what to set.
+#[tokio::test]
+async fn serve_refuses_a_secret_anyone_could_know() {
+    for secret in [None, Some("dev-only-secret-change-me"), Some("123456789")] {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_projector"));
+        command
+            .arg("serve")
+            .env_remove("JWT_SECRET")
+            .env("HTTP_ADDR", "127.0.0.1:0")
+            .env("WS_ADDR", "127.0.0.1:0")
+            // Were the secret accepted, the host would fail here instead,
+            // with another message.
+            .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nothing")
+            .kill_on_drop(true);
+        if let Some(secret) = secret {
+            command.env("JWT_SECRET", secret);
+        }
+        let output = tokio::time::timeout(std::time::Duration::from_secs(60), command.output())
+            .await
+            .expect("serve exits")
+            .expect("serve runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{secret:?}: {stderr}");
+        assert!(
+            stderr.contains("set JWT_SECRET to at least 32 random bytes")
+                && stderr.contains("--dev"),
+            "{secret:?}: {stderr}"
+        );
+    }
 }

@@ -50,7 +50,7 @@ impl TestEnv {
         config.plugins_dir = plugins_dir();
         config.compile_cache = Some(plugins_dir().join(".compile-cache"));
         config.ack_wait = Duration::from_secs(1);
-        config.jwt_secret = "test-secret".into();
+        config.jwt_secret = "test-secret-of-the-integration-tests-only".into();
         if let Some(url) = nats_url {
             config.nats_url = url.to_owned();
         }
