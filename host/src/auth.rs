@@ -88,7 +88,9 @@ pub enum WeakSecret {
 
 /// Refuses a secret anyone could guess or mint tokens with.
 pub fn check_secret(secret: Option<&str>) -> Result<(), WeakSecret> {
-    let secret = secret.filter(|s| !s.is_empty()).ok_or(WeakSecret::Missing)?;
+    let secret = secret
+        .filter(|s| !s.is_empty())
+        .ok_or(WeakSecret::Missing)?;
     if KNOWN_SECRETS.contains(&secret) {
         return Err(WeakSecret::Known);
     }

@@ -116,7 +116,11 @@ async fn a_version_deployed_on_one_host_reaches_the_others() {
     }
     nats.flush().await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(lab_hash(&b), original, "unrecorded or replayed versions are not deployed");
+    assert_eq!(
+        lab_hash(&b),
+        original,
+        "unrecorded or replayed versions are not deployed"
+    );
     assert_eq!(lab_hash(&a), original);
 
     a.stop();
