@@ -69,25 +69,6 @@ async fn tokens_roles_errors_and_audit() {
         403
     );
 
-    // Issue 14: roles fail closed. Only admins, the listed clinical roles
-    // and the patient themselves read a chart; any other role, however it is
-    // spelled, is refused, and the refusal is audited.
-    for role in ["Patient", "caregiver", ""] {
-        let token = env.token("u-not-clinical", role);
-        assert_eq!(
-            env.get(&host, chart, Some(&token)).await.0,
-            403,
-            "role `{role}`"
-        );
-    }
-    let refused: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM audit_log WHERE user_id = 'u-not-clinical' AND status = 403",
-    )
-    .fetch_one(&env.pool().await)
-    .await
-    .unwrap();
-    assert_eq!(refused, 3);
-
     // Probes need no token.
     assert_eq!(env.get(&host, "/healthz", None).await.0, 200);
     let (status, ready) = env.get(&host, "/readyz", None).await;
@@ -123,6 +104,26 @@ async fn tokens_roles_errors_and_audit() {
     assert_eq!(rows[0].1, "GET /api/aggregate/patients/{patientId}");
     assert_eq!(rows[0].2, "p-john-doe");
     assert_eq!(rows[0].3.as_deref(), Some("127.0.0.1"));
+
+    // Issue 14: roles fail closed. Only admins, the listed clinical roles
+    // and the patient themselves read a chart; any other role, however it is
+    // spelled, is refused, and the refusal is audited.
+    for role in ["Patient", "caregiver", ""] {
+        let token = env.token("u-not-clinical", role);
+        assert_eq!(
+            env.get(&host, chart, Some(&token)).await.0,
+            403,
+            "role `{role}`"
+        );
+    }
+    let refused: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE user_id = 'u-not-clinical' AND status = 403",
+    )
+    .fetch_one(&env.pool().await)
+    .await
+    .unwrap();
+    assert_eq!(refused, 3);
+
     host.stop();
 }
 
