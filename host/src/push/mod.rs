@@ -319,16 +319,20 @@ impl Notifier {
             address: session.address.as_deref(),
         };
         match notifications::acknowledge(&self.0.shared.pool, id, &by).await {
-            Ok(notifications::Acknowledged::Now(notification)) => {
+            Ok(notifications::Acknowledged::Now(notification, chain)) => {
                 if let Some(waited) = notification.waited() {
                     self.0.shared.metrics.acknowledged(waited);
                 }
                 let acknowledged = notification.acknowledgement();
-                let wire = Wire::Acknowledged {
-                    notification_id: id,
-                };
-                if let Err(e) = self.announce(&wire).await {
-                    tracing::warn!(error = format!("{e:#}"), "acknowledgement not announced");
+                // Every copy's devices stop showing it: the escalation's
+                // role and the original's user alike.
+                for settled in std::iter::once(&notification).chain(&chain) {
+                    let wire = Wire::Acknowledged {
+                        notification_id: settled.notification_id,
+                    };
+                    if let Err(e) = self.announce(&wire).await {
+                        tracing::warn!(error = format!("{e:#}"), "acknowledgement not announced");
+                    }
                 }
                 AckReply {
                     ok: true,

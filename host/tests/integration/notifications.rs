@@ -429,6 +429,24 @@ async fn an_unacknowledged_alert_is_escalated_to_the_covering_role() {
         .collect();
     assert_eq!(originals.len(), URGENT - 1);
 
+    // Issue 15: acknowledging the escalation settles the original too: it
+    // shows who acknowledged it and when, and the doctor's devices are told
+    // (so resends to them stop).
+    let original_id = escalations[0]["escalatedFrom"]["notificationId"]
+        .as_str()
+        .unwrap();
+    let original = originals
+        .iter()
+        .find(|a| a["notificationId"] == original_id)
+        .expect("the escalated original is listed");
+    assert_eq!(original["acknowledged"]["by"], "u-nurse-9", "{original}");
+    let told = during(&mut doctor, QUIET).await;
+    assert!(
+        told.iter()
+            .any(|(e, n)| e == "notification_acknowledged" && n["notificationId"] == original_id),
+        "{told:?}"
+    );
+
     doctor.close().await;
     nurse.close().await;
     host.stop();

@@ -25,8 +25,10 @@ pub struct Acknowledger<'a> {
 /// What an acknowledgement found.
 #[derive(Debug)]
 pub enum Acknowledged {
-    /// Acknowledged now; the notification as it stands.
-    Now(StoredNotification),
+    /// Acknowledged now: the notification as it stands, and the other
+    /// copies of its escalation chain (the original it escalates, the
+    /// escalation it was escalated as) settled with it.
+    Now(StoredNotification, Vec<StoredNotification>),
     /// Acknowledged before (by this or another device or user).
     Before(StoredNotification),
     /// No such notification for this user.
@@ -34,7 +36,10 @@ pub enum Acknowledged {
 }
 
 /// Acknowledges a notification once, recording who, when and from which
-/// device, and writes the audit entry in the same transaction.
+/// device, settles the rest of its escalation chain the same way (a charge
+/// nurse acknowledging an escalation stops the resends to the doctor, and
+/// the doctor acknowledging stops the nurse's), and writes an audit entry
+/// for each in the same transaction.
 pub async fn acknowledge(
     pool: &PgPool,
     notification_id: Uuid,
@@ -63,17 +68,32 @@ pub async fn acknowledge(
         .await?;
         return Ok(before.map_or(Acknowledged::NotFound, Acknowledged::Before));
     };
-    let entry = NewAudit {
-        patient_id: Some(notification.patient_id.clone()),
-        ip_address: by.address.map(str::to_owned),
-        ..NewAudit::now(
-            by.user_id,
-            "acknowledge_notification",
-            "notification",
-            notification_id.to_string(),
-        )
-    };
-    audit::insert(&mut *tx, &[entry]).await?;
+    let chain: Vec<StoredNotification> = sqlx::query_as(AssertSqlSafe(format!(
+        "UPDATE notifications SET acknowledged_at = now(), acknowledged_by = $2, acknowledged_device = $3
+         WHERE acknowledged_at IS NULL AND notification_id <> $1
+           AND (escalated_to = $1
+                OR notification_id = (SELECT escalated_to FROM notifications WHERE notification_id = $1))
+         RETURNING {COLUMNS}"
+    )))
+    .bind(notification_id)
+    .bind(by.user_id)
+    .bind(by.device)
+    .fetch_all(&mut *tx)
+    .await?;
+    let entries: Vec<NewAudit> = std::iter::once(&notification)
+        .chain(&chain)
+        .map(|n| NewAudit {
+            patient_id: Some(n.patient_id.clone()),
+            ip_address: by.address.map(str::to_owned),
+            ..NewAudit::now(
+                by.user_id,
+                "acknowledge_notification",
+                "notification",
+                n.notification_id.to_string(),
+            )
+        })
+        .collect();
+    audit::insert(&mut *tx, &entries).await?;
     tx.commit().await?;
-    Ok(Acknowledged::Now(notification))
+    Ok(Acknowledged::Now(notification, chain))
 }
