@@ -68,8 +68,8 @@ pub struct Config {
     pub plugins_dir: PathBuf,
     /// `COMPILE_CACHE_DIR`: where compiled plugins are kept by content, so
     /// a restart, or a version loaded before, is not compiled again
-    /// (default `<PLUGINS_DIR>/.compile-cache`, beside the code it comes
-    /// from; empty: no cache).
+    /// (default: the host user's cache directory, outside `PLUGINS_DIR`,
+    /// whose writers must not also write native code; empty: no cache).
     pub compile_cache: Option<PathBuf>,
     /// `STREAM_NAME`: the JetStream stream (default `EMR_EVENTS`).
     pub stream_name: String,
@@ -103,7 +103,7 @@ impl Config {
         let compile_cache = match std::env::var("COMPILE_CACHE_DIR") {
             Ok(dir) if dir.is_empty() => None,
             Ok(dir) => Some(PathBuf::from(dir)),
-            Err(_) => Some(plugins_dir.join(".compile-cache")),
+            Err(_) => default_compile_cache(),
         };
         // The cache wants an absolute path.
         let compile_cache = compile_cache
@@ -181,6 +181,17 @@ impl Config {
         };
         format!("{server}/{database}{query}")
     }
+}
+
+/// `$XDG_CACHE_HOME/projector/compile-cache`, or under `$HOME/.cache`:
+/// the host user's own, never the plugins folder (whoever may drop a plugin
+/// there must not be able to plant the native code the host runs).
+fn default_compile_cache() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(base.join("projector").join("compile-cache"))
 }
 
 fn var(name: &str, default: &str) -> String {

@@ -16,6 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use wasmtime::component::Linker;
 use wasmtime::{
     Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
@@ -75,10 +76,17 @@ impl Runtime {
             .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
             .parallel_compilation(false);
-        if let Some(dir) = cache {
-            let mut cache = CacheConfig::new();
-            cache.with_directory(dir);
-            config.cache(Some(Cache::new(cache)?));
+        match cache.map(|dir| private_cache_dir(dir).map(|()| dir)) {
+            Some(Ok(dir)) => {
+                let mut cache = CacheConfig::new();
+                cache.with_directory(dir);
+                config.cache(Some(Cache::new(cache)?));
+            }
+            Some(Err(e)) => tracing::error!(
+                error = format!("{e:#}"),
+                "compile cache not used: plugins are compiled at every load"
+            ),
+            None => {}
         }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
@@ -99,5 +107,44 @@ impl Runtime {
             linker: Arc::new(linker),
             limits,
         })
+    }
+}
+
+/// Makes sure the compile cache, which holds native code the host runs, is
+/// the host's alone: created owner-only (0700) when missing, and refused
+/// when other users may write to it (they could plant code).
+fn private_cache_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    anyhow::ensure!(
+        mode & 0o022 == 0,
+        "{} may be written by other users (mode {mode:o}): `chmod go-w` it",
+        dir.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::private_cache_dir;
+
+    #[test]
+    fn the_compile_cache_is_private_and_a_shared_one_is_refused() {
+        let root = std::env::temp_dir().join(format!("projector-cache-{}", uuid::Uuid::new_v4()));
+        let fresh = root.join("a/b");
+        private_cache_dir(&fresh).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let refused = private_cache_dir(&fresh).unwrap_err().to_string();
+        assert!(refused.contains("written by other users"), "{refused}");
+        std::fs::remove_dir_all(root).unwrap();
     }
 }
