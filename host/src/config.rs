@@ -90,8 +90,12 @@ pub struct Config {
     pub call_timeout: Duration,
     /// `PLUGIN_MEMORY_MB`: linear memory a plugin instance may grow to.
     pub plugin_memory_bytes: usize,
-    /// `MAX_BODY_BYTES`: the largest HTTP request body accepted.
+    /// `MAX_BODY_BYTES`: the largest HTTP request body accepted (64 KiB:
+    /// the API's requests are small), but for plugin uploads.
     pub max_body_bytes: usize,
+    /// `MAX_PLUGIN_BYTES`: the largest plugin component `PUT
+    /// /api/plugins/:name` accepts.
+    pub max_plugin_bytes: usize,
     /// `MAX_ATTEMPTS`: how often a trapping event is tried before it is dead-lettered.
     pub max_attempts: u32,
 }
@@ -156,7 +160,8 @@ impl Config {
             call_timeout: Duration::from_millis(parse("PLUGIN_CALL_TIMEOUT_MS", "1000")?),
             plugin_memory_bytes: parse::<usize>("PLUGIN_MEMORY_MB", "64")? << 20,
             max_attempts: parse("MAX_ATTEMPTS", "3")?,
-            max_body_bytes: parse("MAX_BODY_BYTES", "8388608")?,
+            max_body_bytes: parse("MAX_BODY_BYTES", "65536")?,
+            max_plugin_bytes: parse("MAX_PLUGIN_BYTES", "33554432")?,
             crash_after_commit: var("PROJECTOR_FAULT", "") == "crash-after-commit",
         })
     }

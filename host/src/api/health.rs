@@ -2,7 +2,7 @@
 //! carry no patient data).
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -49,7 +49,18 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// Middleware: records every request's latency by route pattern.
 pub async fn time_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let method = request.method().to_string();
+    // A client may send any method string: only the standard ones get a
+    // label of their own, or every made-up one would be a new series.
+    let method = match *request.method() {
+        Method::GET
+        | Method::POST
+        | Method::PUT
+        | Method::DELETE
+        | Method::PATCH
+        | Method::HEAD
+        | Method::OPTIONS => request.method().as_str().to_owned(),
+        _ => "OTHER".to_owned(),
+    };
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -1,13 +1,19 @@
-//! Request bodies larger than `MAX_BODY_BYTES` are refused with a JSON 413
-//! before any handler (or the token check) reads them.
+//! Request bodies larger than `MAX_BODY_BYTES` (`MAX_PLUGIN_BYTES` for a
+//! plugin upload) are refused with a JSON 413 before any handler reads
+//! them, and only after the token was checked: nobody unauthenticated gets
+//! the host to read a body.
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
 use super::{ApiError, AppState};
+
+/// The route whose bodies are plugin components.
+const PLUGIN_UPLOAD: &str = "/api/plugins/{name}";
 
 fn too_large(max: usize) -> ApiError {
     ApiError::new(
@@ -24,7 +30,17 @@ pub async fn limit_body(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let max = state.shared.config.max_body_bytes;
+    let config = &state.shared.config;
+    let upload = request.method() == Method::PUT
+        && request
+            .extensions()
+            .get::<MatchedPath>()
+            .is_some_and(|p| p.as_str() == PLUGIN_UPLOAD);
+    let max = if upload {
+        config.max_plugin_bytes
+    } else {
+        config.max_body_bytes
+    };
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -52,6 +52,10 @@ pub fn router(state: AppState) -> Router {
         .merge(admin)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
+            limits::limit_body,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
             audit::audit_request,
         ))
         .route_layer(middleware::from_fn_with_state(
@@ -63,10 +67,6 @@ pub fn router(state: AppState) -> Router {
         .merge(authenticated)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            limits::limit_body,
-        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             health::time_request,

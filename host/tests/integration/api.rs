@@ -353,3 +353,64 @@ async fn serve_refuses_a_secret_anyone_could_know() {
         );
     }
 }
+
+/// Issue 14, fair use: a body is read only once its sender is
+/// authenticated, and then only up to 64 KiB (a plugin upload may be
+/// larger); a made-up HTTP method does not become a metrics label of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_wait_for_a_token_and_methods_share_a_label() {
+    let env = TestEnv::new("fair_use").await;
+    let host = env.start().await;
+    let client = reqwest::Client::new();
+    let retry = format!("http://{}/api/dead-letters/1/retry", host.http_addr);
+
+    // No token: refused as unauthenticated, whatever the body's size.
+    let response = client
+        .post(&retry)
+        .body(vec![b'x'; 1 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    // With a token, over the default 64 KiB: refused as too large.
+    let admin = env.token("u-admin", "admin");
+    let response = client
+        .post(&retry)
+        .bearer_auth(&admin)
+        .body(vec![b'x'; 65 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    // A plugin upload over 64 KiB is read (and here refused as no plugin).
+    let response = client
+        .put(format!("http://{}/api/plugins/lab", host.http_addr))
+        .bearer_auth(&admin)
+        .body(vec![0u8; 200 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 422);
+
+    for method in ["BREW", "PROPFIND", "X-ANYTHING"] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = client
+            .request(method, format!("http://{}/api/plugins", host.http_addr))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 405);
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", host.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("method=\"OTHER\""), "{metrics}");
+    for made_up in ["BREW", "PROPFIND", "X-ANYTHING"] {
+        assert!(!metrics.contains(made_up), "{made_up} in {metrics}");
+    }
+    host.stop();
+}
