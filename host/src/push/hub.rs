@@ -31,6 +31,9 @@ pub const NOTIFICATION_EVENT: &str = "notification";
 pub const CRITICAL_EVENT: &str = "critical_alert";
 /// Sent to a user's devices when one of them acknowledged a notification.
 pub const ACKNOWLEDGED_EVENT: &str = "notification_acknowledged";
+/// Sent to a device just before it is disconnected because its token
+/// expired (it may send a fresh one with `reauthenticate` before then).
+pub const SESSION_EXPIRED_EVENT: &str = "session_expired";
 
 /// A stored notification on its way to its recipient's devices.
 #[derive(Debug, Clone)]
@@ -76,6 +79,9 @@ pub struct Conn {
     rooms: [Recipient; 2],
     device: Box<dyn Device>,
     state: Mutex<ConnState>,
+    /// When its token expires, seconds since the epoch; a fresh token
+    /// moves it on.
+    expires: AtomicU64,
 }
 
 /// Until the device has its replay it is not live: deliveries wait in
@@ -89,6 +95,21 @@ struct ConnState {
 }
 
 impl Conn {
+    /// When its token expires, seconds since the epoch.
+    pub fn expires(&self) -> u64 {
+        self.expires.load(Ordering::Acquire)
+    }
+
+    /// Moves the expiry on to a fresh token's.
+    pub fn extend(&self, expires: u64) {
+        self.expires.fetch_max(expires, Ordering::AcqRel);
+    }
+
+    /// Sends one event to this device only.
+    pub fn send(&self, event: &str, data: &Value) -> bool {
+        self.device.send(event, data)
+    }
+
     /// Its user's room, then its role's.
     pub fn rooms(&self) -> &[Recipient; 2] {
         &self.rooms
@@ -169,6 +190,7 @@ impl Hub {
         let conn = Arc::new(Conn {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             rooms: claims.recipients(),
+            expires: AtomicU64::new(claims.exp),
             device,
             state: Mutex::new(ConnState {
                 live: false,

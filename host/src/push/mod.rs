@@ -12,7 +12,9 @@ mod schedule;
 mod socketio;
 mod ws;
 
-pub use hub::{ACKNOWLEDGED_EVENT, CRITICAL_EVENT, Device, Hub, NOTIFICATION_EVENT};
+pub use hub::{
+    ACKNOWLEDGED_EVENT, CRITICAL_EVENT, Device, Hub, NOTIFICATION_EVENT, SESSION_EXPIRED_EVENT,
+};
 
 use std::sync::Arc;
 
@@ -98,6 +100,33 @@ pub struct AckReply {
     acknowledged: Option<Acknowledgement>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'static str>,
+}
+
+/// Why a device is being disconnected.
+#[derive(Serialize)]
+struct ExpiredNotice {
+    reason: &'static str,
+}
+
+/// The reply to a client's `reauthenticate`.
+#[derive(Debug, Serialize)]
+pub struct ReauthReply {
+    ok: bool,
+    /// The connection's expiry now, seconds since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl ReauthReply {
+    fn refused(error: String) -> Self {
+        Self {
+            ok: false,
+            expires: None,
+            error: Some(error),
+        }
+    }
 }
 
 impl AckReply {
@@ -266,6 +295,7 @@ impl Notifier {
                 if !conn.go_live(&missed, &unacknowledged) {
                     self.0.hub.drop_conn(&conn);
                 }
+                self.expire_with_token(Arc::downgrade(&conn));
                 Ok(conn)
             }
             Err(e) => {
@@ -295,6 +325,58 @@ impl Notifier {
         let unacknowledged =
             notifications::unacknowledged(pool, &session.claims.recipients()).await?;
         Ok((missed, unacknowledged.iter().map(Delivery::of).collect()))
+    }
+
+    /// Disconnects a device when its token expires (or the fresh token it
+    /// sent does), telling it why first.
+    fn expire_with_token(&self, conn: std::sync::Weak<Conn>) {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(expires) = conn.upgrade().map(|c| c.expires()) else {
+                    return;
+                };
+                let now = chrono::Utc::now().timestamp().max(0) as u64;
+                if now >= expires {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(expires - now)).await;
+            }
+            if let Some(conn) = conn.upgrade() {
+                let reason = ExpiredNotice {
+                    reason: "the token expired: connect again with a fresh one, or send one with `reauthenticate` before it expires",
+                };
+                conn.send(
+                    SESSION_EXPIRED_EVENT,
+                    &serde_json::to_value(reason).unwrap_or_default(),
+                );
+                hub.0.hub.drop_conn(&conn);
+            }
+        });
+    }
+
+    /// Takes a fresh token for a connected device: the same user and role,
+    /// valid, and later than the one it has; the connection then lives
+    /// until the new token expires.
+    fn reauthenticate(&self, session: &Session, conn: &Conn, request: &Value) -> ReauthReply {
+        let token = request
+            .get("token")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        match verify_token(&self.config().jwt_secret, token) {
+            Ok(claims)
+                if claims.sub == session.claims.sub && claims.role == session.claims.role =>
+            {
+                conn.extend(claims.exp);
+                ReauthReply {
+                    ok: true,
+                    expires: Some(conn.expires()),
+                    error: None,
+                }
+            }
+            Ok(_) => ReauthReply::refused("the token is another user's or role's".into()),
+            Err(e) => ReauthReply::refused(e.to_string()),
+        }
     }
 
     /// Disconnects a device.

@@ -1,8 +1,10 @@
 //! The Socket.IO v5 server the seed's frontend talks to: the token in the
-//! handshake's `auth`, `notification` and `critical_alert` events, and
-//! `acknowledge` with a reply.
+//! handshake's `auth`, `notification` and `critical_alert` events,
+//! `acknowledge` with a reply, and `reauthenticate` with a fresh token
+//! before the connection's expires (`session_expired`, then a disconnect).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::ConnectInfo;
 use serde_json::Value;
@@ -11,7 +13,7 @@ use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
 
-use super::hub::Device;
+use super::hub::{Conn, Device};
 use super::{Notifier, Session};
 
 /// Packets a socket may have queued before it counts as not keeping up: a
@@ -91,13 +93,27 @@ async fn on_connect(
             let _ = ack.send(&reply);
         },
     );
+    socket.on(
+        "reauthenticate",
+        async |State(notifier): State<Notifier>,
+               Extension(session): Extension<Session>,
+               Extension(conn): Extension<Arc<Conn>>,
+               TryData(request): TryData<Value>,
+               ack: AckSender| {
+            let reply = notifier.reauthenticate(&session, &conn, &request.unwrap_or_default());
+            let _ = ack.send(&reply);
+        },
+    );
     match notifier
         .open(&session, Box::new(Socket(socket.clone())))
         .await
     {
-        Ok(conn) => socket.on_disconnect(async move |State(notifier): State<Notifier>| {
-            notifier.close(&conn);
-        }),
+        Ok(conn) => {
+            socket.extensions.insert(conn.clone());
+            socket.on_disconnect(async move |State(notifier): State<Notifier>| {
+                notifier.close(&conn);
+            })
+        }
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "socket not connected");
             let _ = socket.disconnect();

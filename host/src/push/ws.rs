@@ -2,7 +2,9 @@
 //! `{"event": "...", "data": {...}}`, for clients without Socket.IO.
 //! A client acknowledges with `{"event": "acknowledge", "data":
 //! {"notificationId": "..."}, "id": 1}` and gets `{"event": "ack", "id": 1,
-//! "data": {...}}` back.
+//! "data": {...}}` back; it sends a fresh token with `{"event":
+//! "reauthenticate", "data": {"token": "..."}}` before the connection's
+//! expires (`session_expired`, then a close).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 
-use super::hub::Device;
+use super::hub::{Conn, Device};
 use super::{Notifier, Session};
 use crate::error::ApiError;
 
@@ -92,7 +94,7 @@ async fn serve(notifier: Notifier, session: Session, socket: WebSocket) {
     let read = async {
         while let Some(Ok(message)) = stream.next().await {
             let reply = match message {
-                Message::Text(text) => handle(&notifier, &session, text.as_str()).await,
+                Message::Text(text) => handle(&notifier, &session, &conn, text.as_str()).await,
                 Message::Close(_) => break,
                 _ => continue,
             };
@@ -101,16 +103,26 @@ async fn serve(notifier: Notifier, session: Session, socket: WebSocket) {
             }
         }
     };
-    tokio::select! {
-        () = write => {}
-        () = read => {}
-        () = kick.notified() => {}
+    let kicked = tokio::select! {
+        () = write => false,
+        () = read => false,
+        () = kick.notified() => true,
+    };
+    if kicked {
+        // What was queued before the kick (a `session_expired` notice) goes
+        // out first.
+        while let Ok(frame) = queue.try_recv() {
+            if sink.send(frame).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
     }
     notifier.close(&conn);
 }
 
 /// Answers one frame from the client.
-async fn handle(notifier: &Notifier, session: &Session, text: &str) -> String {
+async fn handle(notifier: &Notifier, session: &Session, conn: &Conn, text: &str) -> String {
     let Ok(frame) = serde_json::from_str::<Value>(text) else {
         return Frame::error("frames are JSON objects {\"event\", \"data\"}");
     };
@@ -126,7 +138,13 @@ async fn handle(notifier: &Notifier, session: &Session, text: &str) -> String {
             }
             .text()
         }
-        _ => Frame::error("unknown event; clients send only `acknowledge`"),
+        Some("reauthenticate") => Frame {
+            event: "reauthenticated",
+            id: frame.get("id"),
+            data: notifier.reauthenticate(session, conn, frame.get("data").unwrap_or(&Value::Null)),
+        }
+        .text(),
+        _ => Frame::error("unknown event; clients send `acknowledge` or `reauthenticate`"),
     }
 }
 

@@ -567,3 +567,53 @@ async fn a_notification_committed_by_a_host_that_died_before_pushing_it_is_pushe
     laptop.close().await;
     host.stop();
 }
+
+/// Issue 14: a connection lives as long as its token. Before it expires the
+/// device is told why (`session_expired`) and disconnected, on Socket.IO and
+/// `/ws` alike, unless it sent a fresh token of the same user in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_ends_with_its_token_unless_renewed() {
+    let env = TestEnv::new("notify_expiry").await;
+    let host = env.start().await;
+    let now = chrono::Utc::now().timestamp().max(0) as u64;
+    let short = signed_token(&env.config.jwt_secret, PROVIDER, "provider", now + 3);
+    let mut expiring = WebSocket::connect(host.ws_addr, "deviceId=a", Some(&short))
+        .await
+        .expect("accepted");
+    let mut renewed = WebSocket::connect(host.ws_addr, "deviceId=b", Some(&short))
+        .await
+        .expect("accepted");
+    let mut socket = SocketIo::connect(host.ws_addr, json!({"token": short})).await;
+
+    let reply = renewed
+        .reauthenticate(&env.token(PROVIDER, "provider"))
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let someone_else = renewed
+        .reauthenticate(&env.token("u-someone-else", "provider"))
+        .await;
+    assert_eq!(someone_else["ok"], false, "{someone_else}");
+
+    let ended = during(&mut expiring, Duration::from_secs(6)).await;
+    assert!(
+        ended.iter().any(|(e, _)| e == "session_expired"),
+        "{ended:?}"
+    );
+    assert!(
+        expiring.next_event(Duration::from_secs(1)).await.is_none(),
+        "the connection is closed"
+    );
+    let ended = during(&mut socket, Duration::from_secs(1)).await;
+    assert!(
+        ended.iter().any(|(e, _)| e == "session_expired"),
+        "{ended:?}"
+    );
+    let still = during(&mut renewed, Duration::from_secs(1)).await;
+    assert!(
+        still.iter().all(|(e, _)| e != "session_expired"),
+        "{still:?}"
+    );
+
+    socket.close().await;
+    host.stop();
+}

@@ -175,18 +175,31 @@ impl WebSocket {
 
     /// Acknowledges a notification; returns the server's reply.
     pub async fn acknowledge(&mut self, notification_id: &str) -> Value {
-        let frame =
-            json!({"event": "acknowledge", "id": 7, "data": {"notificationId": notification_id}});
+        self.request(
+            "acknowledge",
+            json!({"notificationId": notification_id}),
+            "ack",
+        )
+        .await
+    }
+
+    /// Sends a fresh token for the connection; returns the server's reply.
+    pub async fn reauthenticate(&mut self, token: &str) -> Value {
+        self.request("reauthenticate", json!({"token": token}), "reauthenticated")
+            .await
+    }
+
+    /// Sends `event` with `data` and waits for the `reply` frame with the
+    /// same id; returns its data.
+    async fn request(&mut self, event: &str, data: Value, reply: &str) -> Value {
+        let frame = json!({"event": event, "id": 7, "data": data});
         self.stream
             .send(Message::Text(frame.to_string().into()))
             .await
             .expect("send");
         loop {
-            let frame = self
-                .frame(PATIENCE)
-                .await
-                .expect("an acknowledgement reply");
-            if frame["event"] == "ack" {
+            let frame = self.frame(PATIENCE).await.expect("a reply");
+            if frame["event"] == reply {
                 assert_eq!(frame["id"], 7);
                 return frame["data"].clone();
             }
