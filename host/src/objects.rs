@@ -17,8 +17,8 @@ use crate::config::Config;
 
 /// The buckets the host makes sure exist (SPEC), and the plugin artifacts'.
 pub const BUCKETS: [&str; 5] = [
-    "radiology-images",
-    "lab-reports",
+    RADIOLOGY_IMAGES,
+    LAB_REPORTS,
     "patient-documents",
     "prescriptions",
     PLUGINS,
@@ -26,6 +26,9 @@ pub const BUCKETS: [&str; 5] = [
 
 /// The bucket plugin versions are shared through, for fleet deploys.
 pub const PLUGINS: &str = "projector-plugins";
+
+/// The bucket of imaging studies' images.
+pub const RADIOLOGY_IMAGES: &str = "radiology-images";
 
 /// The lab-reports bucket, where a lab system may store a report's PDF.
 pub const LAB_REPORTS: &str = "lab-reports";

@@ -4,15 +4,35 @@
 
 use serde_json::Value;
 
-use crate::objects::{BUCKETS, LAB_REPORTS, ObjectStore};
+use crate::objects::{LAB_REPORTS, ObjectStore, RADIOLOGY_IMAGES};
 
-/// The buckets records may point into; never the plugin artifacts'.
-fn signable(bucket: &str) -> bool {
-    BUCKETS.contains(&bucket) && bucket != "projector-plugins"
+/// Whether a record of `patient_id` may have `bucket`/`key` signed: only in
+/// the bucket of the record's kind, and only under the patient's own prefix
+/// `<patientId>/`, with no `.`, `..` or empty segment (an S3 server on a
+/// filesystem may resolve them). An event naming another patient's object,
+/// another bucket or the plugin artifacts gets no URL.
+fn signable(bucket: &str, key: &str, kind_bucket: &str, patient_id: &str) -> bool {
+    let Some(rest) = key
+        .strip_prefix(patient_id)
+        .and_then(|k| k.strip_prefix('/'))
+    else {
+        return false;
+    };
+    bucket == kind_bucket
+        && !patient_id.is_empty()
+        && rest
+            .split('/')
+            .all(|segment| !matches!(segment, "" | "." | ".."))
 }
 
-async fn url(store: &ObjectStore, bucket: &str, key: &str) -> Value {
-    if !signable(bucket) {
+async fn url(
+    store: &ObjectStore,
+    bucket: &str,
+    key: &str,
+    kind_bucket: &str,
+    patient_id: &str,
+) -> Value {
+    if !signable(bucket, key, kind_bucket, patient_id) {
         return Value::Null;
     }
     store
@@ -25,6 +45,7 @@ async fn url(store: &ObjectStore, bucket: &str, key: &str) -> Value {
 /// uploaded image.
 pub async fn sign_studies(store: &ObjectStore, studies: &mut [Value]) {
     for study in studies {
+        let patient = study["patientId"].as_str().unwrap_or_default().to_owned();
         let bucket = study["bucket"].as_str().unwrap_or_default().to_owned();
         let keys: Vec<String> = study["objectKeys"]
             .as_array()
@@ -36,7 +57,7 @@ pub async fn sign_studies(store: &ObjectStore, studies: &mut [Value]) {
             .unwrap_or_default();
         let mut urls = Vec::with_capacity(keys.len());
         for key in &keys {
-            urls.push(url(store, &bucket, key).await);
+            urls.push(url(store, &bucket, key, RADIOLOGY_IMAGES, &patient).await);
         }
         if let Some(study) = study.as_object_mut()
             && !keys.is_empty()
@@ -49,7 +70,7 @@ pub async fn sign_studies(store: &ObjectStore, studies: &mut [Value]) {
                 else {
                     continue;
                 };
-                let signed = url(store, bucket, key).await;
+                let signed = url(store, bucket, key, RADIOLOGY_IMAGES, &patient).await;
                 if let Some(image) = image.as_object_mut() {
                     image.insert("url".into(), signed);
                 }
@@ -67,9 +88,29 @@ pub async fn sign_lab_reports(store: &ObjectStore, results: &mut [Value]) {
         else {
             continue;
         };
-        let signed = url(store, LAB_REPORTS, &format!("{patient}/{report}.pdf")).await;
+        let key = format!("{patient}/{report}.pdf");
+        let signed = url(store, LAB_REPORTS, &key, LAB_REPORTS, patient).await;
         if let Some(result) = result.as_object_mut() {
             result.insert("reportUrl".into(), signed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signable;
+
+    #[test]
+    fn only_the_patients_own_keys_in_the_kinds_bucket() {
+        let ok = |bucket, key| signable(bucket, key, "radiology-images", "p1");
+        assert!(ok("radiology-images", "p1/s/img.dcm"));
+        assert!(!ok("patient-documents", "p1/s/img.dcm"));
+        assert!(!ok("projector-plugins", "p1/s/img.dcm"));
+        assert!(!ok("radiology-images", "p2/s/img.dcm"));
+        assert!(!ok("radiology-images", "p10/s/img.dcm"));
+        assert!(!ok("radiology-images", "p1/../p2/img.dcm"));
+        assert!(!ok("radiology-images", "p1//img.dcm"));
+        assert!(!ok("radiology-images", "p1/"));
+        assert!(!ok("radiology-images", "p1"));
     }
 }

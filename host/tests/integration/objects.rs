@@ -108,6 +108,74 @@ async fn images_are_fetched_through_presigned_urls_that_expire() {
     host.stop();
 }
 
+/// Issue 14: an imaging event names any bucket and key; only the record's
+/// own patient's objects in the imaging bucket are signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_records_own_objects_are_signed() {
+    let mut env = TestEnv::new("objects_scope").await;
+    let _s3 = env.with_s3().await;
+    let study = |id: &str, study: &str, bucket: &str, keys: &[&str]| {
+        serde_json::json!({
+            "eventId": id, "eventType": "radiology.study.complete", "eventVersion": 1,
+            "timestamp": "2026-11-26T10:05:00Z", "patientId": "p-john-doe", "userId": "u-rad-tech-1",
+            "portalType": "radiology", "fhirResourceType": "ImagingStudy",
+            "payload": {"studyId": study, "orderId": "ord-x", "modality": "CT",
+                        "description": "CT", "imageCount": keys.len(), "bucket": bucket,
+                        "objectKeys": keys}
+        })
+        .to_string()
+    };
+    let events = [
+        study(
+            "scope-1",
+            "study-docs",
+            "patient-documents",
+            &["p-john-doe/a.dcm"],
+        ),
+        study(
+            "scope-2",
+            "study-mixed",
+            "radiology-images",
+            &[
+                "p-someone-else/x.dcm",
+                "p-john-doe/../p-someone-else/x.dcm",
+                "p-john-doe/study-mixed/ok.dcm",
+            ],
+        ),
+    ];
+    env.publish(&events.join("\n")).await;
+    let host = env.start().await;
+    env.settle(&host).await;
+    let token = env.token("u-dr-smith", "provider");
+    let (status, studies) = env
+        .get(
+            &host,
+            "/api/aggregate/patients/p-john-doe/imaging",
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 200, "{studies}");
+    let urls = |id: &str| {
+        studies
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["studyId"] == id)
+            .map(|s| s["objectUrls"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(urls("study-docs"), serde_json::json!([null]));
+    let mixed = urls("study-mixed");
+    assert!(mixed[0].is_null() && mixed[1].is_null(), "{mixed}");
+    assert!(
+        mixed[2]
+            .as_str()
+            .is_some_and(|u| u.contains("p-john-doe/study-mixed/ok.dcm")),
+        "{mixed}"
+    );
+    host.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_object_storage_the_host_is_degraded_and_projects() {
     let env = TestEnv::new("objects_down").await;
