@@ -9,8 +9,22 @@ use anyhow::Context;
 /// Everything the host is configured with; see the README's table.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `NATS_URL`
+    /// `NATS_URL` (`tls://…` for TLS)
     pub nats_url: String,
+    /// `NATS_CREDS`: a `.creds` file (JWT and nkey seed) to connect with.
+    pub nats_creds: Option<PathBuf>,
+    /// `NATS_USER`, with `NATS_PASSWORD`.
+    pub nats_user: Option<String>,
+    /// `NATS_PASSWORD`.
+    pub nats_password: Option<String>,
+    /// `NATS_TLS_CA`: the CA certificate (PEM) the server's is checked
+    /// against; TLS is then required.
+    pub nats_tls_ca: Option<PathBuf>,
+    /// `NATS_TLS_CERT`: the host's client certificate (PEM), with
+    /// `NATS_TLS_KEY`.
+    pub nats_tls_cert: Option<PathBuf>,
+    /// `NATS_TLS_KEY`: the client certificate's key (PEM).
+    pub nats_tls_key: Option<PathBuf>,
     /// `DATABASE_URL`
     pub database_url: String,
     /// `JWT_SECRET`: HS256 key for API tokens.
@@ -116,6 +130,12 @@ impl Config {
             .context("COMPILE_CACHE_DIR")?;
         Ok(Self {
             nats_url: var("NATS_URL", "nats://127.0.0.1:4222"),
+            nats_creds: optional("NATS_CREDS").map(PathBuf::from),
+            nats_user: optional("NATS_USER"),
+            nats_password: optional("NATS_PASSWORD"),
+            nats_tls_ca: optional("NATS_TLS_CA").map(PathBuf::from),
+            nats_tls_cert: optional("NATS_TLS_CERT").map(PathBuf::from),
+            nats_tls_key: optional("NATS_TLS_KEY").map(PathBuf::from),
             database_url: var(
                 "DATABASE_URL",
                 "postgres://postgres@127.0.0.1:5432/projector",
@@ -197,6 +217,11 @@ fn default_compile_cache() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
     Some(base.join("projector").join("compile-cache"))
+}
+
+/// A variable that is set and not empty.
+fn optional(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 fn var(name: &str, default: &str) -> String {

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod bench;
+pub mod bus;
 pub mod client;
 pub mod config;
 pub mod error;

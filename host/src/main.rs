@@ -357,9 +357,7 @@ async fn run_plugins(config: &Config, plugins: Plugins) -> anyhow::Result<()> {
 }
 
 async fn publisher(config: &Config) -> anyhow::Result<Publisher> {
-    let client = async_nats::connect(&config.nats_url)
-        .await
-        .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+    let client = projector::bus::connect(config).await?;
     let js = async_nats::jetstream::new(client);
     projector::ingest::ensure_stream(&js, config).await?;
     Ok(Publisher::new(js, &config.subject_prefix))

@@ -19,7 +19,7 @@ use crate::objects::ObjectStore;
 use crate::push::Notifier;
 use crate::runtime::Runtime;
 use crate::shared::Shared;
-use crate::{api, ingest, store, watch};
+use crate::{api, bus, ingest, store, watch};
 
 /// A running host: its projections and its API.
 pub struct Host {
@@ -108,9 +108,7 @@ impl Host {
 async fn connect(config: Config) -> anyhow::Result<Shared> {
     let config = Arc::new(config);
     let pool = store::connect(&config.database_url).await?;
-    let nats = async_nats::connect(&config.nats_url)
-        .await
-        .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+    let nats = bus::connect(&config).await?;
     let js = async_nats::jetstream::new(nats.clone());
     let stream = ingest::ensure_stream(&js, &config).await?;
     Ok(Shared {

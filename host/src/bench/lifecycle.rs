@@ -83,7 +83,7 @@ pub async fn run(mut config: Config, events: usize, swaps: usize) -> anyhow::Res
         );
     }
 
-    let js = async_nats::jetstream::new(async_nats::connect(&config.nats_url).await?);
+    let js = async_nats::jetstream::new(crate::bus::connect(&config).await?);
     ingest::ensure_stream(&js, &config).await?;
     let mut publisher = Publisher::new(js.clone(), &config.subject_prefix);
     let mut simulator = Simulator::new(11, Utc::now());

@@ -44,11 +44,7 @@ pub async fn run(mut config: Config, load: Load) -> anyhow::Result<()> {
         "# projector bench notify: {} clients, {} background events/s, {} critical alerts; stream {}",
         load.clients, load.rate, load.alerts, config.stream_name
     );
-    let js = async_nats::jetstream::new(
-        async_nats::connect(&config.nats_url)
-            .await
-            .context("connecting to NATS")?,
-    );
+    let js = async_nats::jetstream::new(crate::bus::connect(&config).await?);
     let stream = ingest::ensure_stream(&js, &config).await?;
     let mut host = start_host(&std::env::current_exe()?, &config, ws_addr, None).await?;
     let pid = host.id().context("host pid")?;

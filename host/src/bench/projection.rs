@@ -4,8 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-
 use crate::config::Config;
 use crate::ingest;
 use crate::publish::Publisher;
@@ -31,9 +29,7 @@ pub async fn run(mut config: Config, events: usize, poison_percent: f64) -> anyh
     }
     traffic.truncate(events);
 
-    let client = async_nats::connect(&config.nats_url)
-        .await
-        .context("connecting to NATS")?;
+    let client = crate::bus::connect(&config).await?;
     let js = async_nats::jetstream::new(client);
     let stream = ingest::ensure_stream(&js, &config).await?;
     let mut publisher = Publisher::new(js.clone(), &config.subject_prefix);

@@ -109,11 +109,7 @@ pub async fn run(config: Config, load: Load) -> anyhow::Result<Report> {
         load.duration.as_secs_f64() / 60.0,
         config.stream_name
     );
-    let js = async_nats::jetstream::new(
-        async_nats::connect(&config.nats_url)
-            .await
-            .context("connecting to NATS")?,
-    );
+    let js = async_nats::jetstream::new(crate::bus::connect(&config).await?);
     let stream = ingest::ensure_stream(&js, &config).await?;
     let (ws_addr, http_addr) = (free_address()?, free_address()?);
     let mut host = start_host(&load.executable, &config, ws_addr, Some(http_addr)).await?;

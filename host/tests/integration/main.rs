@@ -7,6 +7,7 @@ mod common;
 
 mod api;
 mod batch_properties;
+mod bus;
 mod claims;
 mod coded_fields;
 mod dead_letters;

@@ -280,21 +280,34 @@ pub struct PrivateNats {
     child: tokio::process::Child,
     port: u16,
     store: PathBuf,
+    args: Vec<String>,
 }
 
 impl PrivateNats {
     /// Starts one on a free port, storing under a new temporary folder.
     pub async fn start(tag: &str) -> Self {
-        let store = std::env::temp_dir().join(format!("{tag}-nats"));
-        let port = free_port();
-        let child = Self::spawn(port, &store).await;
-        Self { child, port, store }
+        Self::start_with(tag, &[]).await
     }
 
-    async fn spawn(port: u16, store: &std::path::Path) -> tokio::process::Child {
+    /// The same with more `nats-server` arguments (`--user`, `--pass`…).
+    pub async fn start_with(tag: &str, args: &[&str]) -> Self {
+        let store = std::env::temp_dir().join(format!("{tag}-nats"));
+        let port = free_port();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let child = Self::spawn(port, &store, &args).await;
+        Self {
+            child,
+            port,
+            store,
+            args,
+        }
+    }
+
+    async fn spawn(port: u16, store: &std::path::Path, args: &[String]) -> tokio::process::Child {
         let child = tokio::process::Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(store)
+            .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -322,7 +335,7 @@ impl PrivateNats {
             .expect("kill runs");
         assert!(signalled.success(), "SIGTERM to nats-server");
         self.child.wait().await.expect("nats-server exits");
-        self.child = Self::spawn(self.port, &self.store).await;
+        self.child = Self::spawn(self.port, &self.store, &self.args).await;
     }
 }
 

@@ -1,0 +1,34 @@
+//! Connecting to NATS as the deployment configures it: credentials (a
+//! `.creds` file, or user and password) and TLS (a CA to trust, a client
+//! certificate, or a `tls://` URL), so the host can run against a server
+//! whose subjects are not open to anyone who reaches the port.
+
+use anyhow::Context;
+use async_nats::ConnectOptions;
+
+use crate::config::Config;
+
+/// A client of the configured NATS server.
+pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
+    let mut options = match &config.nats_creds {
+        Some(path) => ConnectOptions::with_credentials_file(path)
+            .await
+            .with_context(|| format!("reading NATS_CREDS {}", path.display()))?,
+        None => ConnectOptions::new(),
+    };
+    if let (Some(user), Some(password)) = (&config.nats_user, &config.nats_password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(ca) = &config.nats_tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&config.nats_tls_cert, &config.nats_tls_key) {
+        options = options
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
+    options
+        .connect(&config.nats_url)
+        .await
+        .with_context(|| format!("connecting to NATS at {}", config.nats_url))
+}
