@@ -362,26 +362,15 @@ async fn bodies_wait_for_a_token_and_methods_share_a_label() {
     let env = TestEnv::new("fair_use").await;
     let host = env.start().await;
     let client = reqwest::Client::new();
-    let retry = format!("http://{}/api/dead-letters/1/retry", host.http_addr);
-
-    // No token: refused as unauthenticated, whatever the body's size.
-    let response = client
-        .post(&retry)
-        .body(vec![b'x'; 1 << 20])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 401);
-    // With a token, over the default 64 KiB: refused as too large.
+    // The body is announced but never sent: a host that read it before
+    // checking the token would wait for it; this one answers at once.
+    let status = announce_body(host.http_addr, None, 1 << 20).await;
+    assert_eq!(status, 401);
+    // With a token, a body announced over the default 64 KiB is refused
+    // as too large, again without waiting for it.
     let admin = env.token("u-admin", "admin");
-    let response = client
-        .post(&retry)
-        .bearer_auth(&admin)
-        .body(vec![b'x'; 65 * 1024])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 413);
+    let status = announce_body(host.http_addr, Some(&admin), 65 * 1024).await;
+    assert_eq!(status, 413);
     // A plugin upload over 64 KiB is read (and here refused as no plugin).
     let response = client
         .put(format!("http://{}/api/plugins/lab", host.http_addr))
@@ -413,4 +402,27 @@ async fn bodies_wait_for_a_token_and_methods_share_a_label() {
         assert!(!metrics.contains(made_up), "{made_up} in {metrics}");
     }
     host.stop();
+}
+
+/// Sends `POST /api/dead-letters/1/retry` announcing a body of `length`
+/// bytes but sending none, and returns the status the host answers with
+/// within a few seconds (it must not wait for the body).
+async fn announce_body(address: std::net::SocketAddr, token: Option<&str>, length: usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let head = format!(
+        "POST /api/dead-letters/1/retry HTTP/1.1\r\nHost: test\r\n{auth}Content-Length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 1024];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("the host answers without waiting for the body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..read]);
+    text.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("an HTTP status line: {text}"))
 }
