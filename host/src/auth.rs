@@ -15,8 +15,6 @@ const ADMIN: &str = "admin";
 const PATIENT: &str = "patient";
 /// How a role recipient is stored in the outbox's `user_id` column.
 const ROLE_PREFIX: &str = "role:";
-/// How a user's room is named among the connected devices.
-const USER_ROOM_PREFIX: &str = "user:";
 
 /// What a verified token says about its bearer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,22 +152,6 @@ impl Recipient {
         }
     }
 
-    /// The room of connected devices this recipient's notifications go to.
-    pub fn room(&self) -> String {
-        match self {
-            Recipient::User(id) => format!("{USER_ROOM_PREFIX}{id}"),
-            Recipient::Role(role) => format!("{ROLE_PREFIX}{role}"),
-        }
-    }
-
-    /// The recipient a room of connected devices stands for.
-    pub fn of_room(room: &str) -> Self {
-        match room.strip_prefix(USER_ROOM_PREFIX) {
-            Some(id) => Recipient::User(id.to_owned()),
-            None => Recipient::from_column(room),
-        }
-    }
-
     /// A user id that would read as a role: refused at sign-in, or one user
     /// would get a whole role's notifications.
     pub fn is_ambiguous_user_id(id: &str) -> bool {
@@ -206,16 +188,14 @@ mod tests {
     }
 
     #[test]
-    fn recipients_round_trip_through_column_and_room() {
+    fn recipients_round_trip_through_their_column() {
         for recipient in [
             Recipient::User("dr-1".into()),
             Recipient::Role("charge_nurse".into()),
         ] {
             assert_eq!(Recipient::from_column(&recipient.column()), recipient);
-            assert_eq!(Recipient::of_room(&recipient.room()), recipient);
         }
         assert_eq!(Recipient::Role("x".into()).column(), "role:x");
-        assert_eq!(Recipient::User("x".into()).room(), "user:x");
         assert!(Recipient::is_ambiguous_user_id("role:nurse"));
     }
 

@@ -110,11 +110,6 @@ impl Conn {
         self.device.send(event, data)
     }
 
-    /// Its user's room, then its role's.
-    pub fn rooms(&self) -> &[Recipient; 2] {
-        &self.rooms
-    }
-
     fn room_index(&self, room: &Recipient) -> Option<u8> {
         self.rooms.iter().position(|r| r == room).map(|i| i as u8)
     }
