@@ -68,6 +68,9 @@ enum Command {
     Plugins(Plugins),
     /// Print the JSON Schema of the events.
     Schema,
+    /// Check the audit trail.
+    #[command(subcommand)]
+    Audit(Audit),
     /// Print a signed API token (development and scripts).
     Token {
         /// User id.
@@ -123,6 +126,19 @@ enum Plugins {
         /// An admin token (`projector token --sub me --role admin`).
         #[arg(long, env = "PROJECTOR_TOKEN")]
         token: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum Audit {
+    /// Walk the audit trail's hash chain in `DATABASE_URL`: exits 0 and
+    /// prints the row count and the head hash when intact, exits 1 naming
+    /// the first row that was changed or removed.
+    Verify {
+        /// The head hash an earlier `verify` printed: the chain must still
+        /// pass through it, or rows were rewritten from some point on.
+        #[arg(long)]
+        expect_head: Option<String>,
     },
 }
 
@@ -194,6 +210,9 @@ async fn main() -> anyhow::Result<()> {
         } => simulate(&config, patients, rate, seed).await,
         Command::Bench(bench) => run_bench(config, bench).await,
         Command::Plugins(plugins) => run_plugins(&config, plugins).await,
+        Command::Audit(Audit::Verify { expect_head }) => {
+            verify_audit(&config, expect_head.as_deref()).await
+        }
         Command::Schema => {
             println!("{:#}", projector_events::schema::document());
             Ok(())
@@ -239,6 +258,33 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
         .context("waiting for ctrl-c")?;
     host.stop();
     Ok(())
+}
+
+/// `projector audit verify`.
+async fn verify_audit(config: &Config, expect_head: Option<&str>) -> anyhow::Result<()> {
+    use projector::store::audit::{self, Chain};
+    let pool = projector::store::connect(&config.database_url).await?;
+    match audit::verify(&pool)
+        .await
+        .context("reading the audit trail")?
+    {
+        Chain::Broken { id, reason } => {
+            eprintln!("audit trail broken at row {id}: {reason}");
+            std::process::exit(1);
+        }
+        Chain::Intact { rows, head } => {
+            if let Some(expected) = expect_head
+                && !audit::passes_through(&pool, expected).await?
+            {
+                eprintln!(
+                    "audit trail intact over {rows} rows, but no row has the expected head {expected}: rows were rewritten"
+                );
+                std::process::exit(1);
+            }
+            println!("audit trail intact: {rows} rows, head {head}");
+            Ok(())
+        }
+    }
 }
 
 /// `projector publish FILE`: one event per line.

@@ -6,6 +6,7 @@
 mod common;
 
 mod api;
+mod audit_trail;
 mod batch_properties;
 mod bus;
 mod claims;
