@@ -80,6 +80,11 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// What an error response said, kept in its extensions for the audit log
+/// (a refusal is recorded with its reason).
+#[derive(Debug, Clone)]
+pub struct ErrorMessage(pub String);
+
 /// The body of an error response.
 #[derive(serde::Serialize)]
 struct ErrorBody {
@@ -89,11 +94,14 @@ struct ErrorBody {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let message = ErrorMessage(self.message.clone());
         let body = ErrorBody {
             error: self.message,
             code: self.code,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        response.extensions_mut().insert(message);
+        response
     }
 }
 

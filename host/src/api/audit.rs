@@ -1,5 +1,6 @@
-//! Every authenticated request goes to the audit log (HIPAA 164.312(b)):
-//! who, what, which resource, from where, when, and how it ended.
+//! Every request to the API goes to the audit log (HIPAA 164.312(b)): who,
+//! what, which resource, from where, when, and how it ended; a refusal with
+//! its reason, an unauthenticated one under [`ANONYMOUS`].
 
 use std::net::SocketAddr;
 
@@ -10,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
 use crate::auth::Claims;
-use crate::store::audit::{self, NewAudit};
+use crate::error::ErrorMessage;
+use crate::store::audit::{self, ANONYMOUS, NewAudit};
 
 /// The kind of resource a route serves, for the audit log.
 fn resource_type(route: &str) -> &'static str {
@@ -37,7 +39,6 @@ pub async fn audit_request(
     request: Request,
     next: Next,
 ) -> Response {
-    let claims = request.extensions().get::<Claims>().cloned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -68,14 +69,21 @@ pub async fn audit_request(
             ApiError::bad_request(format!("invalid path: {}", e.body_text())).into_response(),
         ),
     };
-    let Some(claims) = claims else {
-        return response;
-    };
+    // `authenticate` leaves the caller in the response; a refusal, its
+    // reason.
+    let user = response
+        .extensions()
+        .get::<Claims>()
+        .map_or(ANONYMOUS, |claims| claims.sub.as_str());
     let entry = NewAudit {
         patient_id,
         ip_address: ip,
         status: Some(i32::from(response.status().as_u16())),
-        ..NewAudit::now(claims.sub, action, resource_type(&route), resource_id)
+        detail: response
+            .extensions()
+            .get::<ErrorMessage>()
+            .map(|message| message.0.clone()),
+        ..NewAudit::now(user, action, resource_type(&route), resource_id)
     };
     let written = audit::insert(&state.shared.pool, &[entry]).await;
     match written {

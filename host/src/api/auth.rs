@@ -14,7 +14,8 @@ impl From<InvalidToken> for ApiError {
     }
 }
 
-/// Middleware: a valid bearer token, or 401. Puts the claims in the request.
+/// Middleware: a valid bearer token, or 401. Puts the claims in the request,
+/// and in the response for the audit log around it.
 pub async fn authenticate(
     State(state): State<AppState>,
     mut request: Request,
@@ -30,8 +31,10 @@ pub async fn authenticate(
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
     let claims = verify_token(&state.shared.config.jwt_secret, token.trim())?;
-    request.extensions_mut().insert(claims);
-    Ok(next.run(request).await)
+    request.extensions_mut().insert(claims.clone());
+    let mut response = next.run(request).await;
+    response.extensions_mut().insert(claims);
+    Ok(response)
 }
 
 /// Middleware of the admin routes: the claims [`authenticate`] put in the

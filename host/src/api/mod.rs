@@ -1,5 +1,6 @@
 //! The HTTP API (SPEC "HTTP API"): one router per area, JWT on everything but
-//! the probes, every authenticated request audited, JSON errors.
+//! the probes, every request to it audited (refusals with their reason),
+//! JSON errors.
 
 mod audit;
 mod audit_trail;
@@ -56,11 +57,12 @@ pub fn router(state: AppState) -> Router {
         ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            audit::audit_request,
+            auth::authenticate,
         ))
+        // Outermost, so refusals are recorded too.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::authenticate,
+            audit::audit_request,
         ));
     Router::new()
         .merge(health::router())

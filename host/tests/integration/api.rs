@@ -75,12 +75,20 @@ async fn tokens_roles_errors_and_audit() {
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["checks"]["postgres"], true);
 
-    // Every authenticated request is in the audit log, refused ones too.
+    // Every request is in the audit log, refused ones too, with the
+    // reason; those without a valid token as `anonymous` (issue 14).
     let pool = env.pool().await;
-    /// user, action, resource id, address, status
-    type Row = (String, String, String, Option<String>, Option<i32>);
+    /// user, action, resource id, address, status, detail
+    type Row = (
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<i32>,
+        Option<String>,
+    );
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT user_id, action, resource_id, ip_address, status FROM audit_log
+        "SELECT user_id, action, resource_id, ip_address, status, detail FROM audit_log
          WHERE patient_id = 'p-john-doe' AND action LIKE 'GET %' ORDER BY id",
     )
     .fetch_all(&pool)
@@ -93,6 +101,9 @@ async fn tokens_roles_errors_and_audit() {
     assert_eq!(
         seen,
         [
+            ("anonymous", 401),
+            ("anonymous", 401),
+            ("anonymous", 401),
             ("u-dr-smith", 200),
             ("u-dr-smith", 404),
             ("p-john-doe", 200),
@@ -101,9 +112,20 @@ async fn tokens_roles_errors_and_audit() {
             ("p-someone-else", 403)
         ]
     );
-    assert_eq!(rows[0].1, "GET /api/aggregate/patients/{patientId}");
-    assert_eq!(rows[0].2, "p-john-doe");
-    assert_eq!(rows[0].3.as_deref(), Some("127.0.0.1"));
+    let reasons: Vec<&str> = rows.iter().filter_map(|r| r.5.as_deref()).collect();
+    assert_eq!(reasons.len(), 6, "every refusal says why: {reasons:?}");
+    assert!(reasons[0].contains("missing Authorization"), "{reasons:?}");
+    assert!(
+        reasons[1].to_lowercase().contains("signature"),
+        "{reasons:?}"
+    );
+    assert!(reasons[2].to_lowercase().contains("expired"), "{reasons:?}");
+    assert!(reasons[4].contains("only their own chart"), "{reasons:?}");
+    let read = &rows[3];
+    assert_eq!(read.1, "GET /api/aggregate/patients/{patientId}");
+    assert_eq!(read.2, "p-john-doe");
+    assert_eq!(read.3.as_deref(), Some("127.0.0.1"));
+    assert_eq!(read.5, None);
 
     // Issue 14: roles fail closed. Only admins, the listed clinical roles
     // and the patient themselves read a chart; any other role, however it is
@@ -117,7 +139,8 @@ async fn tokens_roles_errors_and_audit() {
         );
     }
     let refused: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM audit_log WHERE user_id = 'u-not-clinical' AND status = 403",
+        "SELECT count(*) FROM audit_log WHERE user_id = 'u-not-clinical' AND status = 403
+           AND detail LIKE '%may not read charts%'",
     )
     .fetch_one(&env.pool().await)
     .await
@@ -425,4 +448,142 @@ async fn announce_body(address: std::net::SocketAddr, token: Option<&str>, lengt
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("an HTTP status line: {text}"))
+}
+
+/// Who calls, in the role matrix.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Caller {
+    Admin,
+    Clinical,
+    /// The chart's own patient.
+    OwnPatient,
+    /// Another patient.
+    OtherPatient,
+    /// A role the host does not know.
+    Unknown,
+    /// No token.
+    Nobody,
+}
+
+/// Issue 14: every route, every kind of caller. Reads of a chart: admin,
+/// each clinical role and the patient themselves; the admin routes: admin
+/// only (a made-up id shows the request got past the role check: 404/400);
+/// a user's own notifications: anyone signed in; without a token: 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_refuses_every_role_it_should() {
+    use Caller::*;
+    let env = TestEnv::new("roles").await;
+    env.publish(SEED).await;
+    let host = env.start().await;
+    env.settle(&host).await;
+    let chart = "/api/aggregate/patients/p-john-doe";
+    let chart_routes = [
+        ("GET", chart.to_owned()),
+        ("GET", format!("{chart}/alerts")),
+        ("GET", format!("{chart}/labs")),
+    ];
+    let admin_routes = [
+        ("GET", "/api/plugins", 200),
+        ("GET", "/api/dead-letters", 200),
+        ("GET", "/api/audit", 200),
+        ("PUT", "/api/plugins/no-such-plugin", 400),
+        ("POST", "/api/plugins/no-such-plugin/rollback", 404),
+        ("POST", "/api/plugins/no-such-plugin/rebuild", 404),
+        ("POST", "/api/plugins/no-such-plugin/pause", 404),
+        ("POST", "/api/plugins/no-such-plugin/resume", 404),
+        ("POST", "/api/dead-letters/999999/retry", 404),
+        ("POST", "/api/dead-letters/999999/discard", 404),
+    ];
+    let mut callers: Vec<(Caller, String, Option<String>)> = vec![
+        (Admin, "admin".into(), Some(env.token("u-admin", "admin"))),
+        (
+            OwnPatient,
+            "patient".into(),
+            Some(env.token("p-john-doe", "patient")),
+        ),
+        (
+            OtherPatient,
+            "patient".into(),
+            Some(env.token("p-someone-else", "patient")),
+        ),
+        (
+            Unknown,
+            "caregiver".into(),
+            Some(env.token("u-caregiver", "caregiver")),
+        ),
+        (Nobody, String::new(), None),
+    ];
+    for role in &env.config.clinical_roles {
+        callers.push((Clinical, role.clone(), Some(env.token("u-clinician", role))));
+    }
+    assert_eq!(env.config.clinical_roles.len(), 6, "the default roles");
+
+    let client = reqwest::Client::new();
+    let call = |method: &str, path: &str, token: Option<&str>| {
+        let mut request = client.request(
+            method.parse().unwrap(),
+            format!("http://{}{path}", host.http_addr),
+        );
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.expect("request");
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            (status, body)
+        }
+    };
+    let mut wrong = Vec::new();
+    for (caller, role, token) in &callers {
+        let token = token.as_deref();
+        let mut check =
+            |method: &str, path: &str, expected: u16, (status, body): (u16, serde_json::Value)| {
+                let error_shaped =
+                    status < 400 || body["error"].is_string() && body["code"].is_string();
+                if status != expected || !error_shaped {
+                    wrong.push(format!(
+                        "{caller:?} `{role}` {method} {path}: {status} {body}, expected {expected}"
+                    ));
+                }
+            };
+        for (method, path) in &chart_routes {
+            let expected = match caller {
+                Admin | Clinical | OwnPatient => 200,
+                OtherPatient | Unknown => 403,
+                Nobody => 401,
+            };
+            check(method, path, expected, call(method, path, token).await);
+        }
+        for (method, path, admin_status) in admin_routes {
+            let expected = match caller {
+                Admin => admin_status,
+                Nobody => 401,
+                _ => 403,
+            };
+            check(method, path, expected, call(method, path, token).await);
+        }
+        let expected = if *caller == Nobody { 401 } else { 200 };
+        check(
+            "GET",
+            "/api/notifications",
+            expected,
+            call("GET", "/api/notifications", token).await,
+        );
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+
+    // Every refusal is in the audit trail with its reason.
+    let refusals: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE status IN (401, 403) AND detail IS NOT NULL",
+    )
+    .fetch_one(&env.pool().await)
+    .await
+    .unwrap();
+    let non_admins = callers.iter().filter(|c| c.0 != Admin).count();
+    let expected = non_admins * admin_routes.len() // admin routes
+        + 2 * chart_routes.len() // other patient, unknown role
+        + chart_routes.len() + 1; // nobody: charts and notifications
+    assert_eq!(refusals as usize, expected);
+    host.stop();
 }
