@@ -243,13 +243,26 @@ impl Deployer {
         hash: &str,
     ) -> Result<(Plugin, Deployed), DeployError> {
         let _one_at_a_time = self.deploying.lock().await;
-        let latest = deployments::latest(&self.shared.pool, name).await?;
-        if latest.as_deref() != Some(hash) {
+        let Some((_, by)) = deployments::latest(&self.shared.pool, name)
+            .await?
+            .filter(|(latest, _)| latest == hash)
+        else {
             return Err(DeployError::Invalid(format!(
                 "`{name}` version {hash} is not the newest the deployment records"
             )));
+        };
+        let deployed = self.deploy_and_keep(bytes, name).await?;
+        let taken = Deployment {
+            plugin: deployed.0.name(),
+            hash: &deployed.0.hash,
+            version: &deployed.0.info.version,
+            source: Source::Fleet,
+            by: &by,
+        };
+        if let Err(e) = deployments::audit_taken(&self.shared.pool, &taken).await {
+            tracing::error!(plugin = name, error = %e, "fleet deployment not audited");
         }
-        self.deploy_and_keep(bytes, name).await
+        Ok(deployed)
     }
 
     /// Deploys and writes the version into the plugins folder (the caller

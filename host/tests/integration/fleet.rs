@@ -123,6 +123,48 @@ async fn a_version_deployed_on_one_host_reaches_the_others() {
     );
     assert_eq!(lab_hash(&a), original);
 
+    // Every version that came to run, on either host, is audited with its
+    // source and the admin behind it; the refused announcements are not.
+    let audited: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT user_id, action, detail FROM audit_log
+         WHERE resource_type = 'Plugin' AND resource_id = 'lab' AND action LIKE 'plugin.%'
+         ORDER BY id",
+    )
+    .fetch_all(&env.pool().await)
+    .await
+    .unwrap();
+    let audited: Vec<(&str, &str, &str, &str)> = audited
+        .iter()
+        .map(|(user, action, detail)| {
+            let field = |name: &str| {
+                detail
+                    .split(' ')
+                    .find_map(|f| f.strip_prefix(name))
+                    .unwrap_or_default()
+            };
+            (
+                user.as_str(),
+                action.as_str(),
+                field("source="),
+                field("sha256="),
+            )
+        })
+        .collect();
+    assert_eq!(
+        audited,
+        [
+            ("u-admin", "plugin.deployed", "upload", v2_hash.as_str()),
+            ("u-admin", "plugin.deployed", "fleet", v2_hash.as_str()),
+            (
+                "u-admin",
+                "plugin.rolled_back",
+                "rollback",
+                original.as_str()
+            ),
+            ("u-admin", "plugin.deployed", "fleet", original.as_str()),
+        ]
+    );
+
     a.stop();
     b.stop();
     let _ = std::fs::remove_dir_all(dir_a);
