@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use serde_json::Value;
 
@@ -82,6 +82,8 @@ pub struct Conn {
     /// When its token expires, seconds since the epoch; a fresh token
     /// moves it on.
     expires: AtomicU64,
+    /// Why the host ended it, if it did (for the audit log).
+    ended: OnceLock<&'static str>,
 }
 
 /// Until the device has its replay it is not live: deliveries wait in
@@ -103,6 +105,11 @@ impl Conn {
     /// Moves the expiry on to a fresh token's.
     pub fn extend(&self, expires: u64) {
         self.expires.fetch_max(expires, Ordering::AcqRel);
+    }
+
+    /// Why the host ended this connection, if it did.
+    pub fn ended(&self) -> Option<&'static str> {
+        self.ended.get().copied()
     }
 
     /// Sends one event to this device only.
@@ -186,6 +193,7 @@ impl Hub {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             rooms: claims.recipients(),
             expires: AtomicU64::new(claims.exp),
+            ended: OnceLock::new(),
             device,
             state: Mutex::new(ConnState {
                 live: false,
@@ -224,13 +232,15 @@ impl Hub {
     fn each(&self, room: &Recipient, send: impl Fn(&Conn) -> bool) {
         for conn in self.members(room) {
             if !send(&conn) {
-                self.drop_conn(&conn);
+                self.drop_conn(&conn, "the device did not keep up");
             }
         }
     }
 
-    /// Closes and removes a connection whose device failed.
-    pub fn drop_conn(&self, conn: &Conn) {
+    /// Closes and removes a connection (its device failed, or its token
+    /// expired), saying why.
+    pub fn drop_conn(&self, conn: &Conn, reason: &'static str) {
+        let _ = conn.ended.set(reason);
         self.unregister(conn);
         conn.device.close();
     }

@@ -31,12 +31,31 @@ use uuid::Uuid;
 use crate::auth::{Claims, Recipient, verify_token};
 use crate::shared::{NotificationSink, Shared};
 use crate::store::StoredNotification;
+use crate::store::audit::{self, ANONYMOUS, NewAudit};
 use crate::store::notifications::{self, Acknowledgement, Acknowledger};
 use fanout::{AcknowledgedNotice, Wire};
 use hub::{Conn, Delivery};
 
 /// The most notifications a reconnecting device is sent per query.
 const REPLAY_PAGE: i64 = 500;
+
+/// How a device is connected, for the audit log.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Transport {
+    /// Socket.IO, either transport.
+    SocketIo,
+    /// Plain WebSocket at `/ws`.
+    WebSocket,
+}
+
+impl Transport {
+    fn as_str(self) -> &'static str {
+        match self {
+            Transport::SocketIo => "socket.io",
+            Transport::WebSocket => "websocket",
+        }
+    }
+}
 
 /// Pushes notifications to devices; cheap to clone.
 #[derive(Clone)]
@@ -84,6 +103,16 @@ impl Session {
             last_seq,
             address: address.map(|a| a.ip().to_string()),
         })
+    }
+}
+
+impl Session {
+    /// An entry of this session's user doing `action` on its device.
+    fn audit_entry(&self, action: &str) -> NewAudit {
+        NewAudit {
+            ip_address: self.address.clone(),
+            ..NewAudit::now(&self.claims.sub, action, "Socket", &self.device)
+        }
     }
 }
 
@@ -285,21 +314,37 @@ impl Notifier {
 
     /// Connects a device: it gets what it missed since `lastSeq`, then
     /// live notifications, and every unacknowledged urgent one again.
-    async fn open(&self, session: &Session, device: Box<dyn Device>) -> anyhow::Result<Arc<Conn>> {
+    async fn open(
+        &self,
+        session: &Session,
+        device: Box<dyn Device>,
+        transport: Transport,
+    ) -> anyhow::Result<Arc<Conn>> {
         let conn = self
             .0
             .hub
             .register(&session.claims, session.last_seq.unwrap_or(0), device);
         match self.replay(session).await {
             Ok((missed, unacknowledged)) => {
+                self.audit(NewAudit {
+                    detail: Some(format!(
+                        "transport={} replayed={} unacknowledged={}",
+                        transport.as_str(),
+                        missed.len(),
+                        unacknowledged.len()
+                    )),
+                    ..session.audit_entry("socket.connected")
+                });
                 if !conn.go_live(&missed, &unacknowledged) {
-                    self.0.hub.drop_conn(&conn);
+                    self.0
+                        .hub
+                        .drop_conn(&conn, "the device did not take its replay");
                 }
                 self.expire_with_token(Arc::downgrade(&conn));
                 Ok(conn)
             }
             Err(e) => {
-                self.0.hub.drop_conn(&conn);
+                self.0.hub.drop_conn(&conn, "its replay could not be read");
                 Err(e.context("reading the notifications a device missed"))
             }
         }
@@ -350,7 +395,7 @@ impl Notifier {
                     SESSION_EXPIRED_EVENT,
                     &serde_json::to_value(reason).unwrap_or_default(),
                 );
-                hub.0.hub.drop_conn(&conn);
+                hub.0.hub.drop_conn(&conn, "the token expired");
             }
         });
     }
@@ -379,9 +424,35 @@ impl Notifier {
         }
     }
 
-    /// Disconnects a device.
-    fn close(&self, conn: &Conn) {
+    /// Disconnects a device, audited with why: the host's reason if it
+    /// ended the connection, else the transport's.
+    fn close(&self, session: &Session, conn: &Conn, transport_reason: &str) {
         self.0.hub.unregister(conn);
+        let reason = conn.ended().unwrap_or(transport_reason);
+        self.audit(NewAudit {
+            detail: Some(format!("reason={reason}")),
+            ..session.audit_entry("socket.disconnected")
+        });
+    }
+
+    /// Audits a connection refused at its handshake, with the reason.
+    fn refused(&self, address: Option<std::net::SocketAddr>, transport: Transport, reason: &str) {
+        self.audit(NewAudit {
+            ip_address: address.map(|a| a.ip().to_string()),
+            status: Some(401),
+            detail: Some(format!("transport={} {reason}", transport.as_str())),
+            ..NewAudit::now(ANONYMOUS, "socket.refused", "Socket", "")
+        });
+    }
+
+    /// Writes an audit entry without holding up the connection.
+    fn audit(&self, entry: NewAudit) {
+        let pool = self.0.shared.pool.clone();
+        tokio::spawn(async move {
+            if let Err(e) = audit::insert(&pool, &[entry]).await {
+                tracing::error!(error = %e, "socket audit entry not written");
+            }
+        });
     }
 
     /// Acknowledges a notification for a client; the reply says how it went.

@@ -12,9 +12,10 @@ use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
+use socketioxide::socket::DisconnectReason;
 
 use super::hub::{Conn, Device};
-use super::{Notifier, Session};
+use super::{Notifier, Session, Transport};
 
 /// Packets a socket may have queued before it counts as not keeping up: a
 /// reconnecting device's replay goes out at once.
@@ -71,7 +72,10 @@ async fn authenticate(
         device,
         address,
     )
-    .map_err(Refused)?;
+    .map_err(|reason| {
+        notifier.refused(address, Transport::SocketIo, &reason);
+        Refused(reason)
+    })?;
     socket.extensions.insert(session);
     Ok(())
 }
@@ -105,14 +109,20 @@ async fn on_connect(
         },
     );
     match notifier
-        .open(&session, Box::new(Socket(socket.clone())))
+        .open(
+            &session,
+            Box::new(Socket(socket.clone())),
+            Transport::SocketIo,
+        )
         .await
     {
         Ok(conn) => {
             socket.extensions.insert(conn.clone());
-            socket.on_disconnect(async move |State(notifier): State<Notifier>| {
-                notifier.close(&conn);
-            })
+            socket.on_disconnect(
+                async move |State(notifier): State<Notifier>, reason: DisconnectReason| {
+                    notifier.close(&session, &conn, &reason.to_string());
+                },
+            )
         }
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "socket not connected");

@@ -19,7 +19,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 
 use super::hub::{Conn, Device};
-use super::{Notifier, Session};
+use super::{Notifier, Session, Transport};
 use crate::error::ApiError;
 
 /// Frames a connection may have queued before it counts as not keeping up.
@@ -64,7 +64,10 @@ pub async fn upgrade(
         Some(address),
     ) {
         Ok(session) => upgrade.on_upgrade(move |socket| serve(notifier, session, socket)),
-        Err(reason) => ApiError::unauthorized(reason).into_response(),
+        Err(reason) => {
+            notifier.refused(Some(address), Transport::WebSocket, &reason);
+            ApiError::unauthorized(reason).into_response()
+        }
     }
 }
 
@@ -76,7 +79,10 @@ async fn serve(notifier: Notifier, session: Session, socket: WebSocket) {
         frames: frames.clone(),
         kick: kick.clone(),
     };
-    let conn = match notifier.open(&session, Box::new(device)).await {
+    let conn = match notifier
+        .open(&session, Box::new(device), Transport::WebSocket)
+        .await
+    {
         Ok(conn) => conn,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "WebSocket not connected");
@@ -118,7 +124,7 @@ async fn serve(notifier: Notifier, session: Session, socket: WebSocket) {
         }
         let _ = sink.send(Message::Close(None)).await;
     }
-    notifier.close(&conn);
+    notifier.close(&session, &conn, "closed");
 }
 
 /// Answers one frame from the client.

@@ -163,7 +163,46 @@ async fn a_connection_without_a_valid_token_is_refused() {
             .err(),
         Some(401)
     );
+
+    // Issue 14: each refusal is audited, with its transport and reason.
+    let refusals = socket_audit(&env, "socket.refused", 6).await;
+    for (user, _, detail) in &refusals {
+        assert_eq!(user, "anonymous");
+        assert!(detail.starts_with("transport="), "{detail}");
+    }
+    let transports = |t: &str| {
+        refusals
+            .iter()
+            .filter(|(_, _, d)| d.starts_with(&format!("transport={t} ")))
+            .count()
+    };
+    assert_eq!((transports("socket.io"), transports("websocket")), (3, 3));
+    assert!(
+        refusals
+            .iter()
+            .any(|(_, _, d)| d.to_lowercase().contains("expired")),
+        "{refusals:?}"
+    );
     host.stop();
+}
+
+/// Waits for `count` audit entries of a socket `action`; returns each
+/// one's user, device and detail, in order.
+async fn socket_audit(env: &TestEnv, action: &str, count: usize) -> Vec<(String, String, String)> {
+    let pool = env.pool().await;
+    let pool = &pool;
+    eventually(&format!("{count} `{action}` audited"), || async move {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT user_id, resource_id, detail FROM audit_log
+             WHERE resource_type = 'Socket' AND action = $1 ORDER BY id",
+        )
+        .bind(action)
+        .fetch_all(pool)
+        .await
+        .ok()?;
+        (rows.len() >= count).then_some(rows)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,7 +231,25 @@ async fn a_device_that_was_away_gets_what_it_missed_in_order() {
     assert_eq!(again.len(), URGENT, "{again:?}");
     assert!(again.iter().all(|(event, _)| event == "critical_alert"));
 
+    // Issue 14: each connection is audited with what it was replayed, and
+    // its end with why.
+    let connected = socket_audit(&env, "socket.connected", 2).await;
+    let details: Vec<&str> = connected.iter().map(|(_, _, d)| d.as_str()).collect();
+    assert_eq!(
+        details,
+        [
+            format!(
+                "transport=socket.io replayed={} unacknowledged={URGENT}",
+                NORMAL + URGENT - 2
+            ),
+            format!("transport=websocket replayed=0 unacknowledged={URGENT}"),
+        ]
+    );
+    assert!(connected.iter().all(|(user, _, _)| user == PROVIDER));
     laptop.close().await;
+    let ended = socket_audit(&env, "socket.disconnected", 1).await;
+    assert_eq!(ended[0].0, PROVIDER);
+    assert_eq!(ended[0].1, connected[0].1, "the laptop's device");
     host.stop();
 }
 
@@ -613,6 +670,14 @@ async fn a_connection_ends_with_its_token_unless_renewed() {
         still.iter().all(|(e, _)| e != "session_expired"),
         "{still:?}"
     );
+    let ended = socket_audit(&env, "socket.disconnected", 2).await;
+    let expired: Vec<&str> = ended
+        .iter()
+        .filter(|(_, _, detail)| detail == "reason=the token expired")
+        .map(|(_, device, _)| device.as_str())
+        .collect();
+    assert_eq!(expired.len(), 2, "{ended:?}");
+    assert!(expired.contains(&"a"), "{ended:?}");
 
     socket.close().await;
     host.stop();
