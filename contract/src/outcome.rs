@@ -147,14 +147,17 @@ pub struct Notification {
     pub dedupe_key: String,
 }
 
-/// An audit-log entry, attributed to the event's user: plugins know which
-/// events are accesses to a record (a report viewed, a chart opened), and
-/// the host keeps the audit log.
+/// An audit-log entry, attributed to the event's user unless it names
+/// another: plugins know which events are accesses to a record (a report
+/// viewed, a chart opened), and the host keeps the audit log. A plugin
+/// writes only the actions it declared ([`crate::PluginInfo::audits`]).
 ///
 /// ```
 /// let mut out = projector_contract::Outcome::default();
 /// out.audit("lab_result.viewed", "DiagnosticReport", "rep-1");
 /// assert_eq!(out.audits[0].resource_id, "rep-1");
+/// out.audit_as("u-dr-jones", "lab_result.viewed", "DiagnosticReport", "rep-2");
+/// assert_eq!(out.audits[1].user_id.as_deref(), Some("u-dr-jones"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
@@ -164,6 +167,9 @@ pub struct AuditEntry {
     pub resource_type: String,
     /// Id of that resource.
     pub resource_id: String,
+    /// Who did it, when not the event's user (the `viewedBy` of a view
+    /// event, whose sender is the system that saw it).
+    pub user_id: Option<String>,
 }
 
 /// Everything one event produced: what a plugin's `handle` returns, and
@@ -281,13 +287,29 @@ impl Outcome {
         self
     }
 
-    /// Writes an audit-log entry.
+    /// Writes an audit-log entry under the event's user.
     pub fn audit(&mut self, action: &str, resource_type: &str, resource_id: &str) -> &mut Self {
         self.audits.push(AuditEntry {
             action: action.into(),
             resource_type: resource_type.into(),
             resource_id: resource_id.into(),
+            user_id: None,
         });
+        self
+    }
+
+    /// Writes an audit-log entry under another user than the event's.
+    pub fn audit_as(
+        &mut self,
+        user_id: &str,
+        action: &str,
+        resource_type: &str,
+        resource_id: &str,
+    ) -> &mut Self {
+        self.audit(action, resource_type, resource_id);
+        if let Some(entry) = self.audits.last_mut() {
+            entry.user_id = Some(user_id.into());
+        }
         self
     }
 }

@@ -83,6 +83,9 @@ pub struct PluginInfo {
     pub subjects: Vec<String>,
     /// The views it writes.
     pub views: Vec<ViewDef>,
+    /// The audit actions it writes (`lab_result.viewed`); an outcome with
+    /// any other is refused.
+    pub audit_actions: Vec<String>,
 }
 
 impl PluginInfo {
@@ -105,7 +108,26 @@ impl PluginInfo {
             version: version.to_owned(),
             subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
             views,
+            audit_actions: Vec::new(),
         }
+    }
+
+    /// Declares the audit actions the plugin writes.
+    ///
+    /// ```
+    /// use projector_contract::{Outcome, PluginInfo};
+    ///
+    /// let info = PluginInfo::new("lab", "1.0.0", &["lab.>"], vec![])
+    ///     .audits(&["lab_result.viewed"]);
+    /// let mut out = Outcome::default();
+    /// out.audit("lab_result.viewed", "DiagnosticReport", "rep-1");
+    /// assert!(info.check_audits(&out).is_ok());
+    /// out.audit("chart.deleted", "Patient", "p1");
+    /// assert!(info.check_audits(&out).is_err());
+    /// ```
+    pub fn audits(mut self, actions: &[&str]) -> Self {
+        self.audit_actions = actions.iter().map(|a| (*a).to_owned()).collect();
+        self
     }
 }
 
@@ -122,6 +144,22 @@ impl PluginInfo {
     /// of any other view is refused.
     pub fn owns_view(&self, view: &str) -> bool {
         self.views.iter().any(|v| v.name == view)
+    }
+
+    /// Refuses an outcome that writes an audit action the plugin did not
+    /// declare: a plugin cannot forge another part's entries.
+    pub fn check_audits(&self, outcome: &crate::Outcome) -> Result<(), String> {
+        match outcome
+            .audits
+            .iter()
+            .find(|a| !self.audit_actions.contains(&a.action))
+        {
+            Some(a) => Err(format!(
+                "audit action `{}`, which the plugin did not declare",
+                a.action
+            )),
+            None => Ok(()),
+        }
     }
 }
 

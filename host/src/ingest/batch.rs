@@ -201,6 +201,11 @@ impl Run<'_> {
             .ok_or_else(|| anyhow::anyhow!("no plugin instance"))?;
         match instance.handle(event, item.seq).await {
             Ok(outcome) => {
+                if let Err(reason) = self.plugin.info.check_audits(&outcome) {
+                    return Ok(Tried::Failed(format!(
+                        "plugin returned an invalid outcome: {reason}"
+                    )));
+                }
                 let views = instance
                     .views()
                     .ok_or_else(|| anyhow::anyhow!("instance lost its views"))?;
@@ -363,7 +368,7 @@ fn record(
             patient_id: Some(envelope.patient_id.to_string()),
             at,
             ..NewAudit::now(
-                envelope.user_id.as_str(),
+                a.user_id.as_deref().unwrap_or(envelope.user_id.as_str()),
                 a.action,
                 a.resource_type,
                 a.resource_id,

@@ -24,6 +24,7 @@ pub fn plugin_info(info: wit::PluginInfo) -> PluginInfo {
                 indexes: v.indexes,
             })
             .collect(),
+        audit_actions: info.audit_actions,
     }
 }
 
@@ -161,6 +162,7 @@ pub fn outcome(outcome: wit::Outcome) -> Result<Outcome, String> {
             action: a.action,
             resource_type: a.resource_type,
             resource_id: a.resource_id,
+            user_id: a.user_id,
         })
         .collect();
     Ok(Outcome {

@@ -54,7 +54,10 @@ pub fn check(outcome: &Outcome) -> Result<(), String> {
         json("notification data", &n.data)?;
     }
     for a in &outcome.audits {
-        for text in [&a.action, &a.resource_type, &a.resource_id] {
+        for text in [&a.action, &a.resource_type, &a.resource_id]
+            .into_iter()
+            .chain(&a.user_id)
+        {
             no_nul("an audit entry", text)?;
         }
     }

@@ -39,6 +39,7 @@ async fn a_hostile_plugin_is_contained_and_the_host_goes_on() {
         ("p-file", "file"),
         ("p-socket", "socket"),
         ("p-log", "log"),
+        ("p-forge-audit", "forge-audit"),
         ("p-ok", "MRN-1"),
     ] {
         publisher
@@ -65,7 +66,7 @@ async fn a_hostile_plugin_is_contained_and_the_host_goes_on() {
         .iter()
         .filter_map(|l| Some((l["patientId"].as_str()?, l["reason"].as_str()?)))
         .collect();
-    assert_eq!(reasons.len(), 5, "{reasons:#?}");
+    assert_eq!(reasons.len(), 6, "{reasons:#?}");
     // The endless loop is interrupted at the call's deadline, every attempt.
     assert!(
         reasons["p-loop"].contains("interrupt"),
@@ -103,8 +104,21 @@ async fn a_hostile_plugin_is_contained_and_the_host_goes_on() {
         reasons["p-socket"]
     );
 
+    // Issue 14: only the audit actions it declared (none).
+    assert!(
+        reasons["p-forge-audit"].contains("audit action `chart.deleted`"),
+        "{}",
+        reasons["p-forge-audit"]
+    );
+
     // The flood was cut, the good events applied, the host is healthy.
     let pool = env.pool().await;
+    let forged: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'chart.deleted'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(forged, 0);
     let seen: Vec<(String, Value)> =
         sqlx::query_as("SELECT key, doc FROM view_hostile_seen ORDER BY key")
             .fetch_all(&pool)

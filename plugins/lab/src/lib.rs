@@ -12,6 +12,8 @@ use projector_sdk::{
 pub const RESULTS: &str = "lab_results";
 /// Lab orders, keyed by order id.
 pub const ORDERS: &str = "lab_orders";
+/// The audit action of a report viewed, under its `viewedBy`.
+const VIEWED: &str = "lab_result.viewed";
 
 /// The lab plugin.
 pub struct LabPlugin;
@@ -38,6 +40,7 @@ impl Plugin for LabPlugin {
                 ViewDef::new(ORDERS, "patientId/payload.orderId", &["patientId"]),
             ],
         )
+        .audits(&[VIEWED])
     }
 
     fn handle(event: &Event, _views: &dyn Views) -> Result<Outcome, String> {
@@ -129,7 +132,7 @@ impl Plugin for LabPlugin {
                     }),
                     None,
                 );
-                out.audit("lab_result.viewed", "DiagnosticReport", &p.report_id);
+                out.audit_as(&p.viewed_by, VIEWED, "DiagnosticReport", &p.report_id);
             }
             _ => {}
         }
@@ -168,6 +171,20 @@ mod tests {
             "resulted"
         );
         assert_eq!(harness.audits.len(), 2);
+    }
+
+    #[test]
+    fn a_view_is_audited_under_who_viewed_it_not_who_sent_it() {
+        let event = json!({
+            "eventId": "e-1", "eventType": "lab.result.viewed", "timestamp": "2026-11-26T09:40:00Z",
+            "patientId": "p-1", "userId": "u-portal-gateway", "portalType": "provider",
+            "payload": { "reportId": "r-1", "viewedBy": "u-dr-jones" },
+        });
+        let mut harness = Harness::<LabPlugin>::new();
+        harness.feed_jsonl(&event.to_string()).unwrap();
+        assert_eq!(harness.audits.len(), 1);
+        assert_eq!(harness.audits[0].user_id.as_deref(), Some("u-dr-jones"));
+        assert_eq!(harness.audits[0].action, VIEWED);
     }
 
     #[test]

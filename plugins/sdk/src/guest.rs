@@ -55,6 +55,7 @@ pub fn describe<P: Plugin>() -> wit::PluginInfo {
                 indexes: v.indexes,
             })
             .collect(),
+        audit_actions: info.audit_actions,
     }
 }
 
@@ -98,6 +99,7 @@ pub fn handle<P: Plugin>(e: wit::Event) -> WitHandled {
                 action: a.action,
                 resource_type: a.resource_type,
                 resource_id: a.resource_id,
+                user_id: a.user_id,
             })
             .collect(),
     })

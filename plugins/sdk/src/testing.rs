@@ -90,6 +90,7 @@ impl<P: Plugin> Harness<P> {
             return Ok(());
         }
         let outcome = P::handle(&event, &self.views)?;
+        self.info.check_audits(&outcome)?;
         // All of an event's mutations or none, as the host applies them.
         let mut changed: BTreeMap<(String, String), Option<Value>> = BTreeMap::new();
         for mutation in &outcome.mutations {

@@ -69,6 +69,16 @@ impl Plugin for Hostile {
                 );
                 return Ok(out);
             }
+            // Writes an audit action it did not declare, under someone
+            // else's name.
+            "forge-audit" => {
+                out.audit_as(
+                    "u-someone-else",
+                    "chart.deleted",
+                    "Patient",
+                    &event.patient_id,
+                );
+            }
             // Takes over another patient's document.
             mrn if mrn.starts_with("move:") => {
                 let victim = &mrn["move:".len()..];
