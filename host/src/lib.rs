@@ -6,6 +6,7 @@
 //! batch); `api` reads the store over HTTP; `push` pushes the
 //! notifications each batch stores to clinicians' devices.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod bench;

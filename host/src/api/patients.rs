@@ -7,40 +7,56 @@ use serde_json::Value;
 
 use super::auth::check_chart_access;
 use super::{ApiError, AppState, object_urls};
+use crate::alerts::{self, Alert};
 use crate::auth::Claims;
-use crate::store::documents;
-use crate::store::notifications::{self, StoredNotification};
+use crate::store::{self, documents, notifications};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/aggregate/patients/{patientId}", get(chart))
-        .route("/api/aggregate/patients/{patientId}/alerts", get(alerts))
+        .route(
+            "/api/aggregate/patients/{patientId}/alerts",
+            get(list_alerts),
+        )
         .route("/api/aggregate/patients/{patientId}/{view}", get(records))
 }
 
-/// The PatientAggregateView.
+/// The PatientAggregateView, with `criticalAlerts` counted from the same
+/// snapshot as `/alerts` lists.
 async fn chart(
     State(state): State<AppState>,
     Extension(claims): Extension<Claims>,
     Path(patient_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     check_chart_access(&claims, &patient_id, &state.shared.config.clinical_roles)?;
-    documents::get(&state.shared.pool, "patient_chart", &patient_id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no chart for patient {patient_id}")))
+    let (chart, alerts) = chart_and_alerts(&state, &patient_id).await?;
+    let mut chart =
+        chart.ok_or_else(|| ApiError::not_found(format!("no chart for patient {patient_id}")))?;
+    chart["criticalAlerts"] = alerts::open_count(&alerts).into();
+    Ok(Json(chart))
 }
 
-/// Critical alerts, newest first, with their acknowledgement state.
-async fn alerts(
+/// The patient's alerts, newest first, each with its state.
+async fn list_alerts(
     State(state): State<AppState>,
     Extension(claims): Extension<Claims>,
     Path(patient_id): Path<String>,
-) -> Result<Json<Vec<StoredNotification>>, ApiError> {
+) -> Result<Json<Vec<Alert>>, ApiError> {
     check_chart_access(&claims, &patient_id, &state.shared.config.clinical_roles)?;
-    Ok(Json(
-        notifications::alerts(&state.shared.pool, &patient_id).await?,
-    ))
+    Ok(Json(chart_and_alerts(&state, &patient_id).await?.1))
+}
+
+/// The chart and its alerts, read in one snapshot so they agree.
+async fn chart_and_alerts(
+    state: &AppState,
+    patient_id: &str,
+) -> Result<(Option<Value>, Vec<Alert>), ApiError> {
+    let mut snapshot = store::snapshot(&state.shared.pool).await?;
+    let chart = documents::get(&mut *snapshot, "patient_chart", patient_id).await?;
+    let raised = notifications::alerts(&mut *snapshot, patient_id).await?;
+    snapshot.commit().await?;
+    let alerts = alerts::of_patient(patient_id, chart.as_ref(), raised);
+    Ok((chart, alerts))
 }
 
 /// The views behind `/labs`, `/imaging`, `/medications` and `/encounters`,

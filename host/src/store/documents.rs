@@ -2,18 +2,22 @@
 //! the API's constants or a plugin's declared views, never request input.
 
 use serde_json::Value;
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::{AssertSqlSafe, PgExecutor, PgPool};
 
 use super::views::table_name;
 
 /// One document of a view.
-pub async fn get(pool: &PgPool, view: &str, key: &str) -> Result<Option<Value>, sqlx::Error> {
+pub async fn get<'e>(
+    executor: impl PgExecutor<'e>,
+    view: &str,
+    key: &str,
+) -> Result<Option<Value>, sqlx::Error> {
     sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT doc FROM {} WHERE key = $1",
         table_name(view)
     )))
     .bind(key)
-    .fetch_optional(pool)
+    .fetch_optional(executor)
     .await
 }
 

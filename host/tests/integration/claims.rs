@@ -47,6 +47,9 @@ async fn one_host_projects_and_another_takes_over_when_it_goes() {
         )
         .await;
     assert_seed_chart(&chart);
+    // The alerts of the plugins loaded here: lab's critical potassium and
+    // the penicillin allergy (radiology and pharmacy raise the others).
+    assert_eq!(chart["criticalAlerts"], 2);
     let applied: i64 =
         sqlx::query_scalar("SELECT applied FROM checkpoints WHERE plugin = 'patient'")
             .fetch_one(&env.pool().await)

@@ -485,6 +485,23 @@ async fn an_unacknowledged_alert_is_escalated_to_the_covering_role() {
         .filter(|a| a["userId"] == PROVIDER && !a["escalated"].is_null())
         .collect();
     assert_eq!(originals.len(), URGENT - 1);
+    // Issue 15: the escalations are copies, not alerts of their own; the
+    // originals are escalated until someone acknowledges one of the chain.
+    let states: Vec<&str> = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["type"] != "high_criticality_allergy")
+        .map(|a| a["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states.len(), URGENT, "{alerts}");
+    assert_eq!(
+        (
+            states.iter().filter(|s| **s == "escalated").count(),
+            states.iter().filter(|s| **s == "acknowledged").count()
+        ),
+        (URGENT - 2, 2)
+    );
 
     // Issue 15: acknowledging the escalation settles the original too: it
     // shows who acknowledged it and when, and the doctor's devices are told
@@ -680,5 +697,70 @@ async fn a_connection_ends_with_its_token_unless_renewed() {
     assert!(expired.contains(&"a"), "{ended:?}");
 
     socket.close().await;
+    host.stop();
+}
+
+/// Issue 15: `criticalAlerts` is the number of open alerts `/alerts` lists,
+/// at every read: it falls when an alert is acknowledged and when a
+/// high-criticality allergy stops being active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_counts_the_alerts_it_lists() {
+    let env = TestEnv::new("notify_alert_count").await;
+    env.publish(SEED).await;
+    let host = env.start().await;
+    env.settle(&host).await;
+    stored(&env, (NORMAL + URGENT) as i64).await;
+    let token = env.token(PROVIDER, "provider");
+    let read = || async {
+        let chart = "/api/aggregate/patients/p-john-doe";
+        let (_, chart_doc) = env.get(&host, chart, Some(&token)).await;
+        let (_, alerts) = env
+            .get(&host, &format!("{chart}/alerts"), Some(&token))
+            .await;
+        let alerts = alerts.as_array().cloned().unwrap_or_default();
+        let open = alerts
+            .iter()
+            .filter(|a| a["state"] == "active" || a["state"] == "escalated")
+            .count();
+        assert_eq!(chart_doc["criticalAlerts"], open, "{alerts:?}");
+        (open, alerts)
+    };
+    let (open, alerts) = read().await;
+    assert_eq!(open, URGENT + 1, "four critical findings and the allergy");
+
+    let potassium = alerts
+        .iter()
+        .find(|a| a["type"] == "critical_lab_value")
+        .and_then(|a| a["notificationId"].as_str())
+        .expect("the potassium alert")
+        .to_owned();
+    let mut phone = WebSocket::connect(host.ws_addr, "deviceId=phone-1", Some(&token))
+        .await
+        .expect("accepted");
+    assert_eq!(phone.acknowledge(&potassium).await["ok"], true);
+    let (open, alerts) = read().await;
+    assert_eq!(open, URGENT, "acknowledging one lowers the count");
+    let acknowledged = alerts
+        .iter()
+        .find(|a| a["notificationId"] == potassium.as_str())
+        .unwrap();
+    assert_eq!(acknowledged["state"], "acknowledged");
+    assert_eq!(acknowledged["acknowledged"]["by"], PROVIDER);
+
+    // The penicillin allergy is recorded again as resolved.
+    let seed_allergy: Value = serde_json::from_str(SEED.lines().nth(2).unwrap()).unwrap();
+    let mut resolved = seed_allergy.clone();
+    resolved["eventId"] = "e-allergy-resolved".into();
+    resolved["timestamp"] = "2026-11-27T08:00:00Z".into();
+    resolved["payload"]["clinicalStatus"] = "resolved".into();
+    env.publish(&resolved.to_string()).await;
+    env.settle(&host).await;
+    let (open, alerts) = read().await;
+    assert_eq!(open, URGENT - 1);
+    let allergy = alerts
+        .iter()
+        .find(|a| a["type"] == "high_criticality_allergy")
+        .unwrap();
+    assert_eq!(allergy["state"], "resolved", "{allergy}");
     host.stop();
 }

@@ -53,7 +53,9 @@ async fn seed_flow_produces_the_chart_and_every_view() {
     assert_eq!(encounters[0]["status"], "finished");
     assert_eq!(encounters[0]["orders"].as_array().map(Vec::len), Some(2));
 
-    // The four critical events notified the ordering provider, newest first.
+    // The four critical events notified the ordering provider; with the
+    // high-criticality allergy they are the patient's alerts, newest first,
+    // all active, as many as `criticalAlerts` counts.
     let (_, alerts) = env
         .get(&host, "/api/aggregate/patients/p-john-doe/alerts", token)
         .await;
@@ -69,9 +71,19 @@ async fn seed_flow_produces_the_chart_and_every_view() {
             "allergy_contraindication",
             "drug_interaction",
             "critical_imaging_finding",
-            "critical_lab_value"
+            "critical_lab_value",
+            "high_criticality_allergy"
         ]
     );
+    assert!(
+        alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["state"] == "active")
+    );
+    assert_eq!(alerts[4]["allergy"]["substance"]["display"], "Penicillin");
+    assert_eq!(chart["criticalAlerts"], 5);
     let potassium = &alerts[3];
     assert_eq!(potassium["title"], "🚨 CRITICAL LAB VALUE");
     assert_eq!(potassium["message"], "CRITICAL: Potassium = 6.5 mmol/L");

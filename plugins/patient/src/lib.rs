@@ -5,9 +5,13 @@
 //! Two bookkeeping views make once-only effects safe however events repeat:
 //! `patient_orders` (an order lowers `pendingOrders` once, when first resulted)
 //! and `patient_reports` (a report raises `unreadResults` once and lowers it once).
+//!
+//! `criticalAlerts` is not stored: acknowledgements happen in the host, not
+//! on the stream, so the host counts the open alerts when it serves the
+//! chart (`host/src/alerts.rs`), from the same read as `/alerts`.
 
 use projector_sdk::events::Payload;
-use projector_sdk::events::payloads::{AllergyClinicalStatus, Criticality, Vitals, VitalsRecorded};
+use projector_sdk::events::payloads::{AllergyClinicalStatus, Vitals, VitalsRecorded};
 use projector_sdk::{Event, Outcome, Plugin, PluginInfo, Value, ViewDef, Views, doc_key, json};
 
 /// The chart view.
@@ -73,6 +77,8 @@ const RADIOLOGY: Domain = Domain {
 
 struct Chart<'a> {
     pid: &'a str,
+    /// The event's time.
+    at: &'a str,
     views: &'a dyn Views,
     out: Outcome,
 }
@@ -91,7 +97,12 @@ impl<'a> Chart<'a> {
             pid,
             json!({ "updatedAt": event.timestamp.as_str(), "lastEventId": event.id }),
         );
-        Self { pid, views, out }
+        Self {
+            pid,
+            at: event.timestamp.as_str(),
+            views,
+            out,
+        }
     }
 
     /// The value at `path` in the chart (absent on a chart created now).
@@ -116,21 +127,16 @@ impl<'a> Chart<'a> {
                 self.merge(serde_json::to_value(&p.changes).map_err(|e| e.to_string())?)
             }
             Payload::AllergyAdded(p) => {
+                // A high-criticality one is an alert while active; the host
+                // lists it, with its time, beside the plugins' critical alerts.
                 let item = json!({
                     "allergyId": p.allergy_id, "substance": p.substance, "reaction": p.reaction,
                     "severity": p.severity, "criticality": p.criticality,
                     "clinicalStatus": p.clinical_status.unwrap_or(AllergyClinicalStatus::Active),
+                    "recordedAt": self.at,
                 });
                 self.out
                     .append(CHART, self.pid, "allergies", item, Some("allergyId"));
-                // An allergy recorded as inactive or resolved is history, not an alert.
-                let current = matches!(
-                    p.clinical_status,
-                    None | Some(AllergyClinicalStatus::Active)
-                );
-                if current && p.criticality == Some(Criticality::High) {
-                    self.count("criticalAlerts", 1);
-                }
             }
             Payload::AllergyRemoved(p) => {
                 self.out.remove(
@@ -150,10 +156,12 @@ impl<'a> Chart<'a> {
             Payload::RadiologyStudyComplete(p) => self.order_resulted(RADIOLOGY, &p.order_id),
             Payload::RadiologyReportFinalized(p) => self.report_issued(RADIOLOGY, &p.report_id),
             Payload::LabResultViewed(p) => self.report_viewed(LAB, &p.report_id),
+            // Critical alerts are the host's: the notifications the domain
+            // plugins raise, with their acknowledgements (see `criticalAlerts`).
             Payload::LabCriticalAlert(_)
             | Payload::RadiologyCriticalAlert(_)
             | Payload::InteractionAlert(_)
-            | Payload::AllergyContraindication(_) => self.count("criticalAlerts", 1),
+            | Payload::AllergyContraindication(_) => {}
             Payload::MedicationPrescribed(p) => {
                 let item = json!({
                     "prescriptionId": p.prescription_id, "medication": p.medication, "dose": p.dose,
@@ -311,7 +319,7 @@ fn empty_chart(pid: &str) -> Value {
         "allergies": [], "medications": [], "latestVitals": null, "activeDiagnoses": [],
         "encounterSummary": { "lastEncounterAt": null, "count": 0 },
         "pendingOrders": { "lab": 0, "imaging": 0 },
-        "criticalAlerts": 0, "unreadResults": 0, "updatedAt": null, "lastEventId": null,
+        "unreadResults": 0, "updatedAt": null, "lastEventId": null,
     })
 }
 

@@ -25,8 +25,8 @@ fn seed_flow_builds_the_chart() {
     let allergies = chart["allergies"].as_array().unwrap();
     assert_eq!(allergies.len(), 1);
     assert_eq!(allergies[0]["allergyId"], "alg-1");
-    // High-criticality allergy + lab critical + radiology critical + interaction + contraindication.
-    assert_eq!(chart["criticalAlerts"], 5);
+    // The host counts critical alerts when it serves the chart.
+    assert!(chart.get("criticalAlerts").is_none());
     assert_eq!(chart["pendingOrders"], json!({"lab": 0, "imaging": 0}));
     // Lab report viewed (twice: lowered once); radiology report still unread.
     assert_eq!(chart["unreadResults"], 1);
@@ -130,30 +130,18 @@ fn with_allergy(fields: Value) -> Value {
     harness.view(CHART, "p-1").unwrap()
 }
 
+/// What the host needs to list an allergy as an alert (`host/src/alerts.rs`
+/// decides: high criticality, active): its criticality, status and time.
 #[test]
-fn a_high_criticality_allergy_alerts_only_while_current() {
-    let alerts = |fields: Value| with_allergy(fields)["criticalAlerts"].clone();
-    assert_eq!(alerts(json!({ "criticality": "high" })), 1);
-    assert_eq!(
-        alerts(json!({ "criticality": "high", "clinicalStatus": "active" })),
-        1
-    );
-    assert_eq!(
-        alerts(json!({ "criticality": "high", "clinicalStatus": "resolved" })),
-        0
-    );
-    assert_eq!(
-        alerts(json!({ "criticality": "high", "clinicalStatus": "inactive" })),
-        0
-    );
-    assert_eq!(alerts(json!({ "criticality": "low" })), 0);
-    assert_eq!(alerts(json!({})), 0, "no criticality assessed");
-    let chart = with_allergy(json!({ "clinicalStatus": "resolved" }));
+fn an_allergy_keeps_its_criticality_status_and_time() {
+    let chart = with_allergy(json!({ "criticality": "high" }));
+    let allergy = &chart["allergies"][0];
+    assert_eq!(allergy["criticality"], "high");
+    assert_eq!(allergy["clinicalStatus"], "active", "active unless said");
+    assert_eq!(allergy["recordedAt"], "2026-11-26T08:00:00Z");
+    let chart = with_allergy(json!({ "criticality": "high", "clinicalStatus": "resolved" }));
     assert_eq!(chart["allergies"][0]["clinicalStatus"], "resolved");
-    assert_eq!(
-        with_allergy(json!({}))["allergies"][0]["clinicalStatus"],
-        "active"
-    );
+    assert!(with_allergy(json!({}))["allergies"][0]["criticality"].is_null());
 }
 
 #[test]

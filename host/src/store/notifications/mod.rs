@@ -215,18 +215,22 @@ pub async fn unacknowledged(
     .await
 }
 
-/// A patient's urgent notifications (critical alerts), newest event first,
-/// with their acknowledgement state.
-pub async fn alerts(
-    pool: &PgPool,
+/// A patient's critical alerts: the urgent notifications plugins raised
+/// (not the copies escalations made of them), newest event first, with
+/// their acknowledgement and escalation.
+pub async fn alerts<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
     patient_id: &str,
 ) -> Result<Vec<StoredNotification>, sqlx::Error> {
     sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM notifications
-         WHERE patient_id = $1 AND priority = 'urgent' ORDER BY event_at DESC, seq DESC"
+        "SELECT {COLUMNS} FROM notifications n
+         WHERE patient_id = $1 AND priority = 'urgent'
+           AND NOT EXISTS (SELECT 1 FROM notifications o
+                           WHERE o.patient_id = n.patient_id AND o.escalated_to = n.notification_id)
+         ORDER BY event_at DESC, seq DESC"
     )))
     .bind(patient_id)
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await
 }
 

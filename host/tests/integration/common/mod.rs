@@ -544,7 +544,6 @@ pub fn assert_seed_chart(chart: &Value) {
     assert_eq!(chart["encounterSummary"]["count"], 1);
     assert_eq!(chart["pendingOrders"]["lab"], 0);
     assert_eq!(chart["pendingOrders"]["imaging"], 0);
-    assert_eq!(chart["criticalAlerts"], 5);
     assert_eq!(chart["unreadResults"], 1);
     assert_eq!(chart["lastEventId"], "seed-0025");
 }
