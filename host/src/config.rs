@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+/// The HS256 key of development, when `JWT_SECRET` is not set: known to
+/// everyone, so `serve` refuses it unless `--dev`.
+pub const DEV_SECRET: &str = "dev-only-secret-change-me";
+
 /// Everything the host is configured with; see the README's table.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -27,8 +31,27 @@ pub struct Config {
     pub nats_tls_key: Option<PathBuf>,
     /// `DATABASE_URL`
     pub database_url: String,
-    /// `JWT_SECRET`: HS256 key for API tokens.
-    pub jwt_secret: String,
+    /// `JWT_SECRET`: the HS256 key of the host's own tokens (`projector
+    /// token`); see [`Config::hs256_secret`] for when it may be unset.
+    pub jwt_secret: Option<String>,
+    /// `JWT_JWKS_URL`: where the hospital's identity provider publishes the
+    /// keys its RS256/ES256 tokens are signed with.
+    pub jwt_jwks_url: Option<String>,
+    /// `JWT_PUBLIC_KEY_FILE`: the identity provider's one public key (PEM,
+    /// RSA or P-256), for a provider that publishes no JWKS.
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// `JWT_ISSUER`: the `iss` identity provider tokens must carry.
+    pub jwt_issuer: Option<String>,
+    /// `JWT_AUDIENCE`: the `aud` identity provider tokens must carry (the
+    /// host's client id at the provider).
+    pub jwt_audience: Option<String>,
+    /// `JWT_ROLE_CLAIM`: where identity provider tokens carry the role, a
+    /// dot path such as `realm_access.roles` (default `role`).
+    pub jwt_role_claim: String,
+    /// `JWT_JWKS_MIN_INTERVAL`: the least time between two fetches of the
+    /// JWKS (default `10s`), so tokens naming unknown keys cannot make the
+    /// host hammer the identity provider.
+    pub jwt_jwks_min_interval: Duration,
     /// `HTTP_ADDR`
     pub http_addr: SocketAddr,
     /// `WS_ADDR`: Socket.IO and `/ws` notifications.
@@ -140,7 +163,13 @@ impl Config {
                 "DATABASE_URL",
                 "postgres://postgres@127.0.0.1:5432/projector",
             ),
-            jwt_secret: var("JWT_SECRET", "dev-only-secret-change-me"),
+            jwt_secret: optional("JWT_SECRET"),
+            jwt_jwks_url: optional("JWT_JWKS_URL"),
+            jwt_public_key_file: optional("JWT_PUBLIC_KEY_FILE").map(PathBuf::from),
+            jwt_issuer: optional("JWT_ISSUER"),
+            jwt_audience: optional("JWT_AUDIENCE"),
+            jwt_role_claim: optional("JWT_ROLE_CLAIM").unwrap_or_else(|| "role".into()),
+            jwt_jwks_min_interval: duration("JWT_JWKS_MIN_INTERVAL", "10s")?,
             http_addr: parse("HTTP_ADDR", "0.0.0.0:3020")?,
             ws_addr: parse("WS_ADDR", "0.0.0.0:3021")?,
             resend_interval: duration("RESEND_INTERVAL", "30s")?,
@@ -188,6 +217,25 @@ impl Config {
 }
 
 impl Config {
+    /// Whether tokens of the hospital's identity provider are accepted (a
+    /// JWKS or a public key is configured).
+    pub fn uses_identity_provider(&self) -> bool {
+        self.jwt_jwks_url.is_some() || self.jwt_public_key_file.is_some()
+    }
+
+    /// The key the host's own HS256 tokens are signed and checked with:
+    /// `JWT_SECRET`, or, when no identity provider is configured, the
+    /// development default (which `serve` accepts only with `--dev`). With
+    /// an identity provider and no `JWT_SECRET`, none: HS256 tokens are
+    /// refused.
+    pub fn hs256_secret(&self) -> Option<&str> {
+        match &self.jwt_secret {
+            Some(secret) => Some(secret),
+            None if self.uses_identity_provider() => None,
+            None => Some(DEV_SECRET),
+        }
+    }
+
     /// The same PostgreSQL server with another database (benchmarks and tests
     /// get one each).
     pub fn database_url_named(&self, database: &str) -> String {

@@ -230,19 +230,23 @@ async fn main() -> anyhow::Result<()> {
                 role,
                 exp,
             };
-            println!(
-                "{}",
-                projector::auth::issue_token(&config.jwt_secret, &claims)?
-            );
+            let secret = config.hs256_secret().context(
+                "JWT_SECRET is not set: with an identity provider, the host signs no tokens of its own",
+            )?;
+            println!("{}", projector::auth::issue_token(secret, &claims)?);
             Ok(())
         }
     }
 }
 
 /// `projector serve`: runs until ctrl-c. Refuses a signing secret anyone
-/// could guess, unless `dev`.
+/// could guess, unless `dev`; with an identity provider, no secret is
+/// needed (HS256 tokens are then refused).
 async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
-    match projector::auth::check_secret(std::env::var("JWT_SECRET").ok().as_deref()) {
+    match projector::auth::check_secret(
+        config.jwt_secret.as_deref(),
+        config.uses_identity_provider(),
+    ) {
         Ok(()) => {}
         Err(weak) if dev => {
             tracing::warn!(reason = %weak, "development mode: tokens are signed with a secret anyone may know")

@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::auth::TokenVerifier;
 use crate::config::Config;
 use crate::fleet::Fleet;
 use crate::lifecycle::{Deployer, Registry};
@@ -103,10 +104,11 @@ impl Host {
     }
 }
 
-/// Connects to PostgreSQL (migrating it), NATS and the event stream, once
-/// for the whole host.
+/// Sets up token checking, then connects to PostgreSQL (migrating it),
+/// NATS and the event stream, once for the whole host.
 async fn connect(config: Config) -> anyhow::Result<Shared> {
     let config = Arc::new(config);
+    let tokens = Arc::new(TokenVerifier::from_config(&config).await?);
     let pool = store::connect(&config.database_url).await?;
     let nats = bus::connect(&config).await?;
     let js = async_nats::jetstream::new(nats.clone());
@@ -114,6 +116,7 @@ async fn connect(config: Config) -> anyhow::Result<Shared> {
     Ok(Shared {
         objects: ObjectStore::new(&config),
         metrics: Arc::new(Metrics::default()),
+        tokens,
         config,
         pool,
         nats,

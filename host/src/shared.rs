@@ -1,6 +1,6 @@
 //! What every part of a running host shares, built once at start by
 //! [`crate::serve`] and handed down: configuration, the database, NATS and
-//! the event stream, metrics and object storage.
+//! the event stream, metrics, object storage and the token verifier.
 
 use std::sync::Arc;
 
@@ -8,6 +8,7 @@ use async_nats::jetstream::stream::Stream;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
+use crate::auth::TokenVerifier;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::objects::ObjectStore;
@@ -29,6 +30,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Object storage: presigned URLs, fleet versions.
     pub objects: ObjectStore,
+    /// Checks bearer tokens, for the API and the sockets alike; one for the
+    /// host, so the identity provider's keys are cached once.
+    pub tokens: Arc<TokenVerifier>,
 }
 
 /// Where projections hand the notifications each batch committed, in commit

@@ -6,7 +6,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::{ApiError, AppState};
-use crate::auth::{Claims, InvalidToken, verify_token};
+use crate::auth::{Claims, InvalidToken};
 
 impl From<InvalidToken> for ApiError {
     fn from(e: InvalidToken) -> Self {
@@ -30,7 +30,7 @@ pub async fn authenticate(
         .ok()
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
-    let claims = verify_token(&state.shared.config.jwt_secret, token.trim())?;
+    let claims = state.shared.tokens.verify(token.trim()).await?;
     request.extensions_mut().insert(claims.clone());
     let mut response = next.run(request).await;
     response.extensions_mut().insert(claims);

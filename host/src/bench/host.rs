@@ -9,7 +9,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::auth::{Claims, issue_token};
-use crate::config::Config;
+use crate::config::{Config, DEV_SECRET};
+
+/// The HS256 key of the measured host: it runs with `--dev`, so the
+/// development one will do when none is configured.
+fn secret(config: &Config) -> &str {
+    config.hs256_secret().unwrap_or(DEV_SECRET)
+}
 
 /// A provider's token for the host of `config`, valid for a day.
 pub fn token(config: &Config, sub: &str) -> String {
@@ -19,7 +25,7 @@ pub fn token(config: &Config, sub: &str) -> String {
         role: "provider".into(),
         exp: chrono::Utc::now().timestamp().max(0) as u64 + 86_400,
     };
-    issue_token(&config.jwt_secret, &claims).unwrap_or_default()
+    issue_token(secret(config), &claims).unwrap_or_default()
 }
 
 /// A loopback address with a port nobody holds now.
@@ -46,7 +52,7 @@ pub async fn start_host(
         .env("STREAM_NAME", &config.stream_name)
         .env("SUBJECT_PREFIX", &config.subject_prefix)
         .env("PLUGINS_DIR", &config.plugins_dir)
-        .env("JWT_SECRET", &config.jwt_secret)
+        .env("JWT_SECRET", secret(config))
         .env("HTTP_ADDR", http)
         .env("WS_ADDR", ws_addr.to_string())
         .env(

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::auth::{Claims, Recipient, verify_token};
+use crate::auth::{Claims, Recipient, TokenVerifier};
 use crate::shared::{NotificationSink, Shared};
 use crate::store::StoredNotification;
 use crate::store::audit::{self, ANONYMOUS, NewAudit};
@@ -81,8 +81,8 @@ pub(crate) struct Session {
 impl Session {
     /// Checks a client's credentials: a valid token (the HTTP API's JWT)
     /// for a user; the device id is the client's, or the connection's.
-    fn open(
-        secret: &str,
+    async fn open(
+        tokens: &TokenVerifier,
         token: Option<&str>,
         last_seq: Option<i64>,
         device: String,
@@ -90,7 +90,7 @@ impl Session {
     ) -> Result<Self, String> {
         let token =
             token.ok_or("a token is required (auth.token, Authorization: Bearer or ?token=)")?;
-        let claims = verify_token(secret, token).map_err(|e| e.to_string())?;
+        let claims = tokens.verify(token).await.map_err(|e| e.to_string())?;
         if Recipient::is_ambiguous_user_id(&claims.sub) {
             return Err("a user id may not start with `role:`".into());
         }
@@ -214,6 +214,10 @@ impl Notifier {
 
     fn config(&self) -> &crate::config::Config {
         &self.0.shared.config
+    }
+
+    fn tokens(&self) -> &TokenVerifier {
+        &self.0.shared.tokens
     }
 
     /// Publishes queued notifications in the order they were committed and
@@ -403,12 +407,12 @@ impl Notifier {
     /// Takes a fresh token for a connected device: the same user and role,
     /// valid, and later than the one it has; the connection then lives
     /// until the new token expires.
-    fn reauthenticate(&self, session: &Session, conn: &Conn, request: &Value) -> ReauthReply {
+    async fn reauthenticate(&self, session: &Session, conn: &Conn, request: &Value) -> ReauthReply {
         let token = request
             .get("token")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        match verify_token(&self.config().jwt_secret, token) {
+        match self.tokens().verify(token).await {
             Ok(claims)
                 if claims.sub == session.claims.sub && claims.role == session.claims.role =>
             {

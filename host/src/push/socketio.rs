@@ -66,12 +66,13 @@ async fn authenticate(
         ),
     };
     let session = Session::open(
-        &notifier.config().jwt_secret,
+        notifier.tokens(),
         auth.get("token").and_then(Value::as_str),
         last_seq,
         device,
         address,
     )
+    .await
     .map_err(|reason| {
         notifier.refused(address, Transport::SocketIo, &reason);
         Refused(reason)
@@ -104,7 +105,9 @@ async fn on_connect(
                Extension(conn): Extension<Arc<Conn>>,
                TryData(request): TryData<Value>,
                ack: AckSender| {
-            let reply = notifier.reauthenticate(&session, &conn, &request.unwrap_or_default());
+            let reply = notifier
+                .reauthenticate(&session, &conn, &request.unwrap_or_default())
+                .await;
             let _ = ack.send(&reply);
         },
     );

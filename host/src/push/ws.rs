@@ -57,12 +57,14 @@ pub async fn upgrade(
         .device_id
         .unwrap_or_else(|| format!("ws-{}", uuid::Uuid::new_v4().simple()));
     match Session::open(
-        &notifier.config().jwt_secret,
+        notifier.tokens(),
         bearer.or(params.token.as_deref()),
         params.last_seq,
         device,
         Some(address),
-    ) {
+    )
+    .await
+    {
         Ok(session) => upgrade.on_upgrade(move |socket| serve(notifier, session, socket)),
         Err(reason) => {
             notifier.refused(Some(address), Transport::WebSocket, &reason);
@@ -147,7 +149,9 @@ async fn handle(notifier: &Notifier, session: &Session, conn: &Conn, text: &str)
         Some("reauthenticate") => Frame {
             event: "reauthenticated",
             id: frame.get("id"),
-            data: notifier.reauthenticate(session, conn, frame.get("data").unwrap_or(&Value::Null)),
+            data: notifier
+                .reauthenticate(session, conn, frame.get("data").unwrap_or(&Value::Null))
+                .await,
         }
         .text(),
         _ => Frame::error("unknown event; clients send `acknowledge` or `reauthenticate`"),

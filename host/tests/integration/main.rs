@@ -15,6 +15,7 @@ mod dead_letters;
 mod failure_matrix;
 mod failures;
 mod fleet;
+mod identity;
 mod lifecycle;
 mod notifications;
 mod objects;

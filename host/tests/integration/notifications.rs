@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::common::clients::{PATIENCE, Received, SocketIo, WebSocket, drain, during, take};
-use crate::common::{SEED, TestEnv, eventually, signed_token};
+use crate::common::{SECRET, SEED, TestEnv, eventually, signed_token};
 use serde_json::{Value, json};
 
 /// The seed flow's notifications for its ordering provider: two results
@@ -650,7 +650,7 @@ async fn a_connection_ends_with_its_token_unless_renewed() {
     let env = TestEnv::new("notify_expiry").await;
     let host = env.start().await;
     let now = chrono::Utc::now().timestamp().max(0) as u64;
-    let short = signed_token(&env.config.jwt_secret, PROVIDER, "provider", now + 3);
+    let short = signed_token(SECRET, PROVIDER, "provider", now + 3);
     let mut expiring = WebSocket::connect(host.ws_addr, "deviceId=a", Some(&short))
         .await
         .expect("accepted");

@@ -17,6 +17,9 @@ use projector_events::{Envelope, Event};
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
 
+/// The HS256 key of every test's host.
+pub const SECRET: &str = "test-secret-of-the-integration-tests-only";
+
 /// The seed's event flow: one patient through every event type.
 pub const SEED: &str = include_str!("../../../../fixtures/seed-flow.jsonl");
 
@@ -50,7 +53,7 @@ impl TestEnv {
         config.plugins_dir = plugins_dir();
         config.compile_cache = Some(plugins_dir().join(".compile-cache"));
         config.ack_wait = Duration::from_secs(1);
-        config.jwt_secret = "test-secret-of-the-integration-tests-only".into();
+        config.jwt_secret = Some(SECRET.into());
         if let Some(url) = nats_url {
             config.nats_url = url.to_owned();
         }
@@ -132,7 +135,7 @@ impl TestEnv {
                 "COMPILE_CACHE_DIR",
                 self.config.compile_cache.as_deref().unwrap_or("".as_ref()),
             )
-            .env("JWT_SECRET", &self.config.jwt_secret)
+            .env("JWT_SECRET", SECRET)
             .env("S3_ENDPOINT", &self.config.s3_endpoint)
             .env("HTTP_ADDR", format!("127.0.0.1:{http_port}"))
             .env("WS_ADDR", "127.0.0.1:0")
@@ -187,13 +190,13 @@ impl TestEnv {
     /// A token for `sub` with `role`, valid for an hour.
     pub fn token(&self, sub: &str, role: &str) -> String {
         let exp = chrono::Utc::now().timestamp() as u64 + 3600;
-        signed_token(&self.config.jwt_secret, sub, role, exp)
+        signed_token(SECRET, sub, role, exp)
     }
 
     /// A token for `sub` with `role` that expired a few seconds ago.
     pub fn expired_token(&self, sub: &str, role: &str) -> String {
         let exp = chrono::Utc::now().timestamp() as u64 - 5;
-        signed_token(&self.config.jwt_secret, sub, role, exp)
+        signed_token(SECRET, sub, role, exp)
     }
 
     /// GET with a token; returns the status and the JSON body.

@@ -1,11 +1,18 @@
-//! Who a caller is and what they may do: bearer JWTs (HS256 with
-//! `JWT_SECRET`) with the claims `sub`, `name`, `role` and `exp`, the roles
-//! they carry, and the recipients a notification goes to.
+//! Who a caller is and what they may do: bearer JWTs, either the host's own
+//! (HS256 with `JWT_SECRET`, the claims `sub`, `name`, `role` and `exp`) or
+//! the hospital's identity provider's (RS256/ES256, see [`TokenVerifier`]),
+//! the roles they carry, and the recipients a notification goes to.
 //!
 //! The HTTP API and the notification sockets both check tokens here, so the
 //! two cannot disagree about who someone is.
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+mod keys;
+mod roles;
+mod verifier;
+
+pub use verifier::TokenVerifier;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
 /// The role that deploys plugins, re-drives dead letters and reads the audit
@@ -63,7 +70,7 @@ pub const MIN_SECRET_BYTES: usize = 32;
 /// Secrets anyone could know: the development default, and the usual
 /// placeholders.
 const KNOWN_SECRETS: [&str; 5] = [
-    "dev-only-secret-change-me",
+    crate::config::DEV_SECRET,
     "secret",
     "changeme",
     "change-me",
@@ -84,11 +91,17 @@ pub enum WeakSecret {
     Short(usize),
 }
 
-/// Refuses a secret anyone could guess or mint tokens with.
-pub fn check_secret(secret: Option<&str>) -> Result<(), WeakSecret> {
-    let secret = secret
-        .filter(|s| !s.is_empty())
-        .ok_or(WeakSecret::Missing)?;
+/// Refuses a secret anyone could guess or mint tokens with. Unset is
+/// refused too, unless the identity provider's tokens are accepted
+/// (`identity_provider`): the host then takes no HS256 token at all.
+pub fn check_secret(secret: Option<&str>, identity_provider: bool) -> Result<(), WeakSecret> {
+    let Some(secret) = secret.filter(|s| !s.is_empty()) else {
+        return if identity_provider {
+            Ok(())
+        } else {
+            Err(WeakSecret::Missing)
+        };
+    };
     if KNOWN_SECRETS.contains(&secret) {
         return Err(WeakSecret::Known);
     }
@@ -98,10 +111,29 @@ pub fn check_secret(secret: Option<&str>) -> Result<(), WeakSecret> {
     Ok(())
 }
 
-/// Why a token was refused.
+/// Why a token was refused; the message goes back to the caller, so it
+/// names what is wrong without echoing what the token holds.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid token: {0}")]
-pub struct InvalidToken(#[from] jsonwebtoken::errors::Error);
+pub enum InvalidToken {
+    /// Unreadable, badly signed, expired, or for another issuer or audience.
+    #[error("invalid token: {0}")]
+    Jwt(#[from] jsonwebtoken::errors::Error),
+    /// Signed with an algorithm this host takes no tokens of.
+    #[error("invalid token: {0:?} tokens are not accepted here")]
+    Algorithm(Algorithm),
+    /// An identity provider token without a `kid` to find its key by.
+    #[error("invalid token: it names no key (`kid`)")]
+    NoKeyId,
+    /// Its `kid` is not among the identity provider's keys.
+    #[error("invalid token: its key (`kid`) is not one the identity provider publishes")]
+    UnknownKey,
+    /// Its `alg` is not the one its key is for.
+    #[error("invalid token: its `alg` does not match its key")]
+    KeyMismatch,
+    /// Validly signed, but without a user or role this host understands.
+    #[error("invalid token: {0}")]
+    Claims(String),
+}
 
 /// Signs a token (the CLI, benchmarks and tests use this).
 pub fn issue_token(secret: &str, claims: &Claims) -> anyhow::Result<String> {
@@ -110,19 +142,6 @@ pub fn issue_token(secret: &str, claims: &Claims) -> anyhow::Result<String> {
         claims,
         &EncodingKey::from_secret(secret.as_bytes()),
     )?)
-}
-
-/// Checks a token: signature, algorithm, expiry with no leeway.
-pub fn verify_token(secret: &str, token: &str) -> Result<Claims, InvalidToken> {
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.leeway = 0;
-    validation.set_required_spec_claims(&["exp", "sub"]);
-    let data = jsonwebtoken::decode::<Claims>(
-        token,
-        &DecodingKey::from_secret(secret.as_bytes()),
-        &validation,
-    )?;
-    Ok(data.claims)
 }
 
 /// Who a notification is for: one user (every device of theirs) or everyone
@@ -174,17 +193,29 @@ mod tests {
 
     #[test]
     fn weak_secrets_are_refused() {
-        assert!(matches!(check_secret(None), Err(WeakSecret::Missing)));
-        assert!(matches!(check_secret(Some("")), Err(WeakSecret::Missing)));
+        for identity_provider in [false, true] {
+            assert!(matches!(
+                check_secret(Some("dev-only-secret-change-me"), identity_provider),
+                Err(WeakSecret::Known)
+            ));
+            assert!(matches!(
+                check_secret(Some("123456789"), identity_provider),
+                Err(WeakSecret::Short(9))
+            ));
+            let strong = "k".repeat(MIN_SECRET_BYTES);
+            assert!(check_secret(Some(&strong), identity_provider).is_ok());
+        }
         assert!(matches!(
-            check_secret(Some("dev-only-secret-change-me")),
-            Err(WeakSecret::Known)
+            check_secret(None, false),
+            Err(WeakSecret::Missing)
         ));
         assert!(matches!(
-            check_secret(Some("123456789")),
-            Err(WeakSecret::Short(9))
+            check_secret(Some(""), false),
+            Err(WeakSecret::Missing)
         ));
-        assert!(check_secret(Some(&"k".repeat(MIN_SECRET_BYTES))).is_ok());
+        // With the identity provider's tokens, no secret means no HS256.
+        assert!(check_secret(None, true).is_ok());
+        assert!(check_secret(Some(""), true).is_ok());
     }
 
     #[test]
