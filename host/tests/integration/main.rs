@@ -15,6 +15,7 @@ mod failure_matrix;
 mod failures;
 mod fleet;
 mod lifecycle;
+mod nats_permissions;
 mod notifications;
 mod objects;
 mod pipeline;
