@@ -10,6 +10,7 @@ mod batch_properties;
 mod bus;
 mod claims;
 mod coded_fields;
+mod compose;
 mod dead_letters;
 mod failure_matrix;
 mod failures;
