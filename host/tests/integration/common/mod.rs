@@ -38,6 +38,18 @@ impl TestEnv {
 
     /// The same on the NATS server at `nats_url` (`None`: the machine's).
     pub async fn on_nats(name: &str, nats_url: Option<&str>) -> Self {
+        Self::configured(name, |config| {
+            if let Some(url) = nats_url {
+                config.nats_url = url.to_owned();
+            }
+        })
+        .await
+    }
+
+    /// The same with the configuration changed by `adjust` before anything
+    /// connects: another NATS server, its credentials, no subject prefix…
+    /// The test's own client connects as the host would (`bus::connect`).
+    pub async fn configured(name: &str, adjust: impl FnOnce(&mut Config)) -> Self {
         let tag = format!(
             "t_{name}_{}",
             &uuid::Uuid::new_v4().simple().to_string()[..8]
@@ -54,10 +66,8 @@ impl TestEnv {
         config.compile_cache = Some(plugins_dir().join(".compile-cache"));
         config.ack_wait = Duration::from_secs(1);
         config.jwt_secret = Some(SECRET.into());
-        if let Some(url) = nats_url {
-            config.nats_url = url.to_owned();
-        }
-        let client = async_nats::connect(&config.nats_url)
+        adjust(&mut config);
+        let client = projector::bus::connect(&config)
             .await
             .expect("NATS is running (scripts/services)");
         let js = async_nats::jetstream::new(client);
@@ -236,7 +246,7 @@ impl Drop for TestEnv {
     /// cannot be blocked on from here, so the deletion runs on a thread of
     /// its own with its own runtime and connections, and the drop waits for it.
     fn drop(&mut self) {
-        let nats_url = self.config.nats_url.clone();
+        let config = self.config.clone();
         let stream = self.config.stream_name.clone();
         let admin_url = self.config.database_url_named("postgres");
         let drop_database = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.tag);
@@ -246,7 +256,7 @@ impl Drop for TestEnv {
                 .build()
                 .expect("a runtime for the cleanup");
             runtime.block_on(async move {
-                if let Ok(client) = async_nats::connect(&nats_url).await {
+                if let Ok(client) = projector::bus::connect(&config).await {
                     let _ = async_nats::jetstream::new(client)
                         .delete_stream(&stream)
                         .await;
@@ -284,6 +294,7 @@ pub struct PrivateNats {
     port: u16,
     store: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl PrivateNats {
@@ -294,23 +305,40 @@ impl PrivateNats {
 
     /// The same with more `nats-server` arguments (`--user`, `--pass`…).
     pub async fn start_with(tag: &str, args: &[&str]) -> Self {
+        Self::start_with_env(tag, args, &[]).await
+    }
+
+    /// The same with environment variables set for the server process, for
+    /// a configuration file (`-c`) that reads `$NAME`s from its environment.
+    pub async fn start_with_env(tag: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let store = std::env::temp_dir().join(format!("{tag}-nats"));
         let port = free_port();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let child = Self::spawn(port, &store, &args).await;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        let child = Self::spawn(port, &store, &args, &env).await;
         Self {
             child,
             port,
             store,
             args,
+            env,
         }
     }
 
-    async fn spawn(port: u16, store: &std::path::Path, args: &[String]) -> tokio::process::Child {
+    async fn spawn(
+        port: u16,
+        store: &std::path::Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> tokio::process::Child {
         let child = tokio::process::Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(store)
             .args(args)
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -338,7 +366,7 @@ impl PrivateNats {
             .expect("kill runs");
         assert!(signalled.success(), "SIGTERM to nats-server");
         self.child.wait().await.expect("nats-server exits");
-        self.child = Self::spawn(self.port, &self.store, &self.args).await;
+        self.child = Self::spawn(self.port, &self.store, &self.args, &self.env).await;
     }
 }
 
