@@ -1,7 +1,8 @@
 //! Connecting to NATS as the deployment configures it: credentials (a
 //! `.creds` file, or user and password) and TLS (a CA to trust, a client
 //! certificate, or a `tls://` URL), so the host can run against a server
-//! whose subjects are not open to anyone who reaches the port.
+//! whose subjects are not open to anyone who reaches the port; and the
+//! inbox prefix a producing system's user may read (`projector publish`).
 
 use anyhow::Context;
 use async_nats::ConnectOptions;
@@ -26,6 +27,9 @@ pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
         options = options
             .add_client_certificate(cert.clone(), key.clone())
             .require_tls(true);
+    }
+    if let Some(prefix) = &config.nats_inbox_prefix {
+        options = options.custom_inbox_prefix(prefix.clone());
     }
     options
         .connect(&config.nats_url)

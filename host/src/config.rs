@@ -29,6 +29,11 @@ pub struct Config {
     pub nats_tls_cert: Option<PathBuf>,
     /// `NATS_TLS_KEY`: the client certificate's key (PEM).
     pub nats_tls_key: Option<PathBuf>,
+    /// `NATS_INBOX_PREFIX`: where replies (JetStream's publish acks) come
+    /// back; a producing system's user may read only its own
+    /// (`_INBOX_<system>` in the compose stack), not `_INBOX.>`, which
+    /// carries what the host reads.
+    pub nats_inbox_prefix: Option<String>,
     /// `DATABASE_URL`
     pub database_url: String,
     /// `JWT_SECRET`: the HS256 key of the host's own tokens (`projector
@@ -159,6 +164,7 @@ impl Config {
             nats_tls_ca: optional("NATS_TLS_CA").map(PathBuf::from),
             nats_tls_cert: optional("NATS_TLS_CERT").map(PathBuf::from),
             nats_tls_key: optional("NATS_TLS_KEY").map(PathBuf::from),
+            nats_inbox_prefix: optional("NATS_INBOX_PREFIX"),
             database_url: var(
                 "DATABASE_URL",
                 "postgres://postgres@127.0.0.1:5432/projector",

@@ -406,10 +406,19 @@ async fn run_plugins(config: &Config, plugins: Plugins) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A publisher on the configured NATS. It makes the stream if it can; a
+/// producing system's user may not (only the host's manages streams), and
+/// publishes all the same: JetStream's ack says whether a stream took each
+/// event.
 async fn publisher(config: &Config) -> anyhow::Result<Publisher> {
     let client = projector::bus::connect(config).await?;
     let js = async_nats::jetstream::new(client);
-    projector::ingest::ensure_stream(&js, config).await?;
+    if let Err(e) = projector::ingest::ensure_stream(&js, config).await {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "the stream was not checked; publishing to it as it is"
+        );
+    }
     Ok(Publisher::new(js, &config.subject_prefix))
 }
 

@@ -213,9 +213,16 @@ async fn the_host_runs_on_its_user_and_each_system_publishes_its_own_events() {
 
     // The seed flow, each event published by its own domain's system, in
     // order, each acknowledged by JetStream before the next.
+    // They connect as `projector publish` does, from the configuration.
     let mut publishers = BTreeMap::new();
     for system in systems() {
-        let (client, _) = stack.connect(system).await;
+        let mut config = env.config.clone();
+        config.nats_user = Some(system.to_owned());
+        config.nats_password = Some(stack.passwords[system].clone());
+        config.nats_inbox_prefix = Some(format!("_INBOX_{system}"));
+        let client = projector::bus::connect(&config)
+            .await
+            .unwrap_or_else(|e| panic!("{system} connects: {e:#}"));
         publishers.insert(system, Publisher::new(jetstream::new(client), ""));
     }
     for line in SEED.lines().filter(|l| !l.trim().is_empty()) {
