@@ -266,6 +266,17 @@ pub struct LabResultViewed {
     pub viewed_by: String,
 }
 
+/// `radiology.report.viewed`: symmetrical with `lab.result.viewed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RadiologyReportViewed {
+    /// The report viewed.
+    pub report_id: String,
+    /// Who viewed it.
+    pub viewed_by: String,
+}
+
 /// `radiology.order.created`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -638,6 +649,7 @@ payloads! {
     RadiologyImageUploaded(RadiologyImageUploaded) = "radiology.image.uploaded", "ImagingStudy";
     RadiologyReportFinalized(RadiologyReportFinalized) = "radiology.report.finalized", "DiagnosticReport";
     RadiologyCriticalAlert(RadiologyCriticalAlert) = "radiology.critical.alert", "DiagnosticReport";
+    RadiologyReportViewed(RadiologyReportViewed) = "radiology.report.viewed", "AuditEvent";
     MedicationPrescribed(MedicationPrescribed) = "pharmacy.medication.prescribed", "MedicationRequest";
     InteractionAlert(InteractionAlert) = "pharmacy.interaction.alert", "DetectedIssue";
     AllergyContraindication(AllergyContraindication) = "pharmacy.allergy.contraindication", "DetectedIssue";
@@ -724,6 +736,7 @@ impl Payload {
             | Self::RadiologyImageUploaded(_)
             | Self::RadiologyReportFinalized(_)
             | Self::RadiologyCriticalAlert(_)
+            | Self::RadiologyReportViewed(_)
             | Self::MedicationDispensed(_)
             | Self::VitalsRecorded(_) => {}
         }

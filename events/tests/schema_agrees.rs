@@ -2,18 +2,20 @@
 
 mod common;
 
-use common::{SEED, validator};
+use common::{LATER, SEED, validator};
 use projector_events::{Envelope, payloads::EVENT_TYPES};
 use serde_json::Value;
 
+/// The seed flow and the later event types' examples.
 fn seed() -> Vec<Value> {
     SEED.lines()
+        .chain(LATER.lines())
         .map(|l| serde_json::from_str(l).expect("seed line is JSON"))
         .collect()
 }
 
 #[test]
-fn the_seed_flow_covers_every_event_type() {
+fn the_fixtures_cover_every_event_type() {
     let seen: std::collections::BTreeSet<String> = seed()
         .iter()
         .map(|e| e["eventType"].as_str().unwrap_or_default().to_owned())

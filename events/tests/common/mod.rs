@@ -7,8 +7,11 @@ use serde_json::Value;
 
 /// The shipped JSON Schema.
 pub const SCHEMA: &str = include_str!("../../../schema/events.schema.json");
-/// The seed's event flow: one patient through every event type.
+/// The seed's event flow: one patient through every event type it knew.
 pub const SEED: &str = include_str!("../../../fixtures/seed-flow.jsonl");
+/// The same patient's events of the types added since (SPEC's amendments):
+/// with [`SEED`], every event type.
+pub const LATER: &str = include_str!("../../../fixtures/later-events.jsonl");
 
 /// A validator of the shipped schema.
 pub fn validator() -> jsonschema::Validator {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::common::{SEED, TestEnv, assert_seed_chart, snapshot};
+use crate::common::{LATER, SEED, TestEnv, assert_seed_chart, snapshot};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,6 +117,35 @@ async fn seed_flow_produces_the_chart_and_every_view() {
         assert_eq!(plugin["hash"].as_str().map(str::len), Some(64));
         assert!(plugin["checkpoint"].as_i64().unwrap() >= 1, "{plugin}");
     }
+
+    // Issue 15: the imaging report is read by `radiology.report.viewed`,
+    // recorded on its study and audited under who viewed it.
+    assert_eq!(
+        chart["unreadResultsByKind"],
+        serde_json::json!({"lab": 0, "imaging": 1})
+    );
+    env.publish(LATER).await;
+    env.settle(&host).await;
+    let (_, chart) = env
+        .get(&host, "/api/aggregate/patients/p-john-doe", token)
+        .await;
+    assert_eq!(chart["unreadResults"], 0);
+    assert_eq!(
+        chart["unreadResultsByKind"],
+        serde_json::json!({"lab": 0, "imaging": 0})
+    );
+    let (_, studies) = env
+        .get(&host, "/api/aggregate/patients/p-john-doe/imaging", token)
+        .await;
+    assert_eq!(studies[0]["report"]["viewedBy"][0]["userId"], "u-dr-smith");
+    let viewed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'radiology_report.viewed'
+           AND user_id = 'u-dr-smith' AND resource_id = 'rep-rad-1'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(viewed, 1);
     host.stop();
 }
 

@@ -4,7 +4,8 @@
 //!
 //! Two bookkeeping views make once-only effects safe however events repeat:
 //! `patient_orders` (an order lowers `pendingOrders` once, when first resulted)
-//! and `patient_reports` (a report raises `unreadResults` once and lowers it once).
+//! and `patient_reports` (a report raises `unreadResults`, and its kind's count in
+//! `unreadResultsByKind`, once, and its first view lowers them once).
 //!
 //! `criticalAlerts` is not stored: acknowledgements happen in the host, not
 //! on the stream, so the host counts the open alerts when it serves the
@@ -59,20 +60,21 @@ projector_sdk::export_plugin!(PatientPlugin);
 /// with the patient's history, and every event changes it.
 /// A source system whose orders and reports the chart counts: its name
 /// (the event type's first segment, as in the views' key hint) and the
-/// `pendingOrders` field its orders count in.
+/// kind its orders and reports count as in `pendingOrders` and
+/// `unreadResultsByKind`.
 #[derive(Clone, Copy)]
 struct Domain {
     name: &'static str,
-    orders: &'static str,
+    kind: &'static str,
 }
 
 const LAB: Domain = Domain {
     name: "lab",
-    orders: "lab",
+    kind: "lab",
 };
 const RADIOLOGY: Domain = Domain {
     name: "radiology",
-    orders: "imaging",
+    kind: "imaging",
 };
 
 struct Chart<'a> {
@@ -156,6 +158,7 @@ impl<'a> Chart<'a> {
             Payload::RadiologyStudyComplete(p) => self.order_resulted(RADIOLOGY, &p.order_id),
             Payload::RadiologyReportFinalized(p) => self.report_issued(RADIOLOGY, &p.report_id),
             Payload::LabResultViewed(p) => self.report_viewed(LAB, &p.report_id),
+            Payload::RadiologyReportViewed(p) => self.report_viewed(RADIOLOGY, &p.report_id),
             // Critical alerts are the host's: the notifications the domain
             // plugins raise, with their acknowledgements (see `criticalAlerts`).
             Payload::LabCriticalAlert(_)
@@ -190,10 +193,26 @@ impl<'a> Chart<'a> {
                 }
             }
             Payload::EncounterCompleted(p) => {
+                // A diagnosis is its system and code (SNOMED 123 is not
+                // ICD-10 123), shown with the newest encounter that made it.
+                let at = p.ended_at.as_str();
                 for diagnosis in &p.diagnoses {
-                    let item = serde_json::to_value(diagnosis).map_err(|e| e.to_string())?;
+                    let mut item = serde_json::to_value(diagnosis).map_err(|e| e.to_string())?;
+                    let key = format!(
+                        "{}|{}",
+                        item["system"].as_str().unwrap_or_default(),
+                        diagnosis.code
+                    );
+                    let known = self.list_item("activeDiagnoses", "key", &key);
+                    let newest = known.as_ref().and_then(|d| d["recordedAt"].as_str());
+                    if known.is_some() && !is_newer(at, newest) {
+                        continue;
+                    }
+                    item["key"] = json!(key);
+                    item["encounterId"] = json!(p.encounter_id);
+                    item["recordedAt"] = json!(at);
                     self.out
-                        .append(CHART, self.pid, "activeDiagnoses", item, Some("code"));
+                        .append(CHART, self.pid, "activeDiagnoses", item, Some("key"));
                 }
             }
             Payload::VitalsRecorded(p) => self.vitals_recorded(p),
@@ -250,9 +269,9 @@ impl<'a> Chart<'a> {
             self.out.upsert(
                 ORDERS,
                 &key,
-                json!({ "orderId": order_id, "patientId": self.pid, "kind": domain.orders, "status": "pending" }),
+                json!({ "orderId": order_id, "patientId": self.pid, "kind": domain.kind, "status": "pending" }),
             );
-            self.count(&format!("pendingOrders.{}", domain.orders), 1);
+            self.count(&format!("pendingOrders.{}", domain.kind), 1);
         }
     }
 
@@ -263,7 +282,7 @@ impl<'a> Chart<'a> {
             Some(order) if order["status"] == "pending" => {
                 self.out
                     .merge(ORDERS, &key, json!({ "status": "resulted" }));
-                self.count(&format!("pendingOrders.{}", domain.orders), -1);
+                self.count(&format!("pendingOrders.{}", domain.kind), -1);
             }
             Some(_) => {}
             // A result for an order never seen: remember it, so a late order
@@ -287,8 +306,14 @@ impl<'a> Chart<'a> {
                 &key,
                 json!({ "reportId": report_id, "patientId": self.pid, "unread": true }),
             );
-            self.count("unreadResults", 1);
+            self.count_unread(domain, 1);
         }
+    }
+
+    /// `unreadResults` and its kind's count beside it move together.
+    fn count_unread(&mut self, domain: Domain, delta: i64) {
+        self.count("unreadResults", delta);
+        self.count(&format!("unreadResultsByKind.{}", domain.kind), delta);
     }
 
     /// The first view of an unread report lowers `unreadResults`; later views
@@ -298,7 +323,7 @@ impl<'a> Chart<'a> {
         match self.views.get(REPORTS, &key) {
             Some(report) if report["unread"] == true => {
                 self.out.merge(REPORTS, &key, json!({ "unread": false }));
-                self.count("unreadResults", -1);
+                self.count_unread(domain, -1);
             }
             Some(_) => {}
             None => {
@@ -319,7 +344,8 @@ fn empty_chart(pid: &str) -> Value {
         "allergies": [], "medications": [], "latestVitals": null, "activeDiagnoses": [],
         "encounterSummary": { "lastEncounterAt": null, "count": 0 },
         "pendingOrders": { "lab": 0, "imaging": 0 },
-        "unreadResults": 0, "updatedAt": null, "lastEventId": null,
+        "unreadResults": 0, "unreadResultsByKind": { "lab": 0, "imaging": 0 },
+        "updatedAt": null, "lastEventId": null,
     })
 }
 

@@ -219,3 +219,71 @@ fn each_vital_sign_keeps_its_newest_value_and_when_and_where_it_was_taken() {
     );
     assert!(latest.get("heightCm").is_none(), "never measured");
 }
+
+/// Issue 15: unread results per kind beside the total; the imaging report
+/// is read by `radiology.report.viewed`, once however often it is viewed.
+#[test]
+fn unread_results_are_counted_per_kind_and_an_imaging_view_reads_one() {
+    let mut harness = seeded();
+    assert_eq!(chart(&harness)["unreadResults"], 1);
+    assert_eq!(
+        chart(&harness)["unreadResultsByKind"],
+        json!({"lab": 0, "imaging": 1})
+    );
+    for id in ["v-1", "v-2"] {
+        let viewed = json!({
+            "eventId": id, "eventType": "radiology.report.viewed", "timestamp": "2026-11-27T08:00:00Z",
+            "patientId": "p-john-doe", "userId": "u-portal", "portalType": "provider",
+            "payload": { "reportId": "rep-rad-1", "viewedBy": "u-dr-smith" },
+        });
+        harness.feed_jsonl(&viewed.to_string()).unwrap();
+        assert_eq!(chart(&harness)["unreadResults"], 0);
+        assert_eq!(
+            chart(&harness)["unreadResultsByKind"],
+            json!({"lab": 0, "imaging": 0})
+        );
+    }
+}
+
+/// Issue 15: diagnoses are told apart by system and code, and each shows
+/// the newest encounter that made it; an older encounter changes nothing.
+#[test]
+fn diagnoses_are_keyed_by_system_and_code_with_their_encounter() {
+    let completed = |id: &str, encounter: &str, ended: &str, diagnoses: Value| {
+        json!({
+            "eventId": id, "eventType": "encounter.completed", "timestamp": ended,
+            "patientId": "p-1", "userId": "u-1", "portalType": "provider",
+            "payload": { "encounterId": encounter, "endedAt": ended, "diagnoses": diagnoses },
+        })
+        .to_string()
+    };
+    let snomed = json!({ "system": "http://snomed.info/sct", "code": "38341003", "display": "Hypertension" });
+    let icd = json!({ "system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "38341003", "display": "Not the same" });
+    let mut harness = Harness::<PatientPlugin>::new();
+    for line in [
+        completed("e-1", "enc-2", "2026-11-27T10:00:00Z", json!([snomed, icd])),
+        completed("e-2", "enc-1", "2026-11-20T10:00:00Z", json!([snomed])),
+    ] {
+        harness.feed_jsonl(&line).unwrap();
+    }
+    let diagnoses = harness.view(CHART, "p-1").unwrap()["activeDiagnoses"].clone();
+    let listed: Vec<(&str, &str, &str)> = diagnoses
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["system"].as_str().unwrap(),
+                d["code"].as_str().unwrap(),
+                d["encounterId"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("http://snomed.info/sct", "38341003", "enc-2"),
+            ("http://hl7.org/fhir/sid/icd-10-cm", "38341003", "enc-2"),
+        ]
+    );
+}

@@ -1,7 +1,9 @@
 //! The radiology plugin owns `ImagingStudyView` (`imaging_studies`: the study,
 //! its object keys, the report's findings and impression, the critical flag)
 //! and `imaging_orders`, and notifies the ordering provider of finalized reports
-//! (normal) and critical findings (urgent).
+//! (normal) and critical findings (urgent). `imaging_reports` finds a report's
+//! study for `radiology.report.viewed` (which names only the report) and keeps
+//! its viewers, whichever of the two events comes first.
 
 use projector_sdk::events::Payload;
 use projector_sdk::{
@@ -12,6 +14,10 @@ use projector_sdk::{
 pub const STUDIES: &str = "imaging_studies";
 /// Imaging orders, keyed by order id.
 pub const ORDERS: &str = "imaging_orders";
+/// Reports: their study and who viewed them, keyed by report id.
+pub const REPORTS: &str = "imaging_reports";
+/// The audit action of a report viewed, under its `viewedBy`.
+const VIEWED: &str = "radiology_report.viewed";
 
 /// The radiology plugin.
 pub struct RadiologyPlugin;
@@ -25,11 +31,13 @@ impl Plugin for RadiologyPlugin {
             vec![
                 ViewDef::new(STUDIES, "patientId/payload.studyId", &["patientId"]),
                 ViewDef::new(ORDERS, "patientId/payload.orderId", &["patientId"]),
+                ViewDef::new(REPORTS, "patientId/payload.reportId", &[]),
             ],
         )
+        .audits(&[VIEWED])
     }
 
-    fn handle(event: &Event, _views: &dyn Views) -> Result<Outcome, String> {
+    fn handle(event: &Event, views: &dyn Views) -> Result<Outcome, String> {
         let mut out = Outcome::default();
         let pid = event.patient_id.as_str();
         let key = |id: &str| patient_key(pid, id);
@@ -71,6 +79,15 @@ impl Plugin for RadiologyPlugin {
                 );
             }
             Payload::RadiologyReportFinalized(p) => {
+                // Views recorded before the report arrived come with it.
+                let viewed_by = views
+                    .get_at(REPORTS, &key(&p.report_id), "viewedBy")
+                    .unwrap_or_else(|| json!([]));
+                out.merge(
+                    REPORTS,
+                    &key(&p.report_id),
+                    json!({ "reportId": p.report_id, "patientId": pid, "studyId": p.study_id }),
+                );
                 out.merge(
                     STUDIES,
                     &key(&p.study_id),
@@ -79,7 +96,7 @@ impl Plugin for RadiologyPlugin {
                         "report": {
                             "reportId": p.report_id, "radiologistId": p.radiologist_id,
                             "orderingProviderId": p.ordering_provider_id, "findings": p.findings,
-                            "impression": p.impression, "finalizedAt": at,
+                            "impression": p.impression, "finalizedAt": at, "viewedBy": viewed_by,
                         },
                     }),
                 );
@@ -116,6 +133,22 @@ impl Plugin for RadiologyPlugin {
                     &format!("critical_imaging_finding:{}", p.report_id),
                 ));
             }
+            Payload::RadiologyReportViewed(p) => {
+                let view = json!({ "userId": p.viewed_by, "viewedAt": at });
+                let report = key(&p.report_id);
+                out.merge(
+                    REPORTS,
+                    &report,
+                    json!({ "reportId": p.report_id, "patientId": pid }),
+                );
+                out.append(REPORTS, &report, "viewedBy", view.clone(), None);
+                if let Some(study) = views.get_at(REPORTS, &report, "studyId")
+                    && let Some(study) = study.as_str()
+                {
+                    out.append(STUDIES, &key(study), "report.viewedBy", view, None);
+                }
+                out.audit_as(&p.viewed_by, VIEWED, "DiagnosticReport", &p.report_id);
+            }
             _ => {}
         }
         Ok(out)
@@ -128,6 +161,54 @@ projector_sdk::export_plugin!(RadiologyPlugin);
 mod tests {
     use super::*;
     use projector_sdk::{Priority, testing::Harness};
+
+    /// A view, before or after its report arrives, is on the study's
+    /// report and audited under who viewed it.
+    #[test]
+    fn a_report_viewed_is_recorded_on_its_study_whichever_comes_first() {
+        let seed = include_str!("../../../fixtures/seed-flow.jsonl");
+        let viewed = |id: &str, at: &str, by: &str| {
+            json!({
+                "eventId": id, "eventType": "radiology.report.viewed", "timestamp": at,
+                "patientId": "p-john-doe", "userId": "u-portal", "portalType": "provider",
+                "payload": { "reportId": "rep-rad-1", "viewedBy": by },
+            })
+            .to_string()
+        };
+        for early in [false, true] {
+            let mut harness = Harness::<RadiologyPlugin>::new();
+            if early {
+                harness
+                    .feed_jsonl(&viewed("v-0", "2026-11-26T08:00:00Z", "u-dr-early"))
+                    .unwrap();
+            }
+            harness.feed_jsonl(seed).unwrap();
+            harness
+                .feed_jsonl(&viewed("v-1", "2026-11-27T08:00:00Z", "u-dr-jones"))
+                .unwrap();
+            let study = harness
+                .view(STUDIES, &patient_key("p-john-doe", "study-1"))
+                .unwrap();
+            let viewers: Vec<&str> = study["report"]["viewedBy"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["userId"].as_str().unwrap())
+                .collect();
+            let expected: &[&str] = if early {
+                &["u-dr-early", "u-dr-jones"]
+            } else {
+                &["u-dr-jones"]
+            };
+            assert_eq!(viewers, expected);
+            let audited: Vec<(&str, Option<&str>)> = harness
+                .audits
+                .iter()
+                .map(|a| (a.action.as_str(), a.user_id.as_deref()))
+                .collect();
+            assert_eq!(audited.last(), Some(&(VIEWED, Some("u-dr-jones"))));
+        }
+    }
 
     #[test]
     fn seed_flow_builds_the_imaging_study_view() {

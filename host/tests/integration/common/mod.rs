@@ -22,6 +22,8 @@ pub const SECRET: &str = "test-secret-of-the-integration-tests-only";
 
 /// The seed's event flow: one patient through every event type.
 pub const SEED: &str = include_str!("../../../../fixtures/seed-flow.jsonl");
+/// The same patient's events of the types SPEC added since the seed.
+pub const LATER: &str = include_str!("../../../../fixtures/later-events.jsonl");
 
 /// One test's private slice of NATS and PostgreSQL, deleted when dropped.
 pub struct TestEnv {
