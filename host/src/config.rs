@@ -87,8 +87,14 @@ pub struct Config {
     /// `CLINICAL_ROLES`: the roles that read any patient's chart (comma
     /// separated); `admin` does too, `patient` only its own, others none.
     pub clinical_roles: Vec<String>,
-    /// `ESCALATION_ROLE`: the covering role escalations go to.
+    /// `ESCALATION_ROLE`: the covering role escalations go to, when there
+    /// is no `ESCALATION_CHAIN`.
     pub escalation_role: String,
+    /// `ESCALATION_CHAIN`: the levels an unacknowledged urgent notification
+    /// goes through, e.g. `charge_nurse@5m,attending@10m,rapid_response@15m`
+    /// (each time counted from when it was raised); without it, one level:
+    /// `ESCALATION_ROLE` after `ESCALATE_AFTER`.
+    pub escalation_chain: Option<Vec<EscalationLevel>>,
     /// `S3_ENDPOINT`: S3 or MinIO, addressed path-style.
     pub s3_endpoint: String,
     /// `S3_PUBLIC_ENDPOINT`: where clients reach the same storage, for the
@@ -197,6 +203,9 @@ impl Config {
             .map(str::to_owned)
             .collect(),
             escalation_role: var("ESCALATION_ROLE", "charge_nurse"),
+            escalation_chain: optional("ESCALATION_CHAIN")
+                .map(|chain| EscalationLevel::parse_chain(&chain))
+                .transpose()?,
             s3_endpoint: var("S3_ENDPOINT", "http://127.0.0.1:9000"),
             s3_public_endpoint: std::env::var("S3_PUBLIC_ENDPOINT")
                 .unwrap_or_else(|_| var("S3_ENDPOINT", "http://127.0.0.1:9000")),
@@ -292,6 +301,58 @@ where
 }
 
 /// A duration such as `500ms`, `30s` or `5m`.
+/// One level of the escalation chain: the role an unacknowledged urgent
+/// notification goes to, and how long after it was raised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EscalationLevel {
+    /// The covering role.
+    pub role: String,
+    /// How long after the notification was raised.
+    pub after: Duration,
+}
+
+impl EscalationLevel {
+    /// Reads `role@duration,…`: roles named, times rising.
+    pub fn parse_chain(text: &str) -> anyhow::Result<Vec<Self>> {
+        let mut levels: Vec<Self> = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (role, after) = part.split_once('@').with_context(|| {
+                format!("ESCALATION_CHAIN: `{part}` is not `role@duration`, like charge_nurse@5m")
+            })?;
+            let after = humantime::parse_duration(after.trim()).with_context(|| {
+                format!("ESCALATION_CHAIN: `{after}` is not a duration like 5m")
+            })?;
+            let role = role.trim();
+            anyhow::ensure!(!role.is_empty(), "ESCALATION_CHAIN: `{part}` names no role");
+            if let Some(before) = levels.last() {
+                anyhow::ensure!(
+                    after > before.after,
+                    "ESCALATION_CHAIN: each level must come later than the one before (`{part}`)"
+                );
+            }
+            levels.push(Self {
+                role: role.to_owned(),
+                after,
+            });
+        }
+        anyhow::ensure!(!levels.is_empty(), "ESCALATION_CHAIN names no level");
+        Ok(levels)
+    }
+}
+
+impl Config {
+    /// The escalation chain: `ESCALATION_CHAIN`, or its one level from
+    /// `ESCALATION_ROLE` and `ESCALATE_AFTER`.
+    pub fn escalation_levels(&self) -> Vec<EscalationLevel> {
+        self.escalation_chain.clone().unwrap_or_else(|| {
+            vec![EscalationLevel {
+                role: self.escalation_role.clone(),
+                after: self.escalate_after,
+            }]
+        })
+    }
+}
+
 fn duration(name: &str, default: &str) -> anyhow::Result<Duration> {
     let value = var(name, default);
     let duration = humantime::parse_duration(&value).with_context(|| {
@@ -307,6 +368,35 @@ fn duration(name: &str, default: &str) -> anyhow::Result<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_escalation_chain_is_roles_at_rising_times() {
+        let chain =
+            EscalationLevel::parse_chain("charge_nurse@5m, attending@10m,rapid_response@15m")
+                .unwrap();
+        let read: Vec<(&str, u64)> = chain
+            .iter()
+            .map(|l| (l.role.as_str(), l.after.as_secs()))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                ("charge_nurse", 300),
+                ("attending", 600),
+                ("rapid_response", 900)
+            ]
+        );
+        for bad in [
+            "",
+            "charge_nurse",
+            "@5m",
+            "nurse@soon",
+            "a@10m,b@5m",
+            "a@5m,b@5m",
+        ] {
+            assert!(EscalationLevel::parse_chain(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn database_url_named_keeps_server_and_options() {

@@ -536,11 +536,12 @@ impl Notifier {
     async fn escalate_and_sweep(&self) -> anyhow::Result<()> {
         let config = self.config();
         let pool = &self.0.shared.pool;
-        let escalated =
-            notifications::escalate_due(pool, config.escalate_after, &config.escalation_role)
-                .await?;
+        let escalated = notifications::escalate_due(pool, &config.escalation_levels()).await?;
         if !escalated.is_empty() {
-            tracing::warn!(count = escalated.len(), role = %config.escalation_role, "unacknowledged urgent notifications escalated");
+            tracing::warn!(
+                count = escalated.len(),
+                "unacknowledged urgent notifications escalated"
+            );
             let _ = self.0.pushes.send(escalated);
         }
         let unpushed = notifications::unpushed(pool, schedule::SWEEP_GRACE).await?;

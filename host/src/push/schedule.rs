@@ -29,8 +29,8 @@ pub async fn resend(notifier: Notifier) {
     }
 }
 
-/// Every second, escalates urgent notifications unacknowledged past
-/// `ESCALATE_AFTER` and pushes what was committed but never pushed.
+/// Every second, escalates urgent notifications unacknowledged past a
+/// level of the escalation chain and pushes what was committed but never pushed.
 pub async fn escalate_and_sweep(notifier: Notifier) {
     let mut ticks = tokio::time::interval(CHECK_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

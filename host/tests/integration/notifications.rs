@@ -764,3 +764,136 @@ async fn the_chart_counts_the_alerts_it_lists() {
     assert_eq!(allergy["state"], "resolved", "{allergy}");
     host.stop();
 }
+
+/// Issue 15: `ESCALATION_CHAIN`. An unacknowledged alert reaches each level,
+/// once, in turn; acknowledging any copy settles the original and every
+/// copy: each shows who acknowledged it, every device at every level is
+/// told, and the resends stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_climbs_the_escalation_chain_until_anyone_acknowledges_it() {
+    let mut env = TestEnv::new("notify_chain").await;
+    env.config.escalation_chain = Some(
+        projector::config::EscalationLevel::parse_chain("charge_nurse@2s,attending@4s").unwrap(),
+    );
+    env.config.resend_interval = Duration::from_secs(1);
+    let host = env.start().await;
+    let mut doctor = SocketIo::connect(
+        host.ws_addr,
+        json!({"token": env.token(PROVIDER, "provider")}),
+    )
+    .await;
+    let mut nurse = SocketIo::connect(
+        host.ws_addr,
+        json!({"token": env.token("u-nurse-9", "charge_nurse")}),
+    )
+    .await;
+    let mut attending = WebSocket::connect(
+        host.ws_addr,
+        "deviceId=pager-1",
+        Some(&env.token("u-attending-1", "attending")),
+    )
+    .await
+    .expect("accepted");
+    env.publish(SEED).await;
+    let first = take(&mut doctor, NORMAL + URGENT).await;
+    let potassium = first
+        .iter()
+        .find(|(_, n)| n["type"] == "critical_lab_value")
+        .and_then(|(_, n)| n["notificationId"].as_str())
+        .expect("the potassium alert")
+        .to_owned();
+
+    /// Waits for the copies of the potassium alert at one level.
+    async fn copy_of(
+        device: &mut impl crate::common::clients::Events,
+        original: &str,
+        level: i64,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while std::time::Instant::now() < deadline {
+            if let Some((_, data)) = device.next_event(Duration::from_secs(1)).await
+                && data["escalatedFrom"]["notificationId"] == original
+            {
+                assert_eq!(data["escalationLevel"], level, "{data}");
+                return data;
+            }
+        }
+        panic!("no level-{level} copy of {original}");
+    }
+    let to_nurse = copy_of(&mut nurse, &potassium, 1).await;
+    let to_attending = copy_of(&mut attending, &potassium, 2).await;
+    let copy = to_attending["notificationId"].as_str().unwrap();
+    let reply = attending.acknowledge(copy).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+
+    // Every copy is settled, by the attending.
+    let pool = env.pool().await;
+    let chain: Vec<(Option<String>, i16)> = sqlx::query_as(
+        "SELECT acknowledged_by, escalation_level FROM notifications
+         WHERE notification_id = $1::uuid OR escalation_of = $1::uuid ORDER BY escalation_level",
+    )
+    .bind(&potassium)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        chain,
+        [
+            (Some("u-attending-1".to_owned()), 1),
+            (Some("u-attending-1".to_owned()), 2),
+            (Some("u-attending-1".to_owned()), 2),
+        ],
+        "the level-1 copy, and the original and its level-2 copy"
+    );
+    // The doctor's and the nurse's devices are told, and hear no more of it.
+    for (device, id) in [
+        (&mut doctor, potassium.as_str()),
+        (&mut nurse, to_nurse["notificationId"].as_str().unwrap()),
+    ] {
+        let heard = during(device, Duration::from_millis(2500)).await;
+        assert!(
+            heard
+                .iter()
+                .any(|(e, n)| e == "notification_acknowledged" && n["notificationId"] == id),
+            "{heard:?}"
+        );
+        let after: Vec<&Received> = heard
+            .iter()
+            .skip_while(|(e, _)| e != "notification_acknowledged")
+            .filter(|(_, n)| n["notificationId"] == id && n["type"].is_string())
+            .collect();
+        assert!(
+            after.is_empty(),
+            "resent after the acknowledgement: {after:?}"
+        );
+    }
+    let (_, alerts) = env
+        .get(
+            &host,
+            "/api/aggregate/patients/p-john-doe/alerts",
+            Some(&env.token(PROVIDER, "provider")),
+        )
+        .await;
+    let shown = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["notificationId"] == potassium.as_str())
+        .unwrap();
+    assert_eq!(shown["state"], "acknowledged");
+    assert_eq!(shown["acknowledged"]["by"], "u-attending-1");
+
+    // Each level once: the other alerts climbed too, one copy per level.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let per_level: Vec<(i16, i64)> = sqlx::query_as(
+        "SELECT escalation_level, count(*) FROM notifications
+         WHERE escalation_of IS NOT NULL GROUP BY escalation_level ORDER BY escalation_level",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(per_level, [(1, URGENT as i64), (2, URGENT as i64)]);
+    doctor.close().await;
+    nurse.close().await;
+    host.stop();
+}

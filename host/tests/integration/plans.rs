@@ -95,11 +95,11 @@ const HOT: &[Hot] = &[
     Hot {
         name: "escalation (store::outbox::escalate_due)",
         sql: "SELECT notification_id FROM notifications
-              WHERE requires_ack AND acknowledged_at IS NULL AND escalated_at IS NULL
-                AND user_id NOT LIKE 'role:%' AND created_at <= now() - $1::interval
+              WHERE requires_ack AND acknowledged_at IS NULL AND escalation_of IS NULL
+                AND escalation_level < $2 AND created_at <= now() - $1::interval
               ORDER BY created_at LIMIT 500",
-        params: "'10 minutes'",
-        types: "interval",
+        params: "'10 minutes', 1",
+        types: "interval, smallint",
         table: "notifications",
     },
     Hot {
@@ -113,7 +113,8 @@ const HOT: &[Hot] = &[
     Hot {
         name: "a patient's alerts (store::outbox::alerts)",
         sql: "SELECT notification_id FROM notifications
-              WHERE patient_id = $1 AND priority = 'urgent' ORDER BY event_at DESC, seq DESC",
+              WHERE patient_id = $1 AND priority = 'urgent' AND escalation_of IS NULL
+              ORDER BY event_at DESC, seq DESC",
         params: "'p-17'",
         types: "text",
         table: "notifications",

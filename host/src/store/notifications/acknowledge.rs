@@ -26,8 +26,8 @@ pub struct Acknowledger<'a> {
 #[derive(Debug)]
 pub enum Acknowledged {
     /// Acknowledged now: the notification as it stands, and the other
-    /// copies of its escalation chain (the original it escalates, the
-    /// escalation it was escalated as) settled with it.
+    /// copies of its escalation chain (the original and its escalations at
+    /// every level) settled with it.
     Now(StoredNotification, Vec<StoredNotification>),
     /// Acknowledged before (by this or another device or user).
     Before(StoredNotification),
@@ -68,16 +68,20 @@ pub async fn acknowledge(
         .await?;
         return Ok(before.map_or(Acknowledged::NotFound, Acknowledged::Before));
     };
+    // The chain: the original and every copy of it, at every level.
+    let original = notification
+        .escalation_of
+        .unwrap_or(notification.notification_id);
     let chain: Vec<StoredNotification> = sqlx::query_as(AssertSqlSafe(format!(
         "UPDATE notifications SET acknowledged_at = now(), acknowledged_by = $2, acknowledged_device = $3
          WHERE acknowledged_at IS NULL AND notification_id <> $1
-           AND (escalated_to = $1
-                OR notification_id = (SELECT escalated_to FROM notifications WHERE notification_id = $1))
+           AND $4 IN (notification_id, escalation_of)
          RETURNING {COLUMNS}"
     )))
     .bind(notification_id)
     .bind(by.user_id)
     .bind(by.device)
+    .bind(original)
     .fetch_all(&mut *tx)
     .await?;
     let entries: Vec<NewAudit> = std::iter::once(&notification)

@@ -37,7 +37,8 @@ pub struct NewNotification {
 /// The columns every query of a [`StoredNotification`] selects or returns.
 const COLUMNS: &str = "notification_id, user_id, seq, event_id, patient_id,
     priority = 'urgent' AS urgent, dedupe_key, body, event_at, created_at,
-    acknowledged_at, acknowledged_by, acknowledged_device, escalated_at, escalated_to";
+    acknowledged_at, acknowledged_by, acknowledged_device, escalated_at, escalated_to,
+    escalation_of";
 
 /// A stored notification, as its row holds it. Clients see it as JSON (its
 /// [`Serialize`]): the body the plugin asked for with the row's id, seq,
@@ -73,8 +74,10 @@ pub struct StoredNotification {
     pub acknowledged_device: Option<String>,
     /// When it was escalated to a role, if it was.
     pub escalated_at: Option<DateTime<Utc>>,
-    /// The notification it was escalated as.
+    /// The notification it was escalated as (its newest level's).
     pub escalated_to: Option<Uuid>,
+    /// On an escalation, the original it is a copy of.
+    pub escalation_of: Option<Uuid>,
 }
 
 /// Who acknowledged a notification, when, from which device.
@@ -223,10 +226,8 @@ pub async fn alerts<'e>(
     patient_id: &str,
 ) -> Result<Vec<StoredNotification>, sqlx::Error> {
     sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM notifications n
-         WHERE patient_id = $1 AND priority = 'urgent'
-           AND NOT EXISTS (SELECT 1 FROM notifications o
-                           WHERE o.patient_id = n.patient_id AND o.escalated_to = n.notification_id)
+        "SELECT {COLUMNS} FROM notifications
+         WHERE patient_id = $1 AND priority = 'urgent' AND escalation_of IS NULL
          ORDER BY event_at DESC, seq DESC"
     )))
     .bind(patient_id)
