@@ -56,7 +56,7 @@ pub struct Alert {
 #[serde(untagged)]
 pub enum Source {
     /// A plugin's urgent notification, as clients see notifications.
-    Notification(StoredNotification),
+    Notification(Box<StoredNotification>),
     /// A high-criticality allergy on the chart.
     Allergy(AllergyAlert),
 }
@@ -86,7 +86,7 @@ impl Alert {
         Self {
             state,
             at: Some(notification.event_at),
-            source: Source::Notification(notification),
+            source: Source::Notification(Box::new(notification)),
         }
     }
 
@@ -132,7 +132,7 @@ pub fn of_patient(
         .chain(allergies)
         .collect();
     // Stable: notifications keep their seq order within one event time.
-    alerts.sort_by(|a, b| b.at.cmp(&a.at));
+    alerts.sort_by_key(|a| std::cmp::Reverse(a.at));
     alerts
 }
 

@@ -2,8 +2,9 @@
 //! complete record in one document. Since every view has one writer, it
 //! subscribes to every domain whose events change the chart.
 //!
-//! Two bookkeeping views make once-only effects safe however events repeat:
-//! `patient_orders` (an order lowers `pendingOrders` once, when first resulted)
+//! Bookkeeping views make once-only effects safe however events repeat:
+//! `patient_orders` (an order lowers `pendingOrders` once, when first resulted),
+//! `patient_encounters` (an encounter counts once however often it starts)
 //! and `patient_reports` (a report raises `unreadResults`, and its kind's count in
 //! `unreadResultsByKind`, once, and its first view lowers them once).
 //!
@@ -19,6 +20,7 @@ use projector_sdk::{Event, Outcome, Plugin, PluginInfo, Value, ViewDef, Views, d
 pub const CHART: &str = "patient_chart";
 const ORDERS: &str = "patient_orders";
 const REPORTS: &str = "patient_reports";
+const ENCOUNTERS: &str = "patient_encounters";
 
 /// The patient-chart plugin.
 pub struct PatientPlugin;
@@ -39,6 +41,7 @@ impl Plugin for PatientPlugin {
                 ViewDef::new(CHART, "patientId", &[]),
                 ViewDef::new(ORDERS, "patientId/domain/payload.orderId", &[]),
                 ViewDef::new(REPORTS, "patientId/domain/payload.reportId", &[]),
+                ViewDef::new(ENCOUNTERS, "patientId/payload.encounterId", &[]),
             ],
         )
     }
@@ -166,10 +169,15 @@ impl<'a> Chart<'a> {
             | Payload::InteractionAlert(_)
             | Payload::AllergyContraindication(_) => {}
             Payload::MedicationPrescribed(p) => {
+                // A dispense that arrived first keeps its mark.
+                let known = self.list_item("medications", "prescriptionId", &p.prescription_id);
+                let dispensed = known.as_ref().filter(|m| m["status"] == "dispensed");
                 let item = json!({
                     "prescriptionId": p.prescription_id, "medication": p.medication, "dose": p.dose,
-                    "route": p.route, "frequency": p.frequency, "status": "prescribed",
-                    "requestStatus": p.status, "lastDispensedAt": null,
+                    "route": p.route, "frequency": p.frequency,
+                    "status": if dispensed.is_some() { "dispensed" } else { "prescribed" },
+                    "requestStatus": p.status,
+                    "lastDispensedAt": dispensed.map_or(Value::Null, |m| m["lastDispensedAt"].clone()),
                 });
                 self.out
                     .append(CHART, self.pid, "medications", item, Some("prescriptionId"));
@@ -178,13 +186,26 @@ impl<'a> Chart<'a> {
                 let mut item = self
                     .list_item("medications", "prescriptionId", &p.prescription_id)
                     .unwrap_or_else(|| json!({ "prescriptionId": p.prescription_id }));
+                // The newest dispense is the last, whatever order they came in.
+                let at = p.dispensed_at.as_str();
+                if is_newer(at, item["lastDispensedAt"].as_str()) {
+                    item["lastDispensedAt"] = json!(at);
+                }
                 item["status"] = json!("dispensed");
-                item["lastDispensedAt"] = json!(p.dispensed_at.as_str());
                 self.out
                     .append(CHART, self.pid, "medications", item, Some("prescriptionId"));
             }
             Payload::EncounterStarted(p) => {
-                self.count("encounterSummary.count", 1);
+                // An encounter counts once, however often its start is sent.
+                let key = doc_key(&[self.pid, &p.encounter_id]);
+                if self.views.get(ENCOUNTERS, &key).is_none() {
+                    self.out.upsert(
+                        ENCOUNTERS,
+                        &key,
+                        json!({ "encounterId": p.encounter_id, "patientId": self.pid }),
+                    );
+                    self.count("encounterSummary.count", 1);
+                }
                 let last = self.read("encounterSummary.lastEncounterAt");
                 if is_newer(p.started_at.as_str(), last.as_ref().and_then(Value::as_str)) {
                     self.merge(
