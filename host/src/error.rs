@@ -71,6 +71,24 @@ impl From<sqlx::Error> for ApiError {
                 "this view's plugin is not loaded",
             );
         }
+        // The API's statements are cancelled at API_STATEMENT_TIMEOUT, and
+        // its requests give up waiting for a connection as long.
+        if let sqlx::Error::Database(db) = &e
+            && db.code().as_deref() == Some("57014")
+        {
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "query_timeout",
+                "the database did not answer in time (API_STATEMENT_TIMEOUT); try again",
+            );
+        }
+        if let sqlx::Error::PoolTimedOut = e {
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_busy",
+                "every database connection of the API stayed busy (API_STATEMENT_TIMEOUT); try again",
+            );
+        }
         tracing::error!(error = %e, "database error");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

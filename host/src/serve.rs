@@ -104,12 +104,19 @@ impl Host {
     }
 }
 
-/// Sets up token checking, then connects to PostgreSQL (migrating it),
-/// NATS and the event stream, once for the whole host.
+/// Sets up token checking, then connects to PostgreSQL (migrating it; a
+/// pool for the projections and one for clients), NATS and the event
+/// stream, once for the whole host.
 async fn connect(config: Config) -> anyhow::Result<Shared> {
     let config = Arc::new(config);
     let tokens = Arc::new(TokenVerifier::from_config(&config).await?);
-    let pool = store::connect(&config.database_url).await?;
+    let pool = store::connect(&config.database_url, config.db_connections).await?;
+    let api_pool = store::connect_api(
+        &config.database_url,
+        config.api_db_connections,
+        config.api_statement_timeout,
+    )
+    .await?;
     let nats = bus::connect(&config).await?;
     let js = async_nats::jetstream::new(nats.clone());
     let stream = ingest::ensure_stream(&js, &config).await?;
@@ -119,6 +126,7 @@ async fn connect(config: Config) -> anyhow::Result<Shared> {
         tokens,
         config,
         pool,
+        api_pool,
         nats,
         stream,
     })

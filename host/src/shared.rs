@@ -20,8 +20,15 @@ use crate::store::StoredNotification;
 pub struct Shared {
     /// The host's configuration.
     pub config: Arc<Config>,
-    /// The database.
+    /// The database, for the projections and the host's own work (pushes,
+    /// resends, sweeps, deploys, upkeep): `DB_CONNECTIONS`.
     pub pool: PgPool,
+    /// The database for clients' requests: the HTTP API's, and what
+    /// notification sockets ask for (replays, acknowledgements, their audit
+    /// entries). `API_DB_CONNECTIONS` of their own, each statement limited
+    /// to `API_STATEMENT_TIMEOUT`, so clients and slow queries cannot take
+    /// the projections' connections.
+    pub api_pool: PgPool,
     /// NATS: readiness, notifications between instances, the fleet.
     pub nats: async_nats::Client,
     /// The event stream the projections consume.

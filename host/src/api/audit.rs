@@ -85,7 +85,7 @@ pub async fn audit_request(
             .map(|message| message.0.clone()),
         ..NewAudit::now(user, action, resource_type(&route), resource_id)
     };
-    let written = audit::insert(&state.shared.pool, &[entry]).await;
+    let written = audit::insert(&state.shared.api_pool, &[entry]).await;
     match written {
         Ok(_) => response,
         Err(e) => {

@@ -451,7 +451,7 @@ impl Notifier {
 
     /// Writes an audit entry without holding up the connection.
     fn audit(&self, entry: NewAudit) {
-        let pool = self.0.shared.pool.clone();
+        let pool = self.0.shared.api_pool.clone();
         tokio::spawn(async move {
             if let Err(e) = audit::insert(&pool, &[entry]).await {
                 tracing::error!(error = %e, "socket audit entry not written");
@@ -475,7 +475,7 @@ impl Notifier {
             device: &session.device,
             address: session.address.as_deref(),
         };
-        match notifications::acknowledge(&self.0.shared.pool, id, &by).await {
+        match notifications::acknowledge(&self.0.shared.api_pool, id, &by).await {
             Ok(notifications::Acknowledged::Now(notification, chain)) => {
                 if let Some(waited) = notification.waited() {
                     self.0.shared.metrics.acknowledged(waited);

@@ -18,6 +18,7 @@ mod failures;
 mod fleet;
 mod identity;
 mod lifecycle;
+mod limits;
 mod nats_permissions;
 mod notifications;
 mod objects;
