@@ -18,6 +18,7 @@ use crate::lifecycle::{Deployer, Registry};
 use crate::metrics::Metrics;
 use crate::objects::ObjectStore;
 use crate::push::Notifier;
+use crate::rate::RateLimits;
 use crate::runtime::Runtime;
 use crate::shared::Shared;
 use crate::{api, bus, ingest, store, watch};
@@ -120,9 +121,15 @@ async fn connect(config: Config) -> anyhow::Result<Shared> {
     let nats = bus::connect(&config).await?;
     let js = async_nats::jetstream::new(nats.clone());
     let stream = ingest::ensure_stream(&js, &config).await?;
+    let metrics = Arc::new(Metrics::default());
     Ok(Shared {
         objects: ObjectStore::new(&config),
-        metrics: Arc::new(Metrics::default()),
+        limits: Arc::new(RateLimits::new(
+            config.api_rate_per_second,
+            config.api_rate_burst,
+            metrics.clone(),
+        )),
+        metrics,
         tokens,
         config,
         pool,
@@ -132,11 +139,13 @@ async fn connect(config: Config) -> anyhow::Result<Shared> {
     })
 }
 
-/// The upkeep tasks: buckets created once storage answers, retention
-/// sweeps, and planner statistics kept fresh.
+/// The upkeep tasks: buckets created once storage answers, idle callers
+/// forgotten by the rate limits, retention sweeps, and planner statistics
+/// kept fresh.
 fn upkeep(shared: &Shared) -> Vec<JoinHandle<()>> {
     let mut tasks = vec![
         tokio::spawn(shared.objects.clone().ensure_buckets_until_done()),
+        tokio::spawn(shared.limits.clone().forget_idle()),
         tokio::spawn(store::retention::sweep_every(
             shared.pool.clone(),
             shared.config.clone(),

@@ -1,6 +1,7 @@
 //! What every part of a running host shares, built once at start by
 //! [`crate::serve`] and handed down: configuration, the database, NATS and
-//! the event stream, metrics, object storage and the token verifier.
+//! the event stream, metrics, object storage, the token verifier and rate
+//! limits.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use crate::auth::TokenVerifier;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::objects::ObjectStore;
+use crate::rate::RateLimits;
 use crate::runtime::Plugin;
 use crate::store::StoredNotification;
 
@@ -40,6 +42,8 @@ pub struct Shared {
     /// Checks bearer tokens, for the API and the sockets alike; one for the
     /// host, so the identity provider's keys are cached once.
     pub tokens: Arc<TokenVerifier>,
+    /// Each user's and each address's rate, for the API and the sockets.
+    pub limits: Arc<RateLimits>,
 }
 
 /// Where projections hand the notifications each batch committed, in commit

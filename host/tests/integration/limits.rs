@@ -81,3 +81,112 @@ async fn a_locked_view_times_out_its_readers_and_leaves_the_projections_their_co
     assert_eq!((status, records), (200, json!([])));
     host.stop();
 }
+
+/// Over `API_RATE_BURST`, a user gets 429s with `Retry-After` while
+/// another is served; refusals (bad tokens, on the API and `/ws`) are
+/// limited by address. What is refused for its rate is not audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_over_the_rate_gets_429_and_others_are_served() {
+    let mut env = TestEnv::new("limits_rate").await;
+    env.config.api_rate_per_second = 1.try_into().unwrap();
+    env.config.api_rate_burst = 5.try_into().unwrap();
+    let host = env.start().await;
+    let pool = env.pool().await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/api/notifications", host.http_addr);
+
+    let burst = |token: String| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let started = Instant::now();
+            let mut answers = Vec::new();
+            for _ in 0..30 {
+                let response = client.get(&url).bearer_auth(&token).send().await.unwrap();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap_or_default();
+                answers.push((status, retry_after, body));
+            }
+            (answers, started.elapsed())
+        }
+    };
+    // Within the burst and the average rate over the time it took, no more.
+    let allowed_within = |took: Duration| 5 + took.as_secs() as usize + 1;
+
+    let (answers, took) = burst(env.token(PROVIDER, "provider")).await;
+    let served = answers.iter().filter(|a| a.0 == 200).count();
+    let limited: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    assert_eq!(served + limited.len(), answers.len(), "{answers:?}");
+    assert!(
+        served >= 5 && served <= allowed_within(took),
+        "{served} in {took:?}"
+    );
+    let (_, retry_after, body) = limited.first().expect("429s");
+    assert!(retry_after.is_some_and(|s| s >= 1), "{retry_after:?}");
+    assert_eq!(body["code"], "rate_limited", "{body}");
+    assert!(body["error"].is_string());
+    let (status, _) = env
+        .get(
+            &host,
+            "/api/notifications",
+            Some(&env.token("u-nurse-1", "nurse")),
+        )
+        .await;
+    assert_eq!(status, 200, "another user is served");
+
+    let (refusals, took) = burst("not-a-token".into()).await;
+    let refused = refusals.iter().filter(|a| a.0 == 401).count();
+    let limited = refusals.iter().filter(|a| a.0 == 429).count();
+    assert_eq!(refused + limited, refusals.len(), "{refusals:?}");
+    assert!(
+        refused >= 5 && refused <= allowed_within(took),
+        "{refused} in {took:?}"
+    );
+    let mut ws_limited = 0;
+    for _ in 0..20 {
+        if WebSocket::connect(host.ws_addr, "token=not-a-token", None)
+            .await
+            .err()
+            == Some(429)
+        {
+            ws_limited += 1;
+        }
+    }
+    assert!(
+        ws_limited > 0,
+        "the /ws handshakes share the address's rate of refusals"
+    );
+
+    // Only what was within the rates is in the audit trail.
+    let audited: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT user_id, count(*) FROM audit_log WHERE action = 'GET /api/notifications'
+         GROUP BY user_id ORDER BY user_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited,
+        [
+            ("anonymous".to_owned(), refused as i64),
+            ("u-dr-smith".to_owned(), served as i64),
+            ("u-nurse-1".to_owned(), 1),
+        ]
+    );
+    let (_, metrics) = {
+        let response = client
+            .get(format!("http://{}/metrics", host.http_addr))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.text().await.unwrap())
+    };
+    assert!(
+        metrics.contains("projector_rate_limited_total{limit=\"user\"}"),
+        "{metrics}"
+    );
+    host.stop();
+}
