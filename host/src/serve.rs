@@ -20,7 +20,7 @@ use crate::objects::ObjectStore;
 use crate::push::Notifier;
 use crate::rate::RateLimits;
 use crate::runtime::Runtime;
-use crate::shared::Shared;
+use crate::shared::{NotificationSink, Shared};
 use crate::{api, bus, ingest, store, watch};
 
 /// A running host: its projections and its API.
@@ -45,7 +45,7 @@ impl Host {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let shared = connect(config).await?;
         let config = shared.config.clone();
-        let (pushes, queue) = mpsc::unbounded_channel();
+        let (pushes, queue) = NotificationSink::bounded(config.push_queue, shared.metrics.clone());
         let (notifier, mut tasks) = Notifier::start(shared.clone(), pushes.clone(), queue).await?;
         tasks.extend(upkeep(&shared));
         let fleet = Arc::new(Fleet::new(

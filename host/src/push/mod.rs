@@ -24,12 +24,11 @@ use axum::routing::get;
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::auth::{Claims, Recipient, TokenVerifier};
-use crate::shared::{NotificationSink, Shared};
+use crate::shared::{NotificationQueue, NotificationSink, Shared};
 use crate::store::StoredNotification;
 use crate::store::audit::{self, ANONYMOUS, NewAudit};
 use crate::store::notifications::{self, Acknowledgement, Acknowledger};
@@ -176,7 +175,7 @@ impl Notifier {
     pub async fn start(
         shared: Shared,
         pushes: NotificationSink,
-        queue: mpsc::UnboundedReceiver<Vec<StoredNotification>>,
+        queue: NotificationQueue,
     ) -> anyhow::Result<(Self, Vec<JoinHandle<()>>)> {
         let subject = fanout::subject(&shared.config.subject_prefix);
         let subscription = shared
@@ -222,7 +221,7 @@ impl Notifier {
 
     /// Publishes queued notifications in the order they were committed and
     /// records them as pushed.
-    async fn pusher(self, mut queue: mpsc::UnboundedReceiver<Vec<StoredNotification>>) {
+    async fn pusher(self, mut queue: NotificationQueue) {
         while let Some(mut stored) = queue.recv().await {
             while let Ok(more) = queue.try_recv() {
                 stored.extend(more);
@@ -541,7 +540,7 @@ impl Notifier {
                 .await?;
         if !escalated.is_empty() {
             tracing::warn!(count = escalated.len(), role = %config.escalation_role, "unacknowledged urgent notifications escalated");
-            let _ = self.0.pushes.send(escalated);
+            self.0.pushes.offer(escalated);
         }
         let unpushed = notifications::unpushed(pool, schedule::SWEEP_GRACE).await?;
         if !unpushed.is_empty() {
@@ -549,7 +548,7 @@ impl Notifier {
                 count = unpushed.len(),
                 "pushing notifications left unpushed"
             );
-            let _ = self.0.pushes.send(unpushed);
+            self.0.pushes.offer(unpushed);
         }
         Ok(())
     }

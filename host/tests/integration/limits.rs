@@ -12,6 +12,13 @@ use crate::common::{PrivateNats, SEED, TestEnv, eventually, view_document};
 
 const PROVIDER: &str = "u-dr-smith";
 
+fn seqs(events: &[(String, Value)]) -> Vec<i64> {
+    events
+        .iter()
+        .filter_map(|(_, n)| n["seq"].as_i64())
+        .collect()
+}
+
 /// Reads a view while another transaction holds it locked: the API's reads
 /// end with a 503 at its statement timeout, however many there are, and
 /// the projections keep their own connections meanwhile.
@@ -188,5 +195,70 @@ async fn a_caller_over_the_rate_gets_429_and_others_are_served() {
         metrics.contains("projector_rate_limited_total{limit=\"user\"}"),
         "{metrics}"
     );
+    host.stop();
+}
+
+/// While NATS is away the push cannot publish: the sweep keeps finding the
+/// unpushed notifications, and the push queue, full, leaves them in the
+/// outbox (counted) rather than holding every copy in memory. Once NATS is
+/// back, the sweep delivers each of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_push_queue_loses_nothing() {
+    let mut nats = PrivateNats::start(&format!("limits-{}", uuid::Uuid::new_v4().simple())).await;
+    let mut env = TestEnv::on_nats("limits_queue", Some(&nats.url())).await;
+    env.config.push_queue = 1;
+    let host = env.start().await;
+    let pool = env.pool().await;
+    let token = env.token(PROVIDER, "provider");
+    let mut phone = WebSocket::connect(host.ws_addr, "", Some(&token))
+        .await
+        .expect("accepted");
+
+    nats.stop().await;
+    // Committed a minute ago and never pushed: the sweep's, every second.
+    sqlx::query(
+        "INSERT INTO notifications (notification_id, user_id, seq, event_id, patient_id, kind,
+                                    priority, requires_ack, dedupe_key, body, event_at, created_at)
+         SELECT gen_random_uuid(), $1, s, 'e-' || s, 'p-1', 'lab_result_available', 'normal', false,
+                'k-' || s, '{\"type\": \"lab_result_available\", \"priority\": \"normal\"}',
+                now(), now() - interval '1 minute'
+         FROM generate_series(1, 5) AS s",
+    )
+    .bind(PROVIDER)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // Sweeps while the push waits for NATS: one batch in the push, one in
+    // the queue, the rest left in the outbox.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    nats.start_again().await;
+
+    let delivered = take(&mut phone, 5).await;
+    assert_eq!(seqs(&delivered), [1, 2, 3, 4, 5], "{delivered:?}");
+    assert!(
+        drain(&mut phone, Duration::from_secs(2)).await.is_empty(),
+        "each once"
+    );
+    eventually("every notification recorded as pushed", || async {
+        let unpushed: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM notifications WHERE pushed_at IS NULL")
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+        (unpushed == 0).then_some(())
+    })
+    .await;
+    let metrics = reqwest::get(format!("http://{}/metrics", host.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let deferred: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("projector_notifications_push_deferred_total "))
+        .and_then(|n| n.parse().ok())
+        .expect("the deferred pushes are counted");
+    assert!(deferred >= 5, "{deferred}");
     host.stop();
 }
