@@ -12,6 +12,43 @@ use crate::common::{PrivateNats, SEED, TestEnv, eventually, view_document};
 
 const PROVIDER: &str = "u-dr-smith";
 
+/// The audit entries of a socket `action`, once there are `count`: each
+/// one's device and detail, in order.
+async fn socket_audit(pool: &PgPool, action: &str, count: usize) -> Vec<(String, String)> {
+    eventually(&format!("{count} `{action}` audited"), || async move {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT resource_id, detail FROM audit_log
+             WHERE resource_type = 'Socket' AND action = $1 ORDER BY id",
+        )
+        .bind(action)
+        .fetch_all(pool)
+        .await
+        .ok()?;
+        (rows.len() >= count).then_some(rows)
+    })
+    .await
+}
+
+/// Stores notifications `1..=count` of `user` as a projection would have,
+/// already pushed (they are history); the first is an urgent one nobody
+/// acknowledged.
+async fn history(pool: &PgPool, user: &str, count: i64) {
+    sqlx::query(
+        "INSERT INTO notifications (notification_id, user_id, seq, event_id, patient_id, kind,
+                                    priority, requires_ack, dedupe_key, body, event_at, created_at, pushed_at)
+         SELECT gen_random_uuid(), $1, s, 'e-' || s, 'p-1', k.kind, k.priority, s = 1, 'k-' || s,
+                jsonb_build_object('type', k.kind, 'priority', k.priority), now(), now(), now()
+         FROM generate_series(1, $2::bigint) AS s,
+              LATERAL (SELECT CASE WHEN s = 1 THEN 'critical_lab_value' ELSE 'lab_result_available' END AS kind,
+                              CASE WHEN s = 1 THEN 'urgent' ELSE 'normal' END AS priority) AS k",
+    )
+    .bind(user)
+    .bind(count)
+    .execute(pool)
+    .await
+    .expect("notifications stored");
+}
+
 fn seqs(events: &[(String, Value)]) -> Vec<i64> {
     events
         .iter()
@@ -86,6 +123,154 @@ async fn a_locked_view_times_out_its_readers_and_leaves_the_projections_their_co
         )
         .await;
     assert_eq!((status, records), (200, json!([])));
+    host.stop();
+}
+
+/// A device away for long gets the newest `REPLAY_LIMIT` it missed, is
+/// told which it did not get, and still gets every unacknowledged urgent
+/// one; the rest are there over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_away_for_long_gets_the_newest_and_is_told_what_it_missed() {
+    let mut env = TestEnv::new("limits_replay").await;
+    env.config.replay_limit = 5;
+    let host = env.start().await;
+    let pool = env.pool().await;
+    history(&pool, PROVIDER, 12).await;
+    let token = env.token(PROVIDER, "provider");
+
+    let mut phone = WebSocket::connect(host.ws_addr, "lastSeq=0", Some(&token))
+        .await
+        .expect("accepted");
+    let events = take(&mut phone, 7).await;
+    assert_eq!(events[0].0, "replay_truncated", "{events:?}");
+    assert_eq!(
+        events[0].1,
+        json!({"lastSeq": 0, "firstSeq": 8, "limit": 5}),
+        "{events:?}"
+    );
+    assert_eq!(seqs(&events[1..6]), [8, 9, 10, 11, 12], "{events:?}");
+    assert_eq!(
+        events[6].0, "critical_alert",
+        "the unacknowledged urgent one"
+    );
+    assert_eq!(events[6].1["seq"], 1);
+    assert!(drain(&mut phone, Duration::from_secs(1)).await.is_empty());
+
+    let (status, older) = env
+        .get(&host, "/api/notifications?after=0&limit=7", Some(&token))
+        .await;
+    assert_eq!(status, 200);
+    let older: Vec<i64> = older
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["seq"].as_i64())
+        .collect();
+    assert_eq!(older, [1, 2, 3, 4, 5, 6, 7]);
+
+    let connected = socket_audit(&pool, "socket.connected", 1).await;
+    assert_eq!(
+        connected[0].1,
+        "transport=websocket replayed=5 unacknowledged=1 truncated_before_seq=8"
+    );
+    host.stop();
+}
+
+/// One more device than `MAX_DEVICES_PER_USER` closes the user's oldest,
+/// which is told why first; the new one and the others work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_past_the_users_limit_closes_their_oldest() {
+    let mut env = TestEnv::new("limits_devices").await;
+    env.config.max_devices_per_user = 2;
+    let host = env.start().await;
+    let pool = env.pool().await;
+    let token = env.token(PROVIDER, "provider");
+
+    let mut oldest = WebSocket::connect(host.ws_addr, "deviceId=oldest", Some(&token))
+        .await
+        .expect("accepted");
+    socket_audit(&pool, "socket.connected", 1).await;
+    let mut desk = WebSocket::connect(host.ws_addr, "deviceId=desk", Some(&token))
+        .await
+        .expect("accepted");
+    socket_audit(&pool, "socket.connected", 2).await;
+    let mut colleague = WebSocket::connect(
+        host.ws_addr,
+        "deviceId=colleague",
+        Some(&env.token("u-nurse-1", "nurse")),
+    )
+    .await
+    .expect("accepted");
+    socket_audit(&pool, "socket.connected", 3).await;
+    let mut newest =
+        SocketIo::connect(host.ws_addr, json!({"token": token, "deviceId": "newest"})).await;
+
+    let (event, notice) = oldest.next_event(PATIENCE).await.expect("told why");
+    assert_eq!(event, "session_replaced");
+    assert_eq!(notice["maxDevicesPerUser"], 2, "{notice}");
+    assert!(oldest.ends(PATIENCE).await, "the oldest is closed");
+    let ended = socket_audit(&pool, "socket.disconnected", 1).await;
+    assert_eq!(
+        ended[0],
+        (
+            "oldest".to_owned(),
+            "reason=the user connected more devices than MAX_DEVICES_PER_USER".to_owned()
+        )
+    );
+
+    env.publish(SEED).await;
+    assert_eq!(take(&mut desk, 6).await.len(), 6);
+    assert_eq!(take(&mut newest, 6).await.len(), 6);
+    assert!(
+        drain(&mut colleague, Duration::from_secs(1))
+            .await
+            .iter()
+            .all(|(e, _)| e != "session_replaced")
+    );
+    newest.close().await;
+    host.stop();
+}
+
+/// A message over 64 KiB closes the connection that sent it, on `/ws` and
+/// Socket.IO alike; the user's other devices and the host go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_closes_only_its_connection() {
+    let env = TestEnv::new("limits_messages").await;
+    let host = env.start().await;
+    let token = env.token(PROVIDER, "provider");
+    let mut sender = WebSocket::connect(host.ws_addr, "deviceId=sender", Some(&token))
+        .await
+        .expect("accepted");
+    let mut socket = SocketIo::connect(host.ws_addr, json!({"token": token})).await;
+    let mut bystander = WebSocket::connect(host.ws_addr, "deviceId=bystander", Some(&token))
+        .await
+        .expect("accepted");
+
+    // Over 64 KiB, under the 100 kB Socket.IO would take by default.
+    let oversized = "x".repeat(80 << 10);
+    sender
+        .send_text(
+            json!({"event": "acknowledge", "id": 1, "data": {"notificationId": oversized}})
+                .to_string(),
+        )
+        .await;
+    assert!(sender.ends(PATIENCE).await, "the /ws sender is closed");
+    socket
+        .emit("acknowledge", json!({"notificationId": oversized}))
+        .await;
+    assert!(
+        socket.disconnected(PATIENCE).await,
+        "the Socket.IO sender is closed"
+    );
+
+    let reply = bystander
+        .acknowledge(&uuid::Uuid::new_v4().to_string())
+        .await;
+    assert_eq!(reply["ok"], false, "answered: {reply}");
+    env.publish(SEED).await;
+    assert_eq!(take(&mut bystander, 6).await.len(), 6);
+    let (status, _) = env.get(&host, "/healthz", None).await;
+    assert_eq!(status, 200);
     host.stop();
 }
 
