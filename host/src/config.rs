@@ -1,6 +1,7 @@
 //! Configuration from the environment, each variable with a local default.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,6 +37,34 @@ pub struct Config {
     pub nats_inbox_prefix: Option<String>,
     /// `DATABASE_URL`
     pub database_url: String,
+    /// `DB_CONNECTIONS`: the pool of the projections and the host's own
+    /// work (pushes, resends, sweeps, deploys).
+    pub db_connections: u32,
+    /// `API_DB_CONNECTIONS`: the pool of clients' requests (the HTTP API,
+    /// sockets' replays, acknowledgements and audit entries), kept apart so
+    /// clients cannot take the projections' connections.
+    pub api_db_connections: u32,
+    /// `API_STATEMENT_TIMEOUT`: how long one statement of a client's
+    /// request may run, and how long a request waits for a free connection
+    /// of its pool (e.g. `5s`).
+    pub api_statement_timeout: Duration,
+    /// `API_RATE_PER_SECOND`: API requests each user may make per second
+    /// on average; also the refused requests (401) each client address may
+    /// make.
+    pub api_rate_per_second: NonZeroU32,
+    /// `API_RATE_BURST`: how many requests beyond the average rate a user
+    /// (or an address, of refused ones) may make at once.
+    pub api_rate_burst: NonZeroU32,
+    /// `REPLAY_LIMIT`: the most missed notifications a connecting device is
+    /// sent (the newest); it is told where they start and fetches older
+    /// ones over HTTP.
+    pub replay_limit: i64,
+    /// `MAX_DEVICES_PER_USER`: connections one user may have to one host;
+    /// another one closes the user's oldest.
+    pub max_devices_per_user: usize,
+    /// `PUSH_QUEUE`: committed batches of notifications waiting to be
+    /// pushed; when full, more wait in the outbox for the sweep.
+    pub push_queue: usize,
     /// `JWT_SECRET`: the HS256 key of the host's own tokens (`projector
     /// token`); see [`Config::hs256_secret`] for when it may be unset.
     pub jwt_secret: Option<String>,
@@ -175,6 +204,14 @@ impl Config {
                 "DATABASE_URL",
                 "postgres://postgres@127.0.0.1:5432/projector",
             ),
+            db_connections: positive("DB_CONNECTIONS", "16")?,
+            api_db_connections: positive("API_DB_CONNECTIONS", "8")?,
+            api_statement_timeout: duration("API_STATEMENT_TIMEOUT", "5s")?,
+            api_rate_per_second: parse("API_RATE_PER_SECOND", "20")?,
+            api_rate_burst: parse("API_RATE_BURST", "100")?,
+            replay_limit: positive("REPLAY_LIMIT", "1000")?,
+            max_devices_per_user: positive("MAX_DEVICES_PER_USER", "20")?,
+            push_queue: positive("PUSH_QUEUE", "1024")?,
             jwt_secret: optional("JWT_SECRET"),
             jwt_jwks_url: optional("JWT_JWKS_URL"),
             jwt_public_key_file: optional("JWT_PUBLIC_KEY_FILE").map(PathBuf::from),
@@ -298,6 +335,20 @@ where
     var(name, default)
         .parse()
         .with_context(|| format!("environment variable {name}"))
+}
+
+/// A count that must be at least one (a pool, a queue, a limit).
+fn positive<T>(name: &str, default: &str) -> anyhow::Result<T>
+where
+    T: std::str::FromStr + PartialOrd + From<u8>,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let value: T = parse(name, default)?;
+    anyhow::ensure!(
+        value >= T::from(1),
+        "environment variable {name} must be 1 or more"
+    );
+    Ok(value)
 }
 
 /// A duration such as `500ms`, `30s` or `5m`.

@@ -2,8 +2,10 @@
 //! `{"error": "...", "code": "..."}` with a status.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+
+use crate::rate::Limited;
 
 /// An API error; its response is JSON.
 #[derive(Debug)]
@@ -11,6 +13,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds until a retry may succeed (`Retry-After`).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -20,6 +24,21 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429: over a rate; the response says when to try again. It is not
+    /// audited (see [`RateLimited`]).
+    pub fn rate_limited(limited: Limited) -> Self {
+        let seconds = limited.retry_after_secs();
+        Self {
+            retry_after: Some(seconds),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests: retry in {seconds} s"),
+            )
         }
     }
 
@@ -71,6 +90,24 @@ impl From<sqlx::Error> for ApiError {
                 "this view's plugin is not loaded",
             );
         }
+        // The API's statements are cancelled at API_STATEMENT_TIMEOUT, and
+        // its requests give up waiting for a connection as long.
+        if let sqlx::Error::Database(db) = &e
+            && db.code().as_deref() == Some("57014")
+        {
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "query_timeout",
+                "the database did not answer in time (API_STATEMENT_TIMEOUT); try again",
+            );
+        }
+        if let sqlx::Error::PoolTimedOut = e {
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_busy",
+                "every database connection of the API stayed busy (API_STATEMENT_TIMEOUT); try again",
+            );
+        }
         tracing::error!(error = %e, "database error");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -84,6 +121,11 @@ impl From<sqlx::Error> for ApiError {
 /// (a refusal is recorded with its reason).
 #[derive(Debug, Clone)]
 pub struct ErrorMessage(pub String);
+
+/// Marks a response refused for its rate: it is counted, not audited, or
+/// whoever is over the rate would still write a row per request.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimited;
 
 /// The body of an error response.
 #[derive(serde::Serialize)]
@@ -101,6 +143,12 @@ impl IntoResponse for ApiError {
         };
         let mut response = (self.status, Json(body)).into_response();
         response.extensions_mut().insert(message);
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response.extensions_mut().insert(RateLimited);
+        }
         response
     }
 }

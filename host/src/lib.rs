@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod objects;
 pub mod publish;
 pub mod push;
+pub mod rate;
 pub mod replay;
 pub mod runtime;
 pub mod scaffold;

@@ -267,7 +267,7 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
 /// `projector audit verify`.
 async fn verify_audit(config: &Config, expect_head: Option<&str>) -> anyhow::Result<()> {
     use projector::store::audit::{self, Chain};
-    let pool = projector::store::connect(&config.database_url).await?;
+    let pool = projector::store::connect(&config.database_url, config.db_connections).await?;
     match audit::verify(&pool)
         .await
         .context("reading the audit trail")?

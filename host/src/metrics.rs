@@ -50,6 +50,12 @@ const OTHER_CODES: &str = "(others)";
 /// Codes longer than this are counted under [`OTHER_CODES`] too.
 const MAX_CODE_LABEL: usize = 64;
 
+/// Which limit refused a request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Latency buckets from 1 ms to about 16 s.
@@ -78,6 +84,8 @@ pub struct Metrics {
     sockets: Gauge,
     pending_ack: Gauge,
     ack_seconds: Histogram,
+    push_deferred: Counter,
+    rate_limited: Family<LimitLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -145,6 +153,18 @@ impl Default for Metrics {
             "Time from a notification being stored to its first acknowledgement",
             ack_seconds.clone(),
         );
+        let push_deferred = Counter::default();
+        registry.register(
+            "notifications_push_deferred",
+            "Notifications not queued for pushing because the queue was full; the sweep pushes them from the outbox",
+            push_deferred.clone(),
+        );
+        let rate_limited = Family::default();
+        registry.register(
+            "rate_limited",
+            "Requests and handshakes refused with 429 for their rate (limit: user or refused_address), not audited one by one",
+            rate_limited.clone(),
+        );
         Self {
             registry,
             applied,
@@ -159,6 +179,8 @@ impl Default for Metrics {
             sockets,
             pending_ack,
             ack_seconds,
+            push_deferred,
+            rate_limited,
         }
     }
 }
@@ -229,6 +251,18 @@ impl Metrics {
     /// Records a first acknowledgement, `waited` after the notification was stored.
     pub fn acknowledged(&self, waited: Duration) {
         self.ack_seconds.observe(waited.as_secs_f64());
+    }
+
+    /// Counts notifications left in the outbox for the sweep because the
+    /// push queue was full.
+    pub fn push_deferred(&self, notifications: usize) {
+        self.push_deferred.inc_by(notifications as u64);
+    }
+
+    /// Counts a request refused for its rate by `limit` (`user` or
+    /// `refused_address`).
+    pub fn rate_limited(&self, limit: &'static str) {
+        self.rate_limited.get_or_create(&LimitLabel { limit }).inc();
     }
 
     /// The state read at scrape time, then everything as Prometheus text.

@@ -23,7 +23,7 @@ pub async fn replay(config: &Config, wasm: &Path, events: &Path) -> anyhow::Resu
     let plugin = Plugin::load(&runtime, &bytes).await?;
     let items = read_items(events)?;
     let database = format!("replay_{}", chrono::Utc::now().format("%Y%m%d%H%M%S%f"));
-    let pool = store::connect(&config.database_url_named(&database)).await?;
+    let pool = store::connect(&config.database_url_named(&database), config.db_connections).await?;
     let target = store::Target::live(plugin.name());
     store::ensure_views(&pool, &target, &plugin.info).await?;
     let cache = store::DocCache::new(config.doc_cache);

@@ -18,8 +18,9 @@ use crate::lifecycle::{Deployer, Registry};
 use crate::metrics::Metrics;
 use crate::objects::ObjectStore;
 use crate::push::Notifier;
+use crate::rate::RateLimits;
 use crate::runtime::Runtime;
-use crate::shared::Shared;
+use crate::shared::{NotificationSink, Shared};
 use crate::{api, bus, ingest, store, watch};
 
 /// A running host: its projections and its API.
@@ -44,7 +45,7 @@ impl Host {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let shared = connect(config).await?;
         let config = shared.config.clone();
-        let (pushes, queue) = mpsc::unbounded_channel();
+        let (pushes, queue) = NotificationSink::bounded(config.push_queue, shared.metrics.clone());
         let (notifier, mut tasks) = Notifier::start(shared.clone(), pushes.clone(), queue).await?;
         tasks.extend(upkeep(&shared));
         let fleet = Arc::new(Fleet::new(
@@ -104,31 +105,47 @@ impl Host {
     }
 }
 
-/// Sets up token checking, then connects to PostgreSQL (migrating it),
-/// NATS and the event stream, once for the whole host.
+/// Sets up token checking, then connects to PostgreSQL (migrating it; a
+/// pool for the projections and one for clients), NATS and the event
+/// stream, once for the whole host.
 async fn connect(config: Config) -> anyhow::Result<Shared> {
     let config = Arc::new(config);
     let tokens = Arc::new(TokenVerifier::from_config(&config).await?);
-    let pool = store::connect(&config.database_url).await?;
+    let pool = store::connect(&config.database_url, config.db_connections).await?;
+    let api_pool = store::connect_api(
+        &config.database_url,
+        config.api_db_connections,
+        config.api_statement_timeout,
+    )
+    .await?;
     let nats = bus::connect(&config).await?;
     let js = async_nats::jetstream::new(nats.clone());
     let stream = ingest::ensure_stream(&js, &config).await?;
+    let metrics = Arc::new(Metrics::default());
     Ok(Shared {
         objects: ObjectStore::new(&config),
-        metrics: Arc::new(Metrics::default()),
+        limits: Arc::new(RateLimits::new(
+            config.api_rate_per_second,
+            config.api_rate_burst,
+            metrics.clone(),
+        )),
+        metrics,
         tokens,
         config,
         pool,
+        api_pool,
         nats,
         stream,
     })
 }
 
-/// The upkeep tasks: buckets created once storage answers, retention
-/// sweeps, and planner statistics kept fresh.
+/// The upkeep tasks: buckets created once storage answers, idle callers
+/// forgotten by the rate limits, retention sweeps, and planner statistics
+/// kept fresh.
 fn upkeep(shared: &Shared) -> Vec<JoinHandle<()>> {
     let mut tasks = vec![
         tokio::spawn(shared.objects.clone().ensure_buckets_until_done()),
+        tokio::spawn(shared.limits.clone().forget_idle()),
         tokio::spawn(store::retention::sweep_every(
             shared.pool.clone(),
             shared.config.clone(),

@@ -1,6 +1,7 @@
 //! What every part of a running host shares, built once at start by
 //! [`crate::serve`] and handed down: configuration, the database, NATS and
-//! the event stream, metrics, object storage and the token verifier.
+//! the event stream, metrics, object storage, the token verifier and rate
+//! limits.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use crate::auth::TokenVerifier;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::objects::ObjectStore;
+use crate::rate::RateLimits;
 use crate::runtime::Plugin;
 use crate::store::StoredNotification;
 
@@ -20,8 +22,15 @@ use crate::store::StoredNotification;
 pub struct Shared {
     /// The host's configuration.
     pub config: Arc<Config>,
-    /// The database.
+    /// The database, for the projections and the host's own work (pushes,
+    /// resends, sweeps, deploys, upkeep): `DB_CONNECTIONS`.
     pub pool: PgPool,
+    /// The database for clients' requests: the HTTP API's, and what
+    /// notification sockets ask for (replays, acknowledgements, their audit
+    /// entries). `API_DB_CONNECTIONS` of their own, each statement limited
+    /// to `API_STATEMENT_TIMEOUT`, so clients and slow queries cannot take
+    /// the projections' connections.
+    pub api_pool: PgPool,
     /// NATS: readiness, notifications between instances, the fleet.
     pub nats: async_nats::Client,
     /// The event stream the projections consume.
@@ -33,13 +42,84 @@ pub struct Shared {
     /// Checks bearer tokens, for the API and the sockets alike; one for the
     /// host, so the identity provider's keys are cached once.
     pub tokens: Arc<TokenVerifier>,
+    /// Each user's and each address's rate, for the API and the sockets.
+    pub limits: Arc<RateLimits>,
 }
 
-/// Where projections hand the notifications each batch committed, in commit
-/// order, for the push to deliver: the projection goes on to ack without
-/// waiting for devices.
-pub type NotificationSink = mpsc::UnboundedSender<Vec<StoredNotification>>;
+/// Where projections (and escalations and the sweep) hand the notifications
+/// each batch committed, in commit order, for the push to deliver. It holds
+/// at most `PUSH_QUEUE` batches and is never waited on: the projection goes
+/// on to ack without waiting for devices, and a batch that finds the queue
+/// full (the push fell behind: NATS away) stays unpushed in the outbox,
+/// which the sweep pushes from. An outage of the push then costs latency,
+/// never memory without bound; `projector_notifications_push_deferred_total`
+/// counts what the sweep was left.
+#[derive(Clone)]
+pub struct NotificationSink {
+    queue: mpsc::Sender<Vec<StoredNotification>>,
+    metrics: Arc<Metrics>,
+}
+
+/// Where the push reads what a [`NotificationSink`] was handed.
+pub type NotificationQueue = mpsc::Receiver<Vec<StoredNotification>>;
+
+impl NotificationSink {
+    /// A sink of at most `batches` batches, and the queue it fills.
+    pub fn bounded(batches: usize, metrics: Arc<Metrics>) -> (Self, NotificationQueue) {
+        let (queue, receiver) = mpsc::channel(batches);
+        (Self { queue, metrics }, receiver)
+    }
+
+    /// Hands committed notifications on without waiting; when the queue is
+    /// full they are left to the sweep (and counted).
+    pub fn offer(&self, notifications: Vec<StoredNotification>) {
+        if notifications.is_empty() {
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(left)) = self.queue.try_send(notifications) {
+            self.metrics.push_deferred(left.len());
+        }
+    }
+}
 
 /// Where the deployer says "this version now runs here", for the fleet to
 /// tell the other hosts.
 pub type VersionSink = mpsc::UnboundedSender<Plugin>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_refuses_without_waiting_and_counts_what_it_left() {
+        let metrics = Arc::new(Metrics::default());
+        let (sink, mut queue) = NotificationSink::bounded(1, metrics.clone());
+        let notification = |seq| StoredNotification {
+            notification_id: uuid::Uuid::new_v4(),
+            recipient: crate::auth::Recipient::User("dr".into()),
+            seq,
+            event_id: format!("e-{seq}"),
+            patient_id: "p-1".into(),
+            urgent: false,
+            dedupe_key: format!("k-{seq}"),
+            body: serde_json::json!({}),
+            event_at: chrono::Utc::now(),
+            created_at: chrono::Utc::now(),
+            acknowledged_at: None,
+            acknowledged_by: None,
+            acknowledged_device: None,
+            escalated_at: None,
+            escalated_to: None,
+            escalation_of: None,
+        };
+        sink.offer(vec![notification(1)]);
+        sink.offer(vec![notification(2), notification(3)]);
+        assert_eq!(queue.try_recv().map(|b| b.len()).ok(), Some(1));
+        assert!(queue.try_recv().is_err(), "the second batch was left");
+        let text = metrics.render(&[], 0, 0);
+        assert!(
+            text.contains("projector_notifications_push_deferred_total 2"),
+            "{text}"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! Every request to the API goes to the audit log (HIPAA 164.312(b)): who,
 //! what, which resource, from where, when, and how it ended; a refusal with
-//! its reason, an unauthenticated one under [`ANONYMOUS`].
+//! its reason, an unauthenticated one under [`ANONYMOUS`]. Requests refused
+//! for their rate (429) are counted in metrics instead.
 
 use std::net::SocketAddr;
 
@@ -11,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
 use crate::auth::Claims;
-use crate::error::ErrorMessage;
+use crate::error::{ErrorMessage, RateLimited};
 use crate::store::audit::{self, ANONYMOUS, NewAudit};
 
 /// The kind of resource a route serves, for the audit log.
@@ -69,6 +70,11 @@ pub async fn audit_request(
             ApiError::bad_request(format!("invalid path: {}", e.body_text())).into_response(),
         ),
     };
+    // Over a rate, the refusal is counted instead: recording each would
+    // let whoever is over it write as fast as they send.
+    if response.extensions().get::<RateLimited>().is_some() {
+        return response;
+    }
     // `authenticate` leaves the caller in the response; a refusal, its
     // reason.
     let user = response
@@ -85,7 +91,7 @@ pub async fn audit_request(
             .map(|message| message.0.clone()),
         ..NewAudit::now(user, action, resource_type(&route), resource_id)
     };
-    let written = audit::insert(&state.shared.pool, &[entry]).await;
+    let written = audit::insert(&state.shared.api_pool, &[entry]).await;
     match written {
         Ok(_) => response,
         Err(e) => {

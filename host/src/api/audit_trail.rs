@@ -38,7 +38,7 @@ async fn list(
         to: time("to", filter.to.as_deref())?,
         limit: params::limit(filter.limit.as_deref())?,
     };
-    Ok(Json(audit::entries(&state.shared.pool, &filter).await?))
+    Ok(Json(audit::entries(&state.shared.api_pool, &filter).await?))
 }
 
 fn time(name: &str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {

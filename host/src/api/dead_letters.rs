@@ -37,8 +37,13 @@ async fn list(
         .map_err(|_| {
             ApiError::bad_request("status must be dead, retrying, resolved or discarded")
         })?;
-    let rows =
-        dead_letters::list(&state.shared.pool, filter.plugin.as_deref(), status, limit).await?;
+    let rows = dead_letters::list(
+        &state.shared.api_pool,
+        filter.plugin.as_deref(),
+        status,
+        limit,
+    )
+    .await?;
     Ok(Json(rows))
 }
 
@@ -76,7 +81,7 @@ async fn settle(
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::bad_request("dead-letter id must be a number"))?;
-    match dead_letters::settle(&state.shared.pool, id, to).await? {
+    match dead_letters::settle(&state.shared.api_pool, id, to).await? {
         Settled::Now { plugin } => {
             state.registry.wake_redrive(&plugin);
             Ok((

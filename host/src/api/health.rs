@@ -29,7 +29,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
             lags.push((name, lag));
         }
     }
-    let pending = notifications::awaiting_acknowledgement(&state.shared.pool)
+    let pending = notifications::awaiting_acknowledgement(&state.shared.api_pool)
         .await
         .unwrap_or(-1);
     let text = state
@@ -109,6 +109,8 @@ async fn healthz() -> Json<Health> {
 /// Object storage down degrades (images and reports cannot be fetched) but
 /// projection goes on, so the host stays ready and says so.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    // Whether the database answers the host, not whether clients have
+    // left a connection of their pool free.
     let (postgres, s3) = tokio::join!(
         store::ping(&state.shared.pool),
         state.shared.objects.ready()

@@ -1,6 +1,6 @@
 //! The HTTP API (SPEC "HTTP API"): one router per area, JWT on everything but
-//! the probes, every request to it audited (refusals with their reason),
-//! JSON errors.
+//! the probes, each user's rate limited, every request within the rates
+//! audited (refusals with their reason), JSON errors.
 
 mod audit;
 mod audit_trail;
@@ -13,6 +13,7 @@ mod object_urls;
 mod params;
 mod patients;
 mod plugins;
+mod rate;
 
 use crate::error;
 pub use crate::error::ApiError;
@@ -57,7 +58,15 @@ pub fn router(state: AppState) -> Router {
         ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
+            rate::limit_user,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
             auth::authenticate,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            rate::limit_refusals,
         ))
         // Outermost, so refusals are recorded too.
         .route_layer(middleware::from_fn_with_state(

@@ -39,7 +39,7 @@ async fn list(
     let limit = params::limit(filter.limit.as_deref())?;
     Ok(Json(
         notifications::since(
-            &state.shared.pool,
+            &state.shared.api_pool,
             &Recipient::User(claims.sub),
             after,
             limit,

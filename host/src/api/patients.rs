@@ -51,7 +51,7 @@ async fn chart_and_alerts(
     state: &AppState,
     patient_id: &str,
 ) -> Result<(Option<Value>, Vec<Alert>), ApiError> {
-    let mut snapshot = store::snapshot(&state.shared.pool).await?;
+    let mut snapshot = store::snapshot(&state.shared.api_pool).await?;
     let chart = documents::get(&mut *snapshot, "patient_chart", patient_id).await?;
     let raised = notifications::alerts(&mut *snapshot, patient_id).await?;
     snapshot.commit().await?;
@@ -81,7 +81,7 @@ async fn records(
         .ok_or_else(|| ApiError::not_found(format!("no view `{segment}` for patients")))?;
     check_chart_access(&claims, &patient_id, &state.shared.config.clinical_roles)?;
     let mut records =
-        documents::by_patient(&state.shared.pool, view, &patient_id, order_field).await?;
+        documents::by_patient(&state.shared.api_pool, view, &patient_id, order_field).await?;
     match segment.as_str() {
         "imaging" => object_urls::sign_studies(&state.shared.objects, &mut records).await,
         "labs" => object_urls::sign_lab_reports(&state.shared.objects, &mut records).await,

@@ -89,7 +89,7 @@ struct LogCounts {
 /// Name, version, hash, subjects, views, state, checkpoint, lag, counts,
 /// log counts and the version kept for rollback.
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<PluginStatus>>, ApiError> {
-    let checkpoints: HashMap<String, Checkpoint> = checkpoints::all(&state.shared.pool)
+    let checkpoints: HashMap<String, Checkpoint> = checkpoints::all(&state.shared.api_pool)
         .await?
         .into_iter()
         .map(|c| (c.plugin.clone(), c))

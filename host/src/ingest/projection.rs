@@ -262,10 +262,8 @@ impl Projection {
 
     /// Hands committed notifications on to be pushed; never waits.
     fn hand_over(&self, notifications: Vec<StoredNotification>) {
-        if let Some(sink) = &self.notifications
-            && !notifications.is_empty()
-        {
-            let _ = sink.send(notifications);
+        if let Some(sink) = &self.notifications {
+            sink.offer(notifications);
         }
     }
 

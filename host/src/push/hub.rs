@@ -35,6 +35,14 @@ pub const ACKNOWLEDGED_EVENT: &str = "notification_acknowledged";
 /// expired (it may send a fresh one with `reauthenticate` before then).
 pub const SESSION_EXPIRED_EVENT: &str = "session_expired";
 
+/// Sent to a device just before it is disconnected because its user
+/// connected more than `MAX_DEVICES_PER_USER` devices to this host (it is
+/// the oldest of them).
+pub const SESSION_REPLACED_EVENT: &str = "session_replaced";
+/// Sent to a connecting device, before its replay, when it missed more
+/// than `REPLAY_LIMIT` notifications: which ones it was not sent.
+pub const REPLAY_TRUNCATED_EVENT: &str = "replay_truncated";
+
 /// A stored notification on its way to its recipient's devices.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -222,6 +230,15 @@ impl Hub {
         }
     }
 
+    /// The connections of a room beyond its newest `keep`, oldest first.
+    pub fn oldest_beyond(&self, room: &Recipient, keep: usize) -> Vec<Arc<Conn>> {
+        let mut members = self.members(room);
+        let beyond = members.len().saturating_sub(keep);
+        members.sort_by_key(|c| c.id);
+        members.truncate(beyond);
+        members
+    }
+
     fn members(&self, room: &Recipient) -> Vec<Arc<Conn>> {
         let rooms = self.rooms.reading();
         rooms.get(room).cloned().unwrap_or_default()
@@ -329,6 +346,22 @@ mod tests {
         let seqs: Vec<i64> = device.0.lock().unwrap().iter().map(|(_, s)| *s).collect();
         assert_eq!(seqs, [2, 3, 4, 5]);
         assert_eq!(device.0.lock().unwrap()[3].0, CRITICAL_EVENT);
+    }
+
+    #[test]
+    fn the_oldest_connections_beyond_the_newest_are_found() {
+        let hub = Hub::default();
+        let ids: Vec<u64> = (0..4)
+            .map(|_| {
+                hub.register(&claims("dr"), 0, Box::new(Recorder::default()))
+                    .id
+            })
+            .collect();
+        hub.register(&claims("other"), 0, Box::new(Recorder::default()));
+        let room = Recipient::User("dr".into());
+        let beyond: Vec<u64> = hub.oldest_beyond(&room, 2).iter().map(|c| c.id).collect();
+        assert_eq!(beyond, ids[..2]);
+        assert!(hub.oldest_beyond(&room, 4).is_empty());
     }
 
     #[test]

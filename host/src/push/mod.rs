@@ -13,7 +13,8 @@ mod socketio;
 mod ws;
 
 pub use hub::{
-    ACKNOWLEDGED_EVENT, CRITICAL_EVENT, Device, Hub, NOTIFICATION_EVENT, SESSION_EXPIRED_EVENT,
+    ACKNOWLEDGED_EVENT, CRITICAL_EVENT, Device, Hub, NOTIFICATION_EVENT, REPLAY_TRUNCATED_EVENT,
+    SESSION_EXPIRED_EVENT, SESSION_REPLACED_EVENT,
 };
 
 use std::sync::Arc;
@@ -24,20 +25,25 @@ use axum::routing::get;
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::auth::{Claims, Recipient, TokenVerifier};
-use crate::shared::{NotificationSink, Shared};
+use crate::rate::Limited;
+use crate::shared::{NotificationQueue, NotificationSink, Shared};
 use crate::store::StoredNotification;
 use crate::store::audit::{self, ANONYMOUS, NewAudit};
 use crate::store::notifications::{self, Acknowledgement, Acknowledger};
 use fanout::{AcknowledgedNotice, Wire};
 use hub::{Conn, Delivery};
 
-/// The most notifications a reconnecting device is sent per query.
-const REPLAY_PAGE: i64 = 500;
+/// The largest message a device may send (an `acknowledge` or a
+/// `reauthenticate` is well under 1 KiB); a larger one closes its
+/// connection.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 10;
+
+/// Why a device was closed to make room for its user's newer one.
+const REPLACED_REASON: &str = "the user connected more devices than MAX_DEVICES_PER_USER";
 
 /// How a device is connected, for the audit log.
 #[derive(Debug, Clone, Copy)]
@@ -106,6 +112,29 @@ impl Session {
     }
 }
 
+/// Why a handshake was refused.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// The credentials: why (audited).
+    Invalid(String),
+    /// Too many handshakes of the user, or refusals of the address: when
+    /// to try again (counted, not audited).
+    Limited(Limited),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Invalid(reason) => f.write_str(reason),
+            Refusal::Limited(limited) => write!(
+                f,
+                "too many connection attempts: retry in {} s",
+                limited.retry_after_secs()
+            ),
+        }
+    }
+}
+
 impl Session {
     /// An entry of this session's user doing `action` on its device.
     fn audit_entry(&self, action: &str) -> NewAudit {
@@ -135,6 +164,37 @@ pub struct AckReply {
 #[derive(Serialize)]
 struct ExpiredNotice {
     reason: &'static str,
+}
+
+/// Why a device is being disconnected for its user's newer one.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReplacedNotice {
+    reason: &'static str,
+    max_devices_per_user: usize,
+}
+
+/// What a connecting device was told it did not get: its user's
+/// notifications after `lastSeq` and before `firstSeq`, past
+/// `REPLAY_LIMIT`. It fetches them with `GET /api/notifications?after=`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TruncatedNotice {
+    last_seq: i64,
+    first_seq: i64,
+    limit: i64,
+}
+
+/// What a connecting device is sent before going live.
+struct Replay {
+    /// What it missed since its `lastSeq`, the newest `REPLAY_LIMIT`, in
+    /// seq order.
+    missed: Vec<Delivery>,
+    /// Set when older ones were left out.
+    truncated: Option<TruncatedNotice>,
+    /// Every unacknowledged urgent notification of its user and role,
+    /// however many and however old.
+    unacknowledged: Vec<Delivery>,
 }
 
 /// The reply to a client's `reauthenticate`.
@@ -176,7 +236,7 @@ impl Notifier {
     pub async fn start(
         shared: Shared,
         pushes: NotificationSink,
-        queue: mpsc::UnboundedReceiver<Vec<StoredNotification>>,
+        queue: NotificationQueue,
     ) -> anyhow::Result<(Self, Vec<JoinHandle<()>>)> {
         let subject = fanout::subject(&shared.config.subject_prefix);
         let subscription = shared
@@ -222,7 +282,7 @@ impl Notifier {
 
     /// Publishes queued notifications in the order they were committed and
     /// records them as pushed.
-    async fn pusher(self, mut queue: mpsc::UnboundedReceiver<Vec<StoredNotification>>) {
+    async fn pusher(self, mut queue: NotificationQueue) {
         while let Some(mut stored) = queue.recv().await {
             while let Ok(more) = queue.try_recv() {
                 stored.extend(more);
@@ -316,8 +376,35 @@ impl Notifier {
         Ok(())
     }
 
-    /// Connects a device: it gets what it missed since `lastSeq`, then
-    /// live notifications, and every unacknowledged urgent one again.
+    /// Admits a handshake whose credentials were checked into `opened`: a
+    /// valid one within its user's rate (handshakes count as API requests);
+    /// an invalid one is audited, within its address's rate of refusals.
+    pub(crate) fn admit(
+        &self,
+        opened: Result<Session, String>,
+        address: Option<std::net::SocketAddr>,
+        transport: Transport,
+    ) -> Result<Session, Refusal> {
+        let limits = &self.0.shared.limits;
+        match opened {
+            Ok(session) => {
+                limits.user(&session.claims.sub).map_err(Refusal::Limited)?;
+                Ok(session)
+            }
+            Err(reason) => {
+                if let Some(address) = address {
+                    limits.refusal(address.ip()).map_err(Refusal::Limited)?;
+                }
+                self.refused(address, transport, &reason);
+                Err(Refusal::Invalid(reason))
+            }
+        }
+    }
+
+    /// Connects a device: it gets what it missed since `lastSeq` (the
+    /// newest `REPLAY_LIMIT`), then live notifications, and every
+    /// unacknowledged urgent one again. Past `MAX_DEVICES_PER_USER`, the
+    /// user's oldest connection here is closed to make room.
     async fn open(
         &self,
         session: &Session,
@@ -328,18 +415,30 @@ impl Notifier {
             .0
             .hub
             .register(&session.claims, session.last_seq.unwrap_or(0), device);
+        self.make_room(&session.claims);
         match self.replay(session).await {
-            Ok((missed, unacknowledged)) => {
+            Ok(replay) => {
+                let truncated = replay
+                    .truncated
+                    .as_ref()
+                    .map(|t| format!(" truncated_before_seq={}", t.first_seq))
+                    .unwrap_or_default();
                 self.audit(NewAudit {
                     detail: Some(format!(
-                        "transport={} replayed={} unacknowledged={}",
+                        "transport={} replayed={} unacknowledged={}{truncated}",
                         transport.as_str(),
-                        missed.len(),
-                        unacknowledged.len()
+                        replay.missed.len(),
+                        replay.unacknowledged.len()
                     )),
                     ..session.audit_entry("socket.connected")
                 });
-                if !conn.go_live(&missed, &unacknowledged) {
+                let told = replay.truncated.as_ref().is_none_or(|notice| {
+                    conn.send(
+                        REPLAY_TRUNCATED_EVENT,
+                        &serde_json::to_value(notice).unwrap_or_default(),
+                    )
+                });
+                if !told || !conn.go_live(&replay.missed, &replay.unacknowledged) {
                     self.0
                         .hub
                         .drop_conn(&conn, "the device did not take its replay");
@@ -354,26 +453,54 @@ impl Notifier {
         }
     }
 
-    /// What a connecting device missed since its `lastSeq`, and every
-    /// unacknowledged urgent notification of its user and role.
-    async fn replay(&self, session: &Session) -> anyhow::Result<(Vec<Delivery>, Vec<Delivery>)> {
-        let pool = &self.0.shared.pool;
+    /// Closes the user's oldest connections here beyond
+    /// `MAX_DEVICES_PER_USER`, telling each why first: a clinician's new
+    /// device always works, and one user cannot hold the host's sockets.
+    fn make_room(&self, claims: &Claims) {
+        let max = self.config().max_devices_per_user;
+        let user = Recipient::User(claims.sub.clone());
+        for oldest in self.0.hub.oldest_beyond(&user, max) {
+            let notice = ReplacedNotice {
+                reason: "this user connected another device; the oldest of theirs is closed",
+                max_devices_per_user: max,
+            };
+            oldest.send(
+                SESSION_REPLACED_EVENT,
+                &serde_json::to_value(notice).unwrap_or_default(),
+            );
+            self.0.hub.drop_conn(&oldest, REPLACED_REASON);
+        }
+    }
+
+    /// What a connecting device missed since its `lastSeq` (the newest
+    /// `REPLAY_LIMIT`; the notice says where they start when there were
+    /// more), and every unacknowledged urgent notification of its user and
+    /// role.
+    async fn replay(&self, session: &Session) -> anyhow::Result<Replay> {
+        let pool = &self.0.shared.api_pool;
+        let limit = self.config().replay_limit;
         let user = Recipient::User(session.claims.sub.clone());
-        let mut missed = Vec::new();
-        if let Some(mut after) = session.last_seq {
-            loop {
-                let page = notifications::since(pool, &user, after, REPLAY_PAGE).await?;
-                let full = page.len() as i64 == REPLAY_PAGE;
-                missed.extend(page.iter().map(Delivery::of));
-                match missed.last() {
-                    Some(last) if full => after = last.seq,
-                    _ => break,
-                }
+        let (mut missed, mut truncated) = (Vec::new(), None);
+        if let Some(after) = session.last_seq {
+            // One more than the limit tells whether any were left out.
+            let mut newest = notifications::newest_since(pool, &user, after, limit + 1).await?;
+            if newest.len() as i64 > limit {
+                newest.remove(0);
+                truncated = newest.first().map(|first| TruncatedNotice {
+                    last_seq: after,
+                    first_seq: first.seq,
+                    limit,
+                });
             }
+            missed = newest.iter().map(Delivery::of).collect();
         }
         let unacknowledged =
             notifications::unacknowledged(pool, &session.claims.recipients()).await?;
-        Ok((missed, unacknowledged.iter().map(Delivery::of).collect()))
+        Ok(Replay {
+            missed,
+            truncated,
+            unacknowledged: unacknowledged.iter().map(Delivery::of).collect(),
+        })
     }
 
     /// Disconnects a device when its token expires (or the fresh token it
@@ -451,7 +578,7 @@ impl Notifier {
 
     /// Writes an audit entry without holding up the connection.
     fn audit(&self, entry: NewAudit) {
-        let pool = self.0.shared.pool.clone();
+        let pool = self.0.shared.api_pool.clone();
         tokio::spawn(async move {
             if let Err(e) = audit::insert(&pool, &[entry]).await {
                 tracing::error!(error = %e, "socket audit entry not written");
@@ -475,7 +602,7 @@ impl Notifier {
             device: &session.device,
             address: session.address.as_deref(),
         };
-        match notifications::acknowledge(&self.0.shared.pool, id, &by).await {
+        match notifications::acknowledge(&self.0.shared.api_pool, id, &by).await {
             Ok(notifications::Acknowledged::Now(notification, chain)) => {
                 if let Some(waited) = notification.waited() {
                     self.0.shared.metrics.acknowledged(waited);
@@ -542,7 +669,7 @@ impl Notifier {
                 count = escalated.len(),
                 "unacknowledged urgent notifications escalated"
             );
-            let _ = self.0.pushes.send(escalated);
+            self.0.pushes.offer(escalated);
         }
         let unpushed = notifications::unpushed(pool, schedule::SWEEP_GRACE).await?;
         if !unpushed.is_empty() {
@@ -550,7 +677,7 @@ impl Notifier {
                 count = unpushed.len(),
                 "pushing notifications left unpushed"
             );
-            let _ = self.0.pushes.send(unpushed);
+            self.0.pushes.offer(unpushed);
         }
         Ok(())
     }

@@ -15,30 +15,25 @@ use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::DisconnectReason;
 
 use super::hub::{Conn, Device};
-use super::{Notifier, Session, Transport};
+use super::{MAX_MESSAGE_BYTES, Notifier, Refusal, Session, Transport};
 
 /// Packets a socket may have queued before it counts as not keeping up: a
 /// reconnecting device's replay goes out at once.
 const BUFFER: usize = 8192;
 
-/// The Socket.IO layer: namespace `/`, authenticated on connect.
+/// The Socket.IO layer: namespace `/`, authenticated on connect; a packet
+/// over [`MAX_MESSAGE_BYTES`] closes its connection.
 pub fn layer(notifier: Notifier) -> SocketIoLayer {
+    let max = MAX_MESSAGE_BYTES;
     let (layer, io) = SocketIo::builder()
         .max_buffer_size(BUFFER)
+        .max_payload(max as u64)
+        .ws_max_message_size(max)
+        .ws_max_frame_size(max)
         .with_state(notifier)
         .build_layer();
     io.ns("/", on_connect.with(authenticate));
     layer
-}
-
-/// Why a handshake was refused; the client sees it in `connect_error`.
-#[derive(Debug)]
-struct Refused(String);
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 /// Checks `auth.token` (and reads `auth.lastSeq`, `auth.deviceId`) before the
@@ -47,7 +42,7 @@ async fn authenticate(
     socket: SocketRef,
     State(notifier): State<Notifier>,
     TryData(auth): TryData<Value>,
-) -> Result<(), Refused> {
+) -> Result<(), Refusal> {
     let auth = auth.unwrap_or(Value::Null);
     let address = socket
         .req_parts()
@@ -62,21 +57,18 @@ async fn authenticate(
         None | Some(Value::Null) => None,
         Some(seq) => Some(
             seq.as_i64()
-                .ok_or_else(|| Refused("auth.lastSeq must be a whole number".into()))?,
+                .ok_or_else(|| Refusal::Invalid("auth.lastSeq must be a whole number".into()))?,
         ),
     };
-    let session = Session::open(
+    let opened = Session::open(
         notifier.tokens(),
         auth.get("token").and_then(Value::as_str),
         last_seq,
         device,
         address,
     )
-    .await
-    .map_err(|reason| {
-        notifier.refused(address, Transport::SocketIo, &reason);
-        Refused(reason)
-    })?;
+    .await;
+    let session = notifier.admit(opened, address, Transport::SocketIo)?;
     socket.extensions.insert(session);
     Ok(())
 }

@@ -19,7 +19,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 
 use super::hub::{Conn, Device};
-use super::{Notifier, Session, Transport};
+use super::{MAX_MESSAGE_BYTES, Notifier, Refusal, Session, Transport};
 use crate::error::ApiError;
 
 /// Frames a connection may have queued before it counts as not keeping up.
@@ -36,7 +36,8 @@ pub struct Params {
 }
 
 /// Checks the token (`Authorization: Bearer` or `?token=`) before the
-/// upgrade: a refusal is an HTTP 401 with a JSON body.
+/// upgrade: a refusal is an HTTP 401 with a JSON body (429 over a rate). A
+/// message over [`MAX_MESSAGE_BYTES`] closes the connection.
 pub async fn upgrade(
     State(notifier): State<Notifier>,
     ConnectInfo(address): ConnectInfo<SocketAddr>,
@@ -56,20 +57,21 @@ pub async fn upgrade(
     let device = params
         .device_id
         .unwrap_or_else(|| format!("ws-{}", uuid::Uuid::new_v4().simple()));
-    match Session::open(
+    let opened = Session::open(
         notifier.tokens(),
         bearer.or(params.token.as_deref()),
         params.last_seq,
         device,
         Some(address),
     )
-    .await
-    {
-        Ok(session) => upgrade.on_upgrade(move |socket| serve(notifier, session, socket)),
-        Err(reason) => {
-            notifier.refused(Some(address), Transport::WebSocket, &reason);
-            ApiError::unauthorized(reason).into_response()
-        }
+    .await;
+    match notifier.admit(opened, Some(address), Transport::WebSocket) {
+        Ok(session) => upgrade
+            .max_message_size(MAX_MESSAGE_BYTES)
+            .max_frame_size(MAX_MESSAGE_BYTES)
+            .on_upgrade(move |socket| serve(notifier, session, socket)),
+        Err(Refusal::Invalid(reason)) => ApiError::unauthorized(reason).into_response(),
+        Err(Refusal::Limited(limited)) => ApiError::rate_limited(limited).into_response(),
     }
 }
 

@@ -50,13 +50,16 @@ pub(crate) use bind_columns;
 /// generation instead.
 const TARGET_ROWS: [&str; 3] = ["dead_letters", "parked_events", "checkpoints"];
 
+use std::time::Duration;
+
 use anyhow::Context;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-/// Connects, creating the database if it does not exist, and migrates the
-/// host's own tables: an empty database is a valid start.
-pub async fn connect(database_url: &str) -> anyhow::Result<PgPool> {
+/// Connects with a pool of `connections`, creating the database if it does
+/// not exist, and migrates the host's own tables: an empty database is a
+/// valid start.
+pub async fn connect(database_url: &str, connections: u32) -> anyhow::Result<PgPool> {
     use sqlx::migrate::MigrateDatabase;
     if !sqlx::Postgres::database_exists(database_url)
         .await
@@ -72,7 +75,7 @@ pub async fn connect(database_url: &str) -> anyhow::Result<PgPool> {
             .context("creating the database")?;
     }
     let pool = PgPoolOptions::new()
-        .max_connections(16)
+        .max_connections(connections)
         .connect(database_url)
         .await
         .context("connecting to PostgreSQL")?;
@@ -94,6 +97,29 @@ pub async fn snapshot(
         .execute(&mut *tx)
         .await?;
     Ok(tx)
+}
+
+/// The pool of clients' requests (the API's, and what sockets ask for),
+/// apart from the projections' (see [`connect`], which must have run
+/// first): `connections` of its own, each statement cancelled by PostgreSQL
+/// after `timeout`, and a request that finds every connection busy for as
+/// long gives up. One slow query or one busy client can then hold at most
+/// these connections, for at most that long.
+pub async fn connect_api(
+    database_url: &str,
+    connections: u32,
+    timeout: Duration,
+) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = database_url
+        .parse()
+        .context("DATABASE_URL is not a PostgreSQL URL")?;
+    let options = options.options([("statement_timeout", format!("{}ms", timeout.as_millis()))]);
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(timeout)
+        .connect_with(options)
+        .await
+        .context("connecting the API's pool to PostgreSQL")
 }
 
 /// Whether the database answers (readiness).

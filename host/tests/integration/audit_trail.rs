@@ -43,7 +43,7 @@ async fn behind_the_triggers_back(pool: &PgPool, sql: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_trail_is_append_only_and_verify_finds_what_was_changed() {
     let env = TestEnv::new("audit_chain").await;
-    let pool = projector::store::connect(&env.config.database_url)
+    let pool = projector::store::connect(&env.config.database_url, env.config.db_connections)
         .await
         .expect("database");
 

@@ -203,7 +203,7 @@ async fn world() -> World {
         "t_props_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
-    let pool = store::connect(&config.database_url_named(&database))
+    let pool = store::connect(&config.database_url_named(&database), config.db_connections)
         .await
         .expect("PostgreSQL is running (scripts/services)");
     let runtime = Runtime::from_config(&config).unwrap();

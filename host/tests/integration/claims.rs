@@ -66,7 +66,7 @@ async fn one_host_projects_and_another_takes_over_when_it_goes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_whose_connection_died_no_longer_fences_in() {
     let env = TestEnv::new("fence").await;
-    let pool = projector::store::connect(&env.config.database_url)
+    let pool = projector::store::connect(&env.config.database_url, env.config.db_connections)
         .await
         .unwrap();
     let held = Claim::try_take(&pool, "lab").await.unwrap().expect("free");

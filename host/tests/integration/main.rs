@@ -19,6 +19,7 @@ mod failures;
 mod fleet;
 mod identity;
 mod lifecycle;
+mod limits;
 mod nats_permissions;
 mod notifications;
 mod objects;

@@ -85,6 +85,13 @@ const HOT: &[Hot] = &[
         table: "notifications",
     },
     Hot {
+        name: "replayed notifications (store::outbox::newest_since)",
+        sql: "SELECT notification_id FROM notifications WHERE user_id = $1 AND seq > $2 ORDER BY seq DESC LIMIT $3",
+        params: "'u-provider-3', 0, 1001",
+        types: "text, bigint, bigint",
+        table: "notifications",
+    },
+    Hot {
         name: "resends (store::outbox::unacknowledged)",
         sql: "SELECT notification_id FROM notifications
               WHERE user_id = ANY($1) AND requires_ack AND acknowledged_at IS NULL ORDER BY created_at, seq",

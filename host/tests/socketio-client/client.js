@@ -2,6 +2,7 @@
 // integration tests: `node client.js URL AUTH_JSON [TRANSPORTS]`.
 // Prints one JSON line per thing that happens; reads commands as JSON lines:
 //   {"cmd": "ack", "notificationId": "..."}   emit `acknowledge`, print the reply
+//   {"cmd": "emit", "event": "...", "data": ...}  emit an event, without a reply
 //   {"cmd": "close"}                           disconnect and exit
 const { io } = require("socket.io-client");
 const readline = require("readline");
@@ -28,6 +29,8 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
     socket.emit("acknowledge", { notificationId: command.notificationId }, (reply) =>
       print({ type: "ack", data: reply }),
     );
+  } else if (command.cmd === "emit") {
+    socket.emit(command.event, command.data);
   } else if (command.cmd === "close") {
     socket.close();
     process.exit(0);

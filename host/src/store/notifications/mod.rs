@@ -183,8 +183,8 @@ fn body(n: &Notification) -> Value {
     Value::Object(body)
 }
 
-/// A recipient's notifications after `seq`, oldest first: what a device
-/// that reconnects with `lastSeq` missed.
+/// A recipient's notifications after `seq`, oldest first: what a client
+/// pages through over HTTP.
 pub async fn since(
     pool: &PgPool,
     recipient: &Recipient,
@@ -200,6 +200,28 @@ pub async fn since(
     .bind(limit)
     .fetch_all(pool)
     .await
+}
+
+/// A recipient's newest `limit` notifications after `seq`, oldest first:
+/// what a device that reconnects with `lastSeq` is replayed, however long
+/// it was away.
+pub async fn newest_since(
+    pool: &PgPool,
+    recipient: &Recipient,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<StoredNotification>, sqlx::Error> {
+    let mut newest: Vec<StoredNotification> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM notifications
+         WHERE user_id = $1 AND seq > $2 ORDER BY seq DESC LIMIT $3"
+    )))
+    .bind(recipient.column())
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    newest.reverse();
+    Ok(newest)
 }
 
 /// The notifications of these recipients still waiting for an

@@ -110,6 +110,28 @@ impl SocketIo {
         }
     }
 
+    /// Emits an event without waiting for a reply.
+    pub async fn emit(&mut self, event: &str, data: Value) {
+        let command = json!({"cmd": "emit", "event": event, "data": data}).to_string() + "\n";
+        self.stdin
+            .write_all(command.as_bytes())
+            .await
+            .expect("client stdin");
+    }
+
+    /// Whether the server disconnects the client within `within`.
+    pub async fn disconnected(&mut self, within: Duration) -> bool {
+        let end = tokio::time::Instant::now() + within;
+        loop {
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            match self.line(left).await {
+                Some(line) if line["type"] == "disconnect" => return true,
+                Some(line) => self.unread.push_back(line),
+                None => return false,
+            }
+        }
+    }
+
     /// Disconnects.
     pub async fn close(mut self) {
         let _ = self.stdin.write_all(b"{\"cmd\": \"close\"}\n").await;
@@ -171,6 +193,28 @@ impl WebSocket {
         };
         let event = frame["event"].as_str().unwrap_or_default().to_owned();
         Some((event, frame["data"].clone()))
+    }
+
+    /// Sends a text frame as it is.
+    pub async fn send_text(&mut self, text: String) {
+        self.stream
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send");
+    }
+
+    /// Whether the server ends the connection within `within` (a close
+    /// frame, or the connection dropped), reading past anything else.
+    pub async fn ends(&mut self, within: Duration) -> bool {
+        let end = tokio::time::Instant::now() + within;
+        loop {
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.stream.next()).await {
+                Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) => return true,
+                Ok(Some(Ok(_))) => continue,
+                Err(_) => return false,
+            }
+        }
     }
 
     /// Acknowledges a notification; returns the server's reply.

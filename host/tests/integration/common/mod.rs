@@ -361,6 +361,12 @@ impl PrivateNats {
     /// Stops it as an operator would (SIGTERM) and starts it again on the
     /// same port and store.
     pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start_again().await;
+    }
+
+    /// Stops it as an operator would (SIGTERM) and waits until it is gone.
+    pub async fn stop(&mut self) {
         let pid = self.child.id().expect("running");
         let signalled = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -368,6 +374,11 @@ impl PrivateNats {
             .expect("kill runs");
         assert!(signalled.success(), "SIGTERM to nats-server");
         self.child.wait().await.expect("nats-server exits");
+    }
+
+    /// Starts it again after [`PrivateNats::stop`], on the same port and
+    /// store.
+    pub async fn start_again(&mut self) {
         self.child = Self::spawn(self.port, &self.store, &self.args, &self.env).await;
     }
 }
