@@ -241,18 +241,22 @@ async fn run(world: &World, case: &Case) {
         .execute(&mut *reset)
         .await
         .unwrap();
-    for table in [
-        "view_patient_chart",
-        "view_patient_orders",
-        "view_patient_reports",
-        "processed_events",
-        "checkpoints",
-        "dead_letters",
-        "parked_events",
-        "notifications",
-        "notification_seqs",
-        "audit_log",
-    ] {
+    let views = PatientPlugin::describe()
+        .views
+        .into_iter()
+        .map(|v| format!("view_{}", v.name));
+    for table in views.chain(
+        [
+            "processed_events",
+            "checkpoints",
+            "dead_letters",
+            "parked_events",
+            "notifications",
+            "notification_seqs",
+            "audit_log",
+        ]
+        .map(str::to_owned),
+    ) {
         sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
             .execute(&mut *reset)
             .await

@@ -57,6 +57,10 @@ async fn switched(env: &TestEnv, host: &Host, name: &str, version: &str) -> Valu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_under_load_serves_whole_charts_and_ends_as_the_events_imply() {
     let mut env = TestEnv::new("rebuild").await;
+    // The reader below reads as fast as it can, as one clinician: far over
+    // a clinician's fair-use rate, which is not what this test is about.
+    env.config.api_rate_per_second = std::num::NonZeroU32::new(1_000_000).unwrap();
+    env.config.api_rate_burst = std::num::NonZeroU32::new(1_000_000).unwrap();
     let dir = own_plugins(&env.tag, &["patient", "lab"]);
     env.config.plugins_dir = dir.clone();
     let mut sim = Simulator::new(11, chrono::Utc::now() - chrono::Duration::days(2));
