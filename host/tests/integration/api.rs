@@ -414,12 +414,7 @@ async fn bodies_wait_for_a_token_and_methods_share_a_label() {
             .unwrap();
         assert_eq!(response.status().as_u16(), 405);
     }
-    let metrics = reqwest::get(format!("http://{}/metrics", host.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::common::metrics(&host).await;
     assert!(metrics.contains("method=\"OTHER\""), "{metrics}");
     for made_up in ["BREW", "PROPFIND", "X-ANYTHING"] {
         assert!(!metrics.contains(made_up), "{made_up} in {metrics}");

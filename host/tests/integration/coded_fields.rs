@@ -87,12 +87,7 @@ async fn every_coded_field_projects_counts_or_refuses_by_its_binding() {
     let host = env.start().await;
     env.settle(&host).await;
     let pool = env.pool().await;
-    let metrics = reqwest::get(format!("http://{}/metrics", host.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::common::metrics(&host).await;
 
     for (i, field) in FIELDS.iter().enumerate() {
         let what = format!("{} {}", field.event_type, field.path);

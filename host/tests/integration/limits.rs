@@ -433,12 +433,7 @@ async fn a_full_push_queue_loses_nothing() {
         (unpushed == 0).then_some(())
     })
     .await;
-    let metrics = reqwest::get(format!("http://{}/metrics", host.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::common::metrics(&host).await;
     let deferred: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("projector_notifications_push_deferred_total "))

@@ -390,6 +390,16 @@ impl Drop for PrivateNats {
     }
 }
 
+/// What a host's `/metrics` shows now, as text.
+pub async fn metrics(host: &Host) -> String {
+    reqwest::get(format!("http://{}/metrics", host.http_addr))
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("/metrics is text")
+}
+
 /// A host running as a process of its own, killed when dropped.
 pub struct HostProcess {
     child: tokio::process::Child,
