@@ -110,6 +110,14 @@ impl Session {
             address: address.map(|a| a.ip().to_string()),
         })
     }
+
+    /// An entry of this session's user doing `action` on its device.
+    fn audit_entry(&self, action: &str) -> NewAudit {
+        NewAudit {
+            ip_address: self.address.clone(),
+            ..NewAudit::now(&self.claims.sub, action, "Socket", &self.device)
+        }
+    }
 }
 
 /// Why a handshake was refused.
@@ -131,16 +139,6 @@ impl std::fmt::Display for Refusal {
                 "too many connection attempts: retry in {} s",
                 limited.retry_after_secs()
             ),
-        }
-    }
-}
-
-impl Session {
-    /// An entry of this session's user doing `action` on its device.
-    fn audit_entry(&self, action: &str) -> NewAudit {
-        NewAudit {
-            ip_address: self.address.clone(),
-            ..NewAudit::now(&self.claims.sub, action, "Socket", &self.device)
         }
     }
 }
