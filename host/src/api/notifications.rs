@@ -1,5 +1,5 @@
-//! The caller's own notifications, for a client that polls or catches up
-//! without a socket.
+//! The caller's own notifications, and their role's, for a client that
+//! polls or catches up without a socket.
 
 use axum::extract::{Extension, Query, State};
 use axum::routing::get;
@@ -14,36 +14,38 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/notifications", get(list))
 }
 
-/// `after`: the last seq the client has (0 when absent); `limit`.
+/// `after`: the last seq of the caller's own the client has; `roleAfter`:
+/// the last seq of their role's (escalations); both 0 when absent.
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Filter {
     after: Option<String>,
+    role_after: Option<String>,
     limit: Option<String>,
 }
 
-/// `GET /api/notifications?after=SEQ`: the caller's notifications after
-/// `SEQ`, oldest first, with their acknowledgement state.
+/// `GET /api/notifications?after=SEQ&roleAfter=SEQ`: the caller's
+/// notifications after `after` and their role's after `roleAfter`, in the
+/// order they were stored, with their acknowledgement state. Each says
+/// whose it is (`userId`: the user's id, or `role:<role>`), so the client
+/// moves each cursor on to the last seq it got of that recipient.
 async fn list(
     State(state): State<AppState>,
     Extension(claims): Extension<Claims>,
     Query(filter): Query<Filter>,
 ) -> Result<Json<Vec<StoredNotification>>, ApiError> {
-    let after = match filter.after.as_deref() {
-        None => 0,
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| ApiError::bad_request("after must be a seq, 0 or more"))?,
-    };
+    let after = params::seq("after", filter.after.as_deref())?;
+    let role_after = params::seq("roleAfter", filter.role_after.as_deref())?;
     let limit = params::limit(filter.limit.as_deref())?;
-    Ok(Json(
-        notifications::since(
-            &state.shared.api_pool,
-            &Recipient::User(claims.sub),
-            after,
-            limit,
-        )
-        .await?,
-    ))
+    let pool = &state.shared.api_pool;
+    let mut lists = Vec::new();
+    for (recipient, after) in [
+        (Recipient::User(claims.sub.clone()), after),
+        (Recipient::Role(claims.role.clone()), role_after),
+    ] {
+        lists.push(notifications::since(pool, &recipient, after, limit).await?);
+    }
+    let mut listed = notifications::merged(lists);
+    listed.truncate(limit as usize);
+    Ok(Json(listed))
 }

@@ -147,16 +147,17 @@ impl Conn {
         self.device.send(delivery.event(), &delivery.body)
     }
 
-    /// Sends what the device missed (in seq order), then what arrived
+    /// Sends what the device missed (each room's in seq order), then what arrived
     /// meanwhile, then unacknowledged urgent ones again; from here on
     /// deliveries go straight out. False if the device failed.
     pub fn go_live(&self, missed: &[Delivery], unacknowledged: &[Delivery]) -> bool {
         let mut state = self.state.locked();
         let mut ok = missed.iter().all(|d| self.send_once(&mut state, d));
-        if let Some(last) = missed.last()
-            && let Some(room) = self.room_index(&last.recipient)
-        {
-            state.floor[room as usize] = state.floor[room as usize].max(last.seq);
+        for delivery in missed {
+            if let Some(room) = self.room_index(&delivery.recipient) {
+                let floor = &mut state.floor[room as usize];
+                *floor = (*floor).max(delivery.seq);
+            }
         }
         let mut pending = std::mem::take(&mut state.pending);
         pending.sort_by_key(|d| d.seq);
@@ -194,9 +195,14 @@ pub struct Hub {
 
 impl Hub {
     /// Adds a device to its user's and its role's rooms. It is not live
-    /// until [`Conn::go_live`]; `last_seq` is the newest seq of its user's
-    /// room it already has.
-    pub fn register(&self, claims: &Claims, last_seq: i64, device: Box<dyn Device>) -> Arc<Conn> {
+    /// until [`Conn::go_live`]; `floors` are the newest seqs of its user's
+    /// and its role's room it already has.
+    pub fn register(
+        &self,
+        claims: &Claims,
+        floors: [i64; 2],
+        device: Box<dyn Device>,
+    ) -> Arc<Conn> {
         let conn = Arc::new(Conn {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             rooms: claims.recipients(),
@@ -206,7 +212,7 @@ impl Hub {
             state: Mutex::new(ConnState {
                 live: false,
                 pending: Vec::new(),
-                floor: [last_seq, 0],
+                floor: floors,
                 recent: VecDeque::new(),
             }),
         });
@@ -333,7 +339,7 @@ mod tests {
     fn missed_then_pending_then_live_each_once_in_order() {
         let hub = Hub::default();
         let device = Recorder::default();
-        let conn = hub.register(&claims("dr"), 1, Box::new(device.clone()));
+        let conn = hub.register(&claims("dr"), [1, 0], Box::new(device.clone()));
         // Live deliveries while the replay is read wait for it.
         hub.deliver(&delivery("dr", 4, false));
         hub.deliver(&delivery("dr", 3, false));
@@ -349,15 +355,44 @@ mod tests {
     }
 
     #[test]
+    fn each_room_is_replayed_above_its_own_floor_and_then_live_once() {
+        let hub = Hub::default();
+        let device = Recorder::default();
+        let conn = hub.register(&claims("dr"), [1, 2], Box::new(device.clone()));
+        let role = |seq| Delivery {
+            recipient: Recipient::Role("provider".into()),
+            ..delivery("dr", seq, true)
+        };
+        assert!(conn.go_live(
+            &[delivery("dr", 2, false), role(3), delivery("dr", 3, false)],
+            &[]
+        ));
+        hub.deliver(&role(2));
+        hub.deliver(&role(3));
+        hub.deliver(&role(4));
+        hub.deliver(&delivery("dr", 3, false));
+        let sent: Vec<(String, i64)> = device.0.lock().unwrap().clone();
+        assert_eq!(
+            sent,
+            [
+                (NOTIFICATION_EVENT.to_owned(), 2),
+                (CRITICAL_EVENT.to_owned(), 3),
+                (NOTIFICATION_EVENT.to_owned(), 3),
+                (CRITICAL_EVENT.to_owned(), 4),
+            ]
+        );
+    }
+
+    #[test]
     fn the_oldest_connections_beyond_the_newest_are_found() {
         let hub = Hub::default();
         let ids: Vec<u64> = (0..4)
             .map(|_| {
-                hub.register(&claims("dr"), 0, Box::new(Recorder::default()))
+                hub.register(&claims("dr"), [0, 0], Box::new(Recorder::default()))
                     .id
             })
             .collect();
-        hub.register(&claims("other"), 0, Box::new(Recorder::default()));
+        hub.register(&claims("other"), [0, 0], Box::new(Recorder::default()));
         let room = Recipient::User("dr".into());
         let beyond: Vec<u64> = hub.oldest_beyond(&room, 2).iter().map(|c| c.id).collect();
         assert_eq!(beyond, ids[..2]);
@@ -368,9 +403,9 @@ mod tests {
     fn resends_reach_every_live_device_of_the_room() {
         let hub = Hub::default();
         let (a, b) = (Recorder::default(), Recorder::default());
-        hub.register(&claims("dr"), 0, Box::new(a.clone()))
+        hub.register(&claims("dr"), [0, 0], Box::new(a.clone()))
             .go_live(&[], &[]);
-        hub.register(&claims("dr"), 0, Box::new(b.clone()))
+        hub.register(&claims("dr"), [0, 0], Box::new(b.clone()))
             .go_live(&[], &[]);
         hub.resend(&delivery("dr", 1, true));
         hub.resend(&delivery("dr", 1, true));

@@ -80,8 +80,27 @@ struct Inner {
 pub(crate) struct Session {
     claims: Claims,
     device: String,
-    last_seq: Option<i64>,
+    has: LastSeqs,
     address: Option<String>,
+}
+
+/// What a connecting device already has, per room: the last seq of its
+/// user's notifications (`lastSeq`) and of its role's (`roleLastSeq`,
+/// escalations). A room without one is not replayed: the device gets its
+/// live notifications and its unacknowledged urgent ones.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LastSeqs {
+    /// `lastSeq`.
+    pub user: Option<i64>,
+    /// `roleLastSeq`.
+    pub role: Option<i64>,
+}
+
+impl LastSeqs {
+    /// Per room, in the order of [`Claims::recipients`].
+    fn per_room(self) -> [Option<i64>; 2] {
+        [self.user, self.role]
+    }
 }
 
 impl Session {
@@ -90,7 +109,7 @@ impl Session {
     async fn open(
         tokens: &TokenVerifier,
         token: Option<&str>,
-        last_seq: Option<i64>,
+        has: LastSeqs,
         device: String,
         address: Option<std::net::SocketAddr>,
     ) -> Result<Self, String> {
@@ -100,13 +119,13 @@ impl Session {
         if Recipient::is_ambiguous_user_id(&claims.sub) {
             return Err("a user id may not start with `role:`".into());
         }
-        if last_seq.is_some_and(|seq| seq < 0) {
-            return Err("lastSeq must be 0 or more".into());
+        if has.per_room().iter().flatten().any(|seq| *seq < 0) {
+            return Err("lastSeq and roleLastSeq must be 0 or more".into());
         }
         Ok(Self {
             claims,
             device,
-            last_seq,
+            has,
             address: address.map(|a| a.ip().to_string()),
         })
     }
@@ -172,12 +191,14 @@ struct ReplacedNotice {
     max_devices_per_user: usize,
 }
 
-/// What a connecting device was told it did not get: its user's
-/// notifications after `lastSeq` and before `firstSeq`, past
-/// `REPLAY_LIMIT`. It fetches them with `GET /api/notifications?after=`.
+/// What a connecting device was told it did not get: the notifications
+/// of `userId` (its user, or `role:<role>`) after `lastSeq` and before
+/// `firstSeq`, past `REPLAY_LIMIT`. It fetches them with
+/// `GET /api/notifications?after=` (`roleAfter=` for the role's).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct TruncatedNotice {
+    user_id: String,
     last_seq: i64,
     first_seq: i64,
     limit: i64,
@@ -185,11 +206,11 @@ struct TruncatedNotice {
 
 /// What a connecting device is sent before going live.
 struct Replay {
-    /// What it missed since its `lastSeq`, the newest `REPLAY_LIMIT`, in
-    /// seq order.
+    /// What it missed since its `lastSeq` and `roleLastSeq`, the newest
+    /// `REPLAY_LIMIT` of each, in the order they were stored.
     missed: Vec<Delivery>,
-    /// Set when older ones were left out.
-    truncated: Option<TruncatedNotice>,
+    /// Per room where older ones were left out.
+    truncated: Vec<TruncatedNotice>,
     /// Every unacknowledged urgent notification of its user and role,
     /// however many and however old.
     unacknowledged: Vec<Delivery>,
@@ -409,18 +430,16 @@ impl Notifier {
         device: Box<dyn Device>,
         transport: Transport,
     ) -> anyhow::Result<Arc<Conn>> {
-        let conn = self
-            .0
-            .hub
-            .register(&session.claims, session.last_seq.unwrap_or(0), device);
+        let floors = session.has.per_room().map(|seq| seq.unwrap_or(0));
+        let conn = self.0.hub.register(&session.claims, floors, device);
         self.make_room(&session.claims);
         match self.replay(session).await {
             Ok(replay) => {
-                let truncated = replay
+                let truncated: String = replay
                     .truncated
-                    .as_ref()
-                    .map(|t| format!(" truncated_before_seq={}", t.first_seq))
-                    .unwrap_or_default();
+                    .iter()
+                    .map(|t| format!(" truncated_before_seq={}:{}", t.user_id, t.first_seq))
+                    .collect();
                 self.audit(NewAudit {
                     detail: Some(format!(
                         "transport={} replayed={} unacknowledged={}{truncated}",
@@ -430,7 +449,7 @@ impl Notifier {
                     )),
                     ..session.audit_entry("socket.connected")
                 });
-                let told = replay.truncated.as_ref().is_none_or(|notice| {
+                let told = replay.truncated.iter().all(|notice| {
                     conn.send(
                         REPLAY_TRUNCATED_EVENT,
                         &serde_json::to_value(notice).unwrap_or_default(),
@@ -470,32 +489,36 @@ impl Notifier {
         }
     }
 
-    /// What a connecting device missed since its `lastSeq` (the newest
-    /// `REPLAY_LIMIT`; the notice says where they start when there were
-    /// more), and every unacknowledged urgent notification of its user and
-    /// role.
+    /// What a connecting device missed since its `lastSeq` and
+    /// `roleLastSeq` (the newest `REPLAY_LIMIT` of each; a notice says
+    /// where they start when there were more), and every unacknowledged
+    /// urgent notification of its user and role.
     async fn replay(&self, session: &Session) -> anyhow::Result<Replay> {
         let pool = &self.0.shared.api_pool;
         let limit = self.config().replay_limit;
-        let user = Recipient::User(session.claims.sub.clone());
-        let (mut missed, mut truncated) = (Vec::new(), None);
-        if let Some(after) = session.last_seq {
+        let recipients = session.claims.recipients();
+        let (mut missed, mut truncated) = (Vec::new(), Vec::new());
+        for (room, after) in recipients.iter().zip(session.has.per_room()) {
+            let Some(after) = after else { continue };
             // One more than the limit tells whether any were left out.
-            let mut newest = notifications::newest_since(pool, &user, after, limit + 1).await?;
+            let mut newest = notifications::newest_since(pool, room, after, limit + 1).await?;
             if newest.len() as i64 > limit {
                 newest.remove(0);
-                truncated = newest.first().map(|first| TruncatedNotice {
+                truncated.extend(newest.first().map(|first| TruncatedNotice {
+                    user_id: room.column(),
                     last_seq: after,
                     first_seq: first.seq,
                     limit,
-                });
+                }));
             }
-            missed = newest.iter().map(Delivery::of).collect();
+            missed.push(newest);
         }
-        let unacknowledged =
-            notifications::unacknowledged(pool, &session.claims.recipients()).await?;
+        let unacknowledged = notifications::unacknowledged(pool, &recipients).await?;
         Ok(Replay {
-            missed,
+            missed: notifications::merged(missed)
+                .iter()
+                .map(Delivery::of)
+                .collect(),
             truncated,
             unacknowledged: unacknowledged.iter().map(Delivery::of).collect(),
         })

@@ -15,7 +15,7 @@ use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::DisconnectReason;
 
 use super::hub::{Conn, Device};
-use super::{MAX_MESSAGE_BYTES, Notifier, Refusal, Session, Transport};
+use super::{LastSeqs, MAX_MESSAGE_BYTES, Notifier, Refusal, Session, Transport};
 
 /// Packets a socket may have queued before it counts as not keeping up: a
 /// reconnecting device's replay goes out at once.
@@ -36,8 +36,8 @@ pub fn layer(notifier: Notifier) -> SocketIoLayer {
     layer
 }
 
-/// Checks `auth.token` (and reads `auth.lastSeq`, `auth.deviceId`) before the
-/// socket joins the namespace.
+/// Checks `auth.token` (and reads `auth.lastSeq`, `auth.roleLastSeq`,
+/// `auth.deviceId`) before the socket joins the namespace.
 async fn authenticate(
     socket: SocketRef,
     State(notifier): State<Notifier>,
@@ -53,17 +53,14 @@ async fn authenticate(
         .get("deviceId")
         .and_then(Value::as_str)
         .map_or_else(|| socket.id.to_string(), str::to_owned);
-    let last_seq = match auth.get("lastSeq") {
-        None | Some(Value::Null) => None,
-        Some(seq) => Some(
-            seq.as_i64()
-                .ok_or_else(|| Refusal::Invalid("auth.lastSeq must be a whole number".into()))?,
-        ),
+    let has = LastSeqs {
+        user: seq_of(&auth, "lastSeq")?,
+        role: seq_of(&auth, "roleLastSeq")?,
     };
     let opened = Session::open(
         notifier.tokens(),
         auth.get("token").and_then(Value::as_str),
-        last_seq,
+        has,
         device,
         address,
     )
@@ -71,6 +68,17 @@ async fn authenticate(
     let session = notifier.admit(opened, address, Transport::SocketIo)?;
     socket.extensions.insert(session);
     Ok(())
+}
+
+/// A seq the handshake's `auth` may carry.
+fn seq_of(auth: &Value, field: &str) -> Result<Option<i64>, Refusal> {
+    match auth.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(seq) => seq
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| Refusal::Invalid(format!("auth.{field} must be a whole number"))),
+    }
 }
 
 async fn on_connect(

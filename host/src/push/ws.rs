@@ -19,7 +19,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 
 use super::hub::{Conn, Device};
-use super::{MAX_MESSAGE_BYTES, Notifier, Refusal, Session, Transport};
+use super::{LastSeqs, MAX_MESSAGE_BYTES, Notifier, Refusal, Session, Transport};
 use crate::error::ApiError;
 
 /// Frames a connection may have queued before it counts as not keeping up.
@@ -31,6 +31,8 @@ pub struct Params {
     token: Option<String>,
     #[serde(rename = "lastSeq")]
     last_seq: Option<i64>,
+    #[serde(rename = "roleLastSeq")]
+    role_last_seq: Option<i64>,
     #[serde(rename = "deviceId")]
     device_id: Option<String>,
 }
@@ -60,7 +62,10 @@ pub async fn upgrade(
     let opened = Session::open(
         notifier.tokens(),
         bearer.or(params.token.as_deref()),
-        params.last_seq,
+        LastSeqs {
+            user: params.last_seq,
+            role: params.role_last_seq,
+        },
         device,
         Some(address),
     )

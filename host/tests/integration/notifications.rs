@@ -521,6 +521,63 @@ async fn an_unacknowledged_alert_is_escalated_to_the_covering_role() {
         "{told:?}"
     );
 
+    // Issue 15: the role's notifications are the nurse's too: listed over
+    // HTTP after `roleAfter`, and replayed to a device that gives
+    // `roleLastSeq`, acknowledged ones included.
+    let role_seqs = |listed: &Value| -> Vec<i64> {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["userId"] == "role:charge_nurse")
+            .map(|n| n["seq"].as_i64().unwrap())
+            .collect()
+    };
+    let (status, listed) = env
+        .get(&host, "/api/notifications", Some(&nurse_token))
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(role_seqs(&listed), [1, 2, 3], "{listed}");
+    let (_, later) = env
+        .get(&host, "/api/notifications?roleAfter=1", Some(&nurse_token))
+        .await;
+    assert_eq!(role_seqs(&later), [2, 3], "{later}");
+    let (_, theirs) = env.get(&host, "/api/notifications", Some(&token)).await;
+    assert!(role_seqs(&theirs).is_empty(), "{theirs}");
+    let (status, refused) = env
+        .get(&host, "/api/notifications?roleAfter=-1", Some(&nurse_token))
+        .await;
+    assert_eq!(status, 400, "{refused}");
+
+    let replayed = |listed: Vec<Received>| -> Vec<String> {
+        let mut ids = ids(&listed);
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    let mut all: Vec<String> = escalations
+        .iter()
+        .map(|e| e["notificationId"].as_str().unwrap().to_owned())
+        .collect();
+    all.sort();
+    let mut again = SocketIo::connect(
+        host.ws_addr,
+        json!({"token": nurse_token, "lastSeq": 0, "roleLastSeq": 0}),
+    )
+    .await;
+    assert_eq!(replayed(drain(&mut again, QUIET).await), all);
+    again.close().await;
+    // Without `roleLastSeq` only the unacknowledged ones come again.
+    let mut live_only =
+        SocketIo::connect(host.ws_addr, json!({"token": nurse_token, "lastSeq": 0})).await;
+    let unacknowledged: Vec<String> = all
+        .iter()
+        .filter(|id| id.as_str() != escalation_id)
+        .cloned()
+        .collect();
+    assert_eq!(replayed(drain(&mut live_only, QUIET).await), unacknowledged);
+    live_only.close().await;
+
     doctor.close().await;
     nurse.close().await;
     host.stop();

@@ -10,6 +10,7 @@ pub use acknowledge::{Acknowledged, Acknowledger, acknowledge};
 pub use escalate::escalate_due;
 pub(crate) use insert::insert;
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -202,6 +203,26 @@ pub async fn since(
     .await
 }
 
+/// Several recipients' notifications as one list in the order they were
+/// stored, each list given in seq order: each recipient's keep their seq
+/// order, so a client's cursor per recipient (the last seq it has of
+/// theirs) stays exact when the list is cut.
+pub fn merged(lists: Vec<Vec<StoredNotification>>) -> Vec<StoredNotification> {
+    let total = lists.iter().map(Vec::len).sum();
+    let mut lists: Vec<VecDeque<StoredNotification>> =
+        lists.into_iter().map(VecDeque::from).collect();
+    let mut merged = Vec::with_capacity(total);
+    while let Some(next) = lists
+        .iter_mut()
+        .filter_map(|list| list.front().map(|n| n.created_at).zip(Some(list)))
+        .min_by_key(|(at, _)| *at)
+        .and_then(|(_, list)| list.pop_front())
+    {
+        merged.push(next);
+    }
+    merged
+}
+
 /// A recipient's newest `limit` notifications after `seq`, oldest first:
 /// what a device that reconnects with `lastSeq` is replayed, however long
 /// it was away.
@@ -335,4 +356,55 @@ pub async fn all(pool: &PgPool) -> Result<Vec<StoredNotification>, sqlx::Error> 
     )))
     .fetch_all(pool)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(recipient: &str, seq: i64, at_ms: i64) -> StoredNotification {
+        StoredNotification {
+            notification_id: Uuid::new_v4(),
+            recipient: Recipient::from_column(recipient),
+            seq,
+            event_id: format!("e-{seq}"),
+            patient_id: "p-1".into(),
+            urgent: false,
+            dedupe_key: format!("k-{seq}"),
+            body: Value::Null,
+            event_at: DateTime::UNIX_EPOCH,
+            created_at: DateTime::UNIX_EPOCH + chrono::TimeDelta::milliseconds(at_ms),
+            acknowledged_at: None,
+            acknowledged_by: None,
+            acknowledged_device: None,
+            escalated_at: None,
+            escalated_to: None,
+            escalation_of: None,
+        }
+    }
+
+    /// Stored times need not rise with seq (a transaction that started
+    /// first can take its seq last); each recipient's order is kept.
+    #[test]
+    fn merging_keeps_each_recipients_seq_order_and_interleaves_by_time() {
+        let user = vec![stored("dr", 1, 10), stored("dr", 2, 5), stored("dr", 3, 30)];
+        let role = vec![stored("role:nurse", 1, 7), stored("role:nurse", 2, 20)];
+        let merged: Vec<(String, i64)> = merged(vec![user, role])
+            .iter()
+            .map(|n| (n.recipient.column(), n.seq))
+            .collect();
+        let pairs = |list: &[(&str, i64)]| -> Vec<(String, i64)> {
+            list.iter().map(|(r, s)| ((*r).to_owned(), *s)).collect()
+        };
+        assert_eq!(
+            merged,
+            pairs(&[
+                ("role:nurse", 1),
+                ("dr", 1),
+                ("dr", 2),
+                ("role:nurse", 2),
+                ("dr", 3)
+            ])
+        );
+    }
 }
