@@ -159,7 +159,8 @@ pub struct Config {
     /// in memory between batches (checked against the row's version before
     /// use; 0 turns it off).
     pub doc_cache: usize,
-    /// `BATCH_LINGER_MS`: how long a batch waits for more events after its first.
+    /// `BATCH_LINGER_MS`: how long a batch waits for more events after its
+    /// first (0: it takes what arrived while the one before was applied).
     pub batch_linger: Duration,
     /// `ACK_WAIT_SECS`: how long JetStream waits for an ack before redelivering.
     pub ack_wait: Duration,
@@ -256,7 +257,7 @@ impl Config {
             subject_prefix: var("SUBJECT_PREFIX", ""),
             batch_size: parse("BATCH_SIZE", "1000")?,
             doc_cache: parse("DOC_CACHE_DOCS", "10000")?,
-            batch_linger: Duration::from_millis(parse("BATCH_LINGER_MS", "5")?),
+            batch_linger: Duration::from_millis(parse("BATCH_LINGER_MS", "0")?),
             ack_wait: Duration::from_secs(parse("ACK_WAIT_SECS", "30")?),
             call_timeout: Duration::from_millis(parse("PLUGIN_CALL_TIMEOUT_MS", "1000")?),
             plugin_memory_bytes: parse::<usize>("PLUGIN_MEMORY_MB", "64")? << 20,

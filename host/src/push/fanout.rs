@@ -23,6 +23,12 @@ pub enum Wire {
     Notifications {
         /// Their ids.
         ids: Vec<Uuid>,
+        /// The instance that committed them: it delivered them to its own
+        /// devices already, as it stored them, and skips its own
+        /// announcement (a forged one naming it delivers nothing, as any
+        /// announcement of rows that do not exist).
+        #[serde(default)]
+        from: Option<Uuid>,
     },
     /// A notification was acknowledged: its recipient's devices stop
     /// showing it.

@@ -69,6 +69,8 @@ pub struct Notifier(Arc<Inner>);
 
 struct Inner {
     shared: Shared,
+    /// This instance, in its announcements.
+    instance: Uuid,
     subject: String,
     hub: Hub,
     /// Where escalations and swept notifications join the projections'.
@@ -265,6 +267,7 @@ impl Notifier {
             .with_context(|| format!("subscribing to {subject}"))?;
         let notifier = Self(Arc::new(Inner {
             shared,
+            instance: Uuid::new_v4(),
             subject,
             hub: Hub::default(),
             pushes,
@@ -299,7 +302,8 @@ impl Notifier {
         &self.0.shared.tokens
     }
 
-    /// Publishes queued notifications in the order they were committed and
+    /// Delivers queued notifications to the devices here and publishes
+    /// them to the other instances, in the order they were committed, and
     /// records them as pushed.
     async fn pusher(self, mut queue: NotificationQueue) {
         while let Some(mut stored) = queue.recv().await {
@@ -315,13 +319,19 @@ impl Notifier {
         }
     }
 
-    /// Publishes, then records the notifications as pushed without holding
+    /// Delivers the notifications as this instance stored them to the
+    /// devices here (a critical alert waits for neither NATS nor another
+    /// read), publishes them, then records them as pushed without holding
     /// up the next push.
     async fn publish(&self, stored: Vec<StoredNotification>) -> anyhow::Result<()> {
+        for notification in &stored {
+            self.0.hub.deliver(&Delivery::of(notification));
+        }
         let ids: Vec<Uuid> = stored.iter().map(|n| n.notification_id).collect();
         for chunk in ids.chunks(fanout::CHUNK) {
             self.announce(&Wire::Notifications {
                 ids: chunk.to_vec(),
+                from: Some(self.0.instance),
             })
             .await?;
         }
@@ -370,7 +380,8 @@ impl Notifier {
     async fn heard(&self, wire: Wire) -> anyhow::Result<()> {
         let pool = &self.0.shared.pool;
         match wire {
-            Wire::Notifications { ids } => {
+            Wire::Notifications { from, .. } if from == Some(self.0.instance) => {}
+            Wire::Notifications { ids, .. } => {
                 for notification in notifications::announced(pool, &ids, fanout::FRESH_FOR).await? {
                     self.0.hub.deliver(&Delivery::of(&notification));
                 }
