@@ -281,12 +281,19 @@ impl Notifier {
         Ok((notifier, tasks))
     }
 
-    /// The Socket.IO server and `/ws`, for the notifications port.
+    /// The Socket.IO server and `/ws`, for the notifications port; pages
+    /// of origins not in `CORS_ORIGINS` are refused on both transports.
     pub fn router(&self) -> Router {
+        let origins = &self.config().cors_origins;
         Router::new()
             .route("/ws", get(ws::upgrade))
             .with_state(self.clone())
             .layer(socketio::layer(self.clone()))
+            .layer(origins.layer())
+            .layer(axum::middleware::from_fn_with_state(
+                origins.clone(),
+                crate::cors::refuse_other_origins,
+            ))
     }
 
     /// The devices connected to this instance.
@@ -449,7 +456,10 @@ impl Notifier {
                 let truncated: String = replay
                     .truncated
                     .iter()
-                    .map(|t| format!(" truncated_before_seq={}:{}", t.user_id, t.first_seq))
+                    .map(|t| match Recipient::from_column(&t.user_id) {
+                        Recipient::User(_) => format!(" truncated_before_seq={}", t.first_seq),
+                        Recipient::Role(_) => format!(" role_truncated_before_seq={}", t.first_seq),
+                    })
                     .collect();
                 self.audit(NewAudit {
                     detail: Some(format!(

@@ -145,7 +145,7 @@ async fn a_device_away_for_long_gets_the_newest_and_is_told_what_it_missed() {
     assert_eq!(events[0].0, "replay_truncated", "{events:?}");
     assert_eq!(
         events[0].1,
-        json!({"lastSeq": 0, "firstSeq": 8, "limit": 5}),
+        json!({"userId": PROVIDER, "lastSeq": 0, "firstSeq": 8, "limit": 5}),
         "{events:?}"
     );
     assert_eq!(seqs(&events[1..6]), [8, 9, 10, 11, 12], "{events:?}");
