@@ -124,6 +124,10 @@ pub struct Config {
     /// (each time counted from when it was raised); without it, one level:
     /// `ESCALATION_ROLE` after `ESCALATE_AFTER`.
     pub escalation_chain: Option<Vec<EscalationLevel>>,
+    /// `CORS_ORIGINS`: the browser origins besides the host's own that may
+    /// call the API and open notification sockets, comma-separated;
+    /// none by default.
+    pub cors_origins: crate::cors::AllowedOrigins,
     /// `S3_ENDPOINT`: S3 or MinIO, addressed path-style.
     pub s3_endpoint: String,
     /// `S3_PUBLIC_ENDPOINT`: where clients reach the same storage, for the
@@ -244,6 +248,7 @@ impl Config {
             escalation_chain: optional("ESCALATION_CHAIN")
                 .map(|chain| EscalationLevel::parse_chain(&chain))
                 .transpose()?,
+            cors_origins: crate::cors::AllowedOrigins::parse(&var("CORS_ORIGINS", ""))?,
             s3_endpoint: var("S3_ENDPOINT", "http://127.0.0.1:9000"),
             s3_public_endpoint: std::env::var("S3_PUBLIC_ENDPOINT")
                 .unwrap_or_else(|_| var("S3_ENDPOINT", "http://127.0.0.1:9000")),
@@ -352,7 +357,6 @@ where
     Ok(value)
 }
 
-/// A duration such as `500ms`, `30s` or `5m`.
 /// One level of the escalation chain: the role an unacknowledged urgent
 /// notification goes to, and how long after it was raised.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -405,6 +409,7 @@ impl Config {
     }
 }
 
+/// A variable holding a duration such as `500ms`, `30s` or `5m`.
 fn duration(name: &str, default: &str) -> anyhow::Result<Duration> {
     let value = var(name, default);
     let duration = humantime::parse_duration(&value).with_context(|| {

@@ -82,5 +82,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             health::time_request,
         ))
+        .layer(state.shared.config.cors_origins.layer())
+        .layer(middleware::from_fn_with_state(
+            state.shared.config.cors_origins.clone(),
+            crate::cors::refuse_other_origins,
+        ))
         .with_state(state)
 }

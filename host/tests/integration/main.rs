@@ -13,6 +13,7 @@ mod claims;
 mod clinical;
 mod coded_fields;
 mod compose;
+mod cors;
 mod dead_letters;
 mod failure_matrix;
 mod failures;

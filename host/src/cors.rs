@@ -1,0 +1,116 @@
+//! Which browser pages may use the host (`CORS_ORIGINS`): the API and the
+//! notification port answer their preflights and requests with CORS
+//! headers, and refuse a request from a page of any other origin (a
+//! browser sends `Origin`; a native client or a server usually does not,
+//! and is not refused for it).
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN, RETRY_AFTER};
+use axum::http::{HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::error::ApiError;
+
+/// How long a browser may keep a preflight's answer.
+const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// The origins allowed besides the host's own, as browsers send them
+/// (`scheme://host[:port]`, lower case).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowedOrigins(Vec<HeaderValue>);
+
+impl AllowedOrigins {
+    /// Reads a comma-separated list such as
+    /// `http://localhost:5174,https://portal.example.org`.
+    pub fn parse(list: &str) -> anyhow::Result<Self> {
+        let mut origins = Vec::new();
+        for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let origin = entry.to_ascii_lowercase();
+            let authority = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            anyhow::ensure!(
+                authority.is_some_and(|a| !a.is_empty() && !a.contains(['/', '?', '#', '*'])),
+                "CORS_ORIGINS: `{entry}` is not an origin (scheme://host[:port], no path)"
+            );
+            origins.push(HeaderValue::from_str(&origin)?);
+        }
+        Ok(Self(origins))
+    }
+
+    /// Whether a request with this `Origin` (and `Host`) may go on: a
+    /// listed origin, or the host's own.
+    fn allows(&self, origin: &HeaderValue, host: Option<&HeaderValue>) -> bool {
+        let same_host = || {
+            let origin = origin.to_str().unwrap_or_default();
+            let authority = origin.split_once("://").map(|(_, a)| a);
+            authority.is_some() && authority == host.and_then(|h| h.to_str().ok())
+        };
+        self.0.iter().any(|allowed| allowed == origin) || same_host()
+    }
+
+    /// The CORS headers for the listed origins: the methods and headers
+    /// the API uses, and `Retry-After` readable by the page.
+    pub fn layer(&self) -> CorsLayer {
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(self.0.clone()))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([AUTHORIZATION, CONTENT_TYPE])
+            .expose_headers([RETRY_AFTER])
+            .max_age(PREFLIGHT_MAX_AGE)
+    }
+}
+
+/// Refuses, with a JSON 403, a request whose `Origin` is neither listed
+/// nor the host's own.
+pub async fn refuse_other_origins(
+    State(origins): State<AllowedOrigins>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let headers = request.headers();
+    match headers.get(ORIGIN) {
+        Some(origin) if !origins.allows(origin, headers.get(HOST)) => {
+            tracing::warn!(origin = ?origin, path = request.uri().path(), "request from an origin not in CORS_ORIGINS refused");
+            ApiError::forbidden("this origin is not allowed (CORS_ORIGINS)").into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_read_strictly_and_compared_as_browsers_send_them() {
+        let origins = AllowedOrigins::parse(" http://localhost:5174, HTTPS://Portal.example.org ")
+            .expect("valid");
+        let value = HeaderValue::from_static;
+        assert!(origins.allows(&value("http://localhost:5174"), None));
+        assert!(origins.allows(&value("https://portal.example.org"), None));
+        assert!(!origins.allows(&value("http://localhost:5175"), None));
+        assert!(!origins.allows(&value("null"), None));
+        // The host's own pages.
+        let host = value("127.0.0.1:3000");
+        assert!(origins.allows(&value("http://127.0.0.1:3000"), Some(&host)));
+        assert!(!origins.allows(&value("http://evil.example"), Some(&host)));
+        assert_eq!(
+            AllowedOrigins::parse("").unwrap(),
+            AllowedOrigins::default()
+        );
+        for bad in [
+            "localhost:5174",
+            "http://a/b",
+            "*",
+            "https://",
+            "http://*.example",
+        ] {
+            assert!(AllowedOrigins::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
