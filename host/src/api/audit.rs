@@ -15,6 +15,11 @@ use crate::auth::Claims;
 use crate::error::{ErrorMessage, RateLimited};
 use crate::store::audit::{self, ANONYMOUS, NewAudit};
 
+/// What a handler adds to its request's audit entry (a search's terms
+/// and how many it found), as a response extension.
+#[derive(Debug, Clone)]
+pub struct AuditDetail(pub String);
+
 /// The kind of resource a route serves, for the audit log.
 fn resource_type(route: &str) -> &'static str {
     if route.starts_with("/api/aggregate/patients") {
@@ -88,7 +93,13 @@ pub async fn audit_request(
         detail: response
             .extensions()
             .get::<ErrorMessage>()
-            .map(|message| message.0.clone()),
+            .map(|message| message.0.clone())
+            .or_else(|| {
+                response
+                    .extensions()
+                    .get::<AuditDetail>()
+                    .map(|detail| detail.0.clone())
+            }),
         ..NewAudit::now(user, action, resource_type(&route), resource_id)
     };
     let written = audit::insert(&state.shared.api_pool, &[entry]).await;

@@ -1,24 +1,117 @@
 //! The patient's chart and its views.
 
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::audit::AuditDetail;
 use super::auth::check_chart_access;
-use super::{ApiError, AppState, object_urls};
+use super::{ApiError, AppState, object_urls, params};
 use crate::alerts::{self, Alert};
 use crate::auth::Claims;
 use crate::store::{self, documents, notifications};
 
+/// The patient plugin's view of whole charts.
+const CHART_VIEW: &str = "patient_chart";
+
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/api/aggregate/patients", get(search))
         .route("/api/aggregate/patients/{patientId}", get(chart))
         .route(
             "/api/aggregate/patients/{patientId}/alerts",
             get(list_alerts),
         )
         .route("/api/aggregate/patients/{patientId}/{view}", get(records))
+}
+
+/// `q`: words each of which begins the patient's given or family name,
+/// MRN or id; `cursor`: the `nextCursor` of the page before.
+#[derive(Deserialize)]
+struct SearchQuery {
+    q: Option<String>,
+    cursor: Option<String>,
+    limit: Option<String>,
+}
+
+/// A patient as a search lists them.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PatientSummary {
+    #[serde(default)]
+    patient_id: String,
+    #[serde(default)]
+    mrn: Option<String>,
+    #[serde(default)]
+    name: Option<HumanName>,
+    #[serde(default)]
+    birth_date: Option<String>,
+    #[serde(default)]
+    gender: Option<String>,
+}
+
+/// A patient's name as the chart holds it.
+#[derive(Debug, Default, Deserialize, Serialize)]
+struct HumanName {
+    #[serde(default)]
+    given: Option<String>,
+    #[serde(default)]
+    family: Option<String>,
+}
+
+/// One page of a search; `nextCursor` is set while there may be more.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SearchPage {
+    patients: Vec<PatientSummary>,
+    next_cursor: Option<String>,
+}
+
+/// `GET /api/aggregate/patients?q=&cursor=&limit=`: patients by id whose
+/// chart matches every word of `q` (all of them without one), for the
+/// clinical roles; the search and how many it found are audited.
+async fn search(
+    State(state): State<AppState>,
+    Extension(claims): Extension<Claims>,
+    Query(query): Query<SearchQuery>,
+) -> Result<(Extension<AuditDetail>, Json<SearchPage>), ApiError> {
+    if !state.shared.config.clinical_roles.contains(&claims.role) {
+        return Err(ApiError::forbidden(format!(
+            "the role `{}` may not search patients",
+            claims.role
+        )));
+    }
+    let limit = params::limit(query.limit.as_deref())?;
+    let terms: Vec<String> = query
+        .q
+        .as_deref()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let after = query.cursor.unwrap_or_default();
+    let found =
+        documents::search_charts(&state.shared.api_pool, CHART_VIEW, &terms, &after, limit).await?;
+    let next_cursor = (found.len() as i64 == limit)
+        .then(|| found.last().map(|(key, _)| key.clone()))
+        .flatten();
+    let patients: Vec<PatientSummary> = found
+        .into_iter()
+        .map(|(key, doc)| PatientSummary {
+            patient_id: key,
+            ..serde_json::from_value(doc).unwrap_or_default()
+        })
+        .collect();
+    let detail = AuditDetail(format!("q={:?} found={}", terms.join(" "), patients.len()));
+    Ok((
+        Extension(detail),
+        Json(SearchPage {
+            patients,
+            next_cursor,
+        }),
+    ))
 }
 
 /// The PatientAggregateView, with `criticalAlerts` counted from the same
@@ -52,7 +145,7 @@ async fn chart_and_alerts(
     patient_id: &str,
 ) -> Result<(Option<Value>, Vec<Alert>), ApiError> {
     let mut snapshot = store::snapshot(&state.shared.api_pool).await?;
-    let chart = documents::get(&mut *snapshot, "patient_chart", patient_id).await?;
+    let chart = documents::get(&mut *snapshot, CHART_VIEW, patient_id).await?;
     let raised = notifications::alerts(&mut *snapshot, patient_id).await?;
     snapshot.commit().await?;
     let alerts = alerts::of_patient(patient_id, chart.as_ref(), raised);

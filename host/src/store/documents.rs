@@ -47,3 +47,48 @@ pub async fn all(pool: &PgPool, view: &str) -> Result<Vec<(String, Value)>, sqlx
     .fetch_all(pool)
     .await
 }
+
+/// Charts whose patient id is above `after`, by patient id, at most
+/// `limit`, where every term begins the given name, the family name, the
+/// MRN or the patient id (case-insensitive): a clinician's patient search.
+pub async fn search_charts(
+    pool: &PgPool,
+    view: &str,
+    terms: &[String],
+    after: &str,
+    limit: i64,
+) -> Result<Vec<(String, Value)>, sqlx::Error> {
+    let patterns: Vec<String> = terms
+        .iter()
+        .map(|term| format!("{}%", like_escaped(term)))
+        .collect();
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT key, doc FROM {} WHERE key > $1
+           AND NOT EXISTS (
+             SELECT 1 FROM unnest($2::text[]) AS t(pattern)
+             WHERE NOT (coalesce(doc->'name'->>'given', '') ILIKE t.pattern
+                     OR coalesce(doc->'name'->>'family', '') ILIKE t.pattern
+                     OR coalesce(doc->>'mrn', '') ILIKE t.pattern
+                     OR key ILIKE t.pattern))
+         ORDER BY key LIMIT $3",
+        table_name(view)
+    )))
+    .bind(after)
+    .bind(patterns)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// `text` matched literally by `LIKE`: its `%`, `_` and backslashes
+/// escaped.
+fn like_escaped(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}

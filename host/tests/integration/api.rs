@@ -565,6 +565,13 @@ async fn every_route_refuses_every_role_it_should() {
             expected,
             call("GET", "/api/notifications", token).await,
         );
+        let search = "/api/aggregate/patients?q=doe";
+        let expected = match caller {
+            Clinical => 200,
+            Nobody => 401,
+            _ => 403,
+        };
+        check("GET", search, expected, call("GET", search, token).await);
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 
@@ -578,7 +585,89 @@ async fn every_route_refuses_every_role_it_should() {
     let non_admins = callers.iter().filter(|c| c.0 != Admin).count();
     let expected = non_admins * admin_routes.len() // admin routes
         + 2 * chart_routes.len() // other patient, unknown role
-        + chart_routes.len() + 1; // nobody: charts and notifications
+        + chart_routes.len() + 1 // nobody: charts and notifications
+        + 5; // search: admin, both patients, unknown role, nobody
     assert_eq!(refusals as usize, expected);
+    host.stop();
+}
+
+/// Issue 17: a clinician finds a patient by name, MRN or id, page by page;
+/// each search is audited with its terms and how many it found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clinicians_search_patients_by_name_mrn_or_id_page_by_page() {
+    let env = TestEnv::new("search").await;
+    let created = SEED
+        .lines()
+        .find(|l| l.contains("\"eventType\":\"patient.created\""))
+        .unwrap();
+    let mut events = vec![created.to_owned()];
+    for (i, (given, family)) in [("Jane", "Doe"), ("Johan", "Smith"), ("Ann", "Dolan")]
+        .iter()
+        .enumerate()
+    {
+        events.push(
+            created
+                .replace("seed-0001", &format!("search-{i}"))
+                .replace("p-john-doe", &format!("p-search-{i}"))
+                .replace("MRN-100234", &format!("MRN-20{i}"))
+                .replace("\"given\":\"John\"", &format!("\"given\":\"{given}\""))
+                .replace("\"family\":\"Doe\"", &format!("\"family\":\"{family}\"")),
+        );
+    }
+    env.publish(&events.join("\n")).await;
+    let host = env.start().await;
+    env.settle(&host).await;
+    let nurse = env.token("u-nurse-1", "nurse");
+    let found = |q: &str| {
+        let (env, host, nurse) = (&env, &host, &nurse);
+        let path = format!("/api/aggregate/patients?{q}");
+        async move {
+            let (status, page) = env.get(host, &path, Some(nurse)).await;
+            assert_eq!(status, 200, "{path}: {page}");
+            let ids: Vec<String> = page["patients"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["patientId"].as_str().unwrap().to_owned())
+                .collect();
+            (ids, page)
+        }
+    };
+    let (ids, page) = found("q=doe").await;
+    assert_eq!(ids, ["p-john-doe", "p-search-0"]);
+    assert_eq!(page["patients"][0]["mrn"], "MRN-100234");
+    assert_eq!(page["patients"][0]["name"]["given"], "John");
+    assert!(page["nextCursor"].is_null());
+    assert_eq!(found("q=JO").await.0, ["p-john-doe", "p-search-1"]);
+    assert_eq!(found("q=jo%20doe").await.0, ["p-john-doe"]);
+    assert_eq!(found("q=mrn-201").await.0, ["p-search-1"]);
+    assert_eq!(found("q=p-search-2").await.0, ["p-search-2"]);
+    assert!(
+        found("q=%25").await.0.is_empty(),
+        "% is a character, not a wildcard"
+    );
+    // Page by page, without a term: everyone, each once.
+    let (first, page) = found("limit=3").await;
+    assert_eq!(first, ["p-john-doe", "p-search-0", "p-search-1"]);
+    let cursor = page["nextCursor"].as_str().unwrap().to_owned();
+    let (second, page) = found(&format!("limit=3&cursor={cursor}")).await;
+    assert_eq!(second, ["p-search-2"]);
+    assert!(page["nextCursor"].is_null());
+    let (status, _) = env
+        .get(&host, "/api/aggregate/patients?limit=0", Some(&nurse))
+        .await;
+    assert_eq!(status, 400);
+
+    let audited: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT user_id, detail FROM audit_log WHERE action = 'GET /api/aggregate/patients'
+         AND status = 200 ORDER BY id LIMIT 1",
+    )
+    .fetch_all(&env.pool().await)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited,
+        [("u-nurse-1".to_owned(), Some("q=\"doe\" found=2".to_owned()))]
+    );
     host.stop();
 }
