@@ -66,6 +66,9 @@ enum Command {
     /// Write, and ship, plugins.
     #[command(subcommand)]
     Plugins(Plugins),
+    /// Inspect and re-drive a running host's dead letters.
+    #[command(subcommand)]
+    DeadLetters(DeadLetters),
     /// Print the JSON Schema of the events.
     Schema,
     /// Check the audit trail.
@@ -120,12 +123,95 @@ enum Plugins {
         /// The plugin's name, if not the file's.
         #[arg(long)]
         name: Option<String>,
-        /// The host's HTTP API.
-        #[arg(long, env = "PROJECTOR_URL", default_value = "http://127.0.0.1:3020")]
-        url: String,
-        /// An admin token (`projector token --sub me --role admin`).
-        #[arg(long, env = "PROJECTOR_TOKEN")]
-        token: String,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// List a running host's plugins: version, hash, state, lag, counts.
+    List {
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Run a plugin's previous version again.
+    Rollback {
+        /// The plugin.
+        name: String,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Rebuild a plugin's views from the stream, blue/green.
+    Rebuild {
+        /// The plugin.
+        name: String,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Pause a plugin's projection from its next batch.
+    Pause {
+        /// The plugin.
+        name: String,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Resume a paused projection.
+    Resume {
+        /// The plugin.
+        name: String,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+}
+
+/// Which running host a command calls, as whom, and how it answers.
+/// Exit codes: 0 done, 1 the host refused or failed it, 2 usage, 3 the
+/// host could not be reached, 4 the token was refused.
+#[derive(clap::Args)]
+struct HostArgs {
+    /// The host's HTTP API.
+    #[arg(long, env = "PROJECTOR_URL", default_value = "http://127.0.0.1:3020")]
+    url: String,
+    /// An admin token (`projector token --sub me --role admin`).
+    #[arg(long, env = "PROJECTOR_TOKEN")]
+    token: String,
+    /// Print the host's JSON answer instead of a table or a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+impl HostArgs {
+    fn remote(&self) -> projector::client::Remote {
+        projector::client::Remote::new(&self.url, &self.token)
+    }
+}
+
+#[derive(Subcommand)]
+enum DeadLetters {
+    /// List dead letters, newest first.
+    List {
+        /// Only this plugin's.
+        #[arg(long)]
+        plugin: Option<String>,
+        /// Only those with this status: dead, retrying, resolved, discarded.
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Have its plugin apply a dead letter again.
+    Retry {
+        /// The dead letter's id.
+        id: i64,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Give up on a dead letter; its patient's parked events go on.
+    Discard {
+        /// The dead letter's id.
+        id: i64,
+        #[command(flatten)]
+        host: HostArgs,
     },
 }
 
@@ -210,6 +296,7 @@ async fn main() -> anyhow::Result<()> {
         } => simulate(&config, patients, rate, seed).await,
         Command::Bench(bench) => run_bench(config, bench).await,
         Command::Plugins(plugins) => run_plugins(&config, plugins).await,
+        Command::DeadLetters(command) => exit_on_refusal(dead_letters(command).await),
         Command::Audit(Audit::Verify { expect_head }) => {
             verify_audit(&config, expect_head.as_deref()).await
         }
@@ -393,17 +480,141 @@ async fn run_plugins(config: &Config, plugins: Plugins) -> anyhow::Result<()> {
             let result = projector::replay::replay(config, &plugin, &file).await?;
             println!("{result:#}");
         }
-        Plugins::Deploy {
-            file,
-            name,
-            url,
-            token,
-        } => {
-            let answer = projector::client::deploy(&file, name.as_deref(), &url, &token).await?;
-            println!("{answer}");
+        Plugins::Deploy { file, name, host } => {
+            let answer = host.remote().deploy(&file, name.as_deref()).await;
+            exit_on_refusal(answer.map(|a| print_answer(&host, &a, deployment(&a))))?;
         }
+        Plugins::List { host } => {
+            let listed = host.remote().get("/api/plugins", &[]).await;
+            exit_on_refusal(listed.and_then(|answer| {
+                if host.json {
+                    println!("{answer:#}");
+                    Ok(())
+                } else {
+                    projector::client::plugins_table(answer).map(|t| println!("{t}"))
+                }
+            }))?;
+        }
+        Plugins::Rollback { name, host } => {
+            let answer = host
+                .remote()
+                .post(&format!("/api/plugins/{name}/rollback"))
+                .await;
+            exit_on_refusal(answer.map(|a| print_answer(&host, &a, deployment(&a))))?;
+        }
+        Plugins::Rebuild { name, host } => {
+            let answer = host
+                .remote()
+                .post(&format!("/api/plugins/{name}/rebuild"))
+                .await;
+            exit_on_refusal(answer.map(|a| {
+                let summary = format!(
+                    "{name}: rebuilding its views with {} ({}); `projector plugins list` shows its lag",
+                    a["version"].as_str().unwrap_or("?"),
+                    short_hash(&a)
+                );
+                print_answer(&host, &a, summary)
+            }))?;
+        }
+        Plugins::Pause { name, host } => paused(&name, &host, "pause").await?,
+        Plugins::Resume { name, host } => paused(&name, &host, "resume").await?,
     }
     Ok(())
+}
+
+/// `projector plugins pause|resume NAME`.
+async fn paused(name: &str, host: &HostArgs, action: &str) -> anyhow::Result<()> {
+    let answer = host
+        .remote()
+        .post(&format!("/api/plugins/{name}/{action}"))
+        .await;
+    exit_on_refusal(answer.map(|a| {
+        let summary = format!("{name}: {}", a["state"].as_str().unwrap_or("?"));
+        print_answer(host, &a, summary)
+    }))
+}
+
+/// `projector dead-letters …`.
+async fn dead_letters(command: DeadLetters) -> Result<(), projector::client::RemoteError> {
+    match command {
+        DeadLetters::List {
+            plugin,
+            status,
+            limit,
+            host,
+        } => {
+            let limit = limit.to_string();
+            let mut query = vec![("limit", limit.as_str())];
+            query.extend(plugin.as_deref().map(|p| ("plugin", p)));
+            query.extend(status.as_deref().map(|s| ("status", s)));
+            let answer = host.remote().get("/api/dead-letters", &query).await?;
+            if host.json {
+                println!("{answer:#}");
+            } else {
+                println!("{}", projector::client::dead_letters_table(answer)?);
+            }
+        }
+        DeadLetters::Retry { id, host } => settled(id, &host, "retry").await?,
+        DeadLetters::Discard { id, host } => settled(id, &host, "discard").await?,
+    }
+    Ok(())
+}
+
+/// `projector dead-letters retry|discard ID`.
+async fn settled(
+    id: i64,
+    host: &HostArgs,
+    action: &str,
+) -> Result<(), projector::client::RemoteError> {
+    let answer = host
+        .remote()
+        .post(&format!("/api/dead-letters/{id}/{action}"))
+        .await?;
+    let summary = format!(
+        "dead letter {id} ({}): {}",
+        answer["plugin"].as_str().unwrap_or("?"),
+        answer["status"].as_str().unwrap_or("?")
+    );
+    print_answer(host, &answer, summary);
+    Ok(())
+}
+
+/// What a deploy or a rollback did, in a line.
+fn deployment(answer: &serde_json::Value) -> String {
+    format!(
+        "{} {} ({}): {}",
+        answer["name"].as_str().unwrap_or("?"),
+        answer["version"].as_str().unwrap_or("?"),
+        short_hash(answer),
+        answer["deployed"].as_str().unwrap_or("?")
+    )
+}
+
+fn short_hash(answer: &serde_json::Value) -> String {
+    answer["hash"]
+        .as_str()
+        .unwrap_or("?")
+        .chars()
+        .take(12)
+        .collect()
+}
+
+/// Prints the host's answer as JSON with `--json`, else the summary.
+fn print_answer(host: &HostArgs, answer: &serde_json::Value, summary: String) {
+    if host.json {
+        println!("{answer:#}");
+    } else {
+        println!("{summary}");
+    }
+}
+
+/// Ends the process with the failure's own exit code (after saying why),
+/// so scripts can tell an unreachable host from a refused token.
+fn exit_on_refusal<T>(result: Result<T, projector::client::RemoteError>) -> anyhow::Result<T> {
+    result.map_err(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(e.exit_code())
+    })
 }
 
 /// A publisher on the configured NATS. It makes the stream if it can; a

@@ -10,6 +10,7 @@ mod audit_trail;
 mod batch_properties;
 mod bus;
 mod claims;
+mod cli;
 mod clinical;
 mod coded_fields;
 mod compose;

@@ -73,7 +73,7 @@ async fn a_scaffolded_plugin_is_built_tested_and_deployed_to_a_running_host() {
         "{answer}{}",
         String::from_utf8_lossy(&deployed.stderr)
     );
-    assert!(answer.contains("\"started\""), "{answer}");
+    assert!(answer.trim_end().ends_with(": started"), "{answer}");
 
     let pool = env.pool().await;
     let doc = view_document(&pool, "first_rule_patients", "p-john-doe").await;
