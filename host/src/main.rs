@@ -264,6 +264,23 @@ enum Bench {
         #[arg(long, default_value_t = 200)]
         alerts: usize,
     },
+    /// Chart reads per second and their latency at each number of
+    /// concurrent clients, while background traffic is projected.
+    Api {
+        /// Patients whose charts are read (about twenty events each,
+        /// projected first).
+        #[arg(long, default_value_t = 2_000)]
+        patients: usize,
+        /// Background events per second during the reads.
+        #[arg(long, default_value_t = 2_000)]
+        rate: u32,
+        /// Concurrent clients, one run per number.
+        #[arg(long, value_delimiter = ',', default_value = "8,64")]
+        clients: Vec<usize>,
+        /// Seconds each run reads.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
     /// Live traffic at a fixed rate through a running host for minutes or
     /// hours: lag, batches, memory and alert latency every 15 s, and at
     /// the end the worst lag, the drain time and the memory slope.
@@ -423,6 +440,20 @@ async fn run_bench(config: Config, bench: Bench) -> anyhow::Result<()> {
         } => projector::bench::projection::run(config, events, poison_percent).await,
         Bench::Lifecycle { events, swaps } => {
             projector::bench::lifecycle::run(config, events, swaps).await
+        }
+        Bench::Api {
+            patients,
+            rate,
+            clients,
+            seconds,
+        } => {
+            let load = projector::bench::api::Load {
+                patients,
+                rate,
+                clients,
+                seconds,
+            };
+            projector::bench::api::run(config, load).await
         }
         Bench::Notify {
             clients,

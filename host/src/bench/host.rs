@@ -63,6 +63,11 @@ pub async fn start_host(
             "ESCALATE_AFTER",
             format!("{}s", config.escalate_after.as_secs().max(1)),
         )
+        .env(
+            "API_RATE_PER_SECOND",
+            config.api_rate_per_second.to_string(),
+        )
+        .env("API_RATE_BURST", config.api_rate_burst.to_string())
         // Benchmarks run without object storage: its retries are not news.
         .env("RUST_LOG", "warn,projector::objects=error")
         .stdout(Stdio::null())

@@ -2,6 +2,7 @@
 //! them (BENCHMARKS.md records them). Each makes its own stream, subject
 //! prefix and database.
 
+pub mod api;
 mod host;
 pub mod lifecycle;
 pub mod notifications;

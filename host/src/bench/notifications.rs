@@ -163,7 +163,7 @@ fn print_latencies(latencies: &mut [Duration], expected: usize) {
 }
 
 /// Publishes simulated traffic at `rate` events per second for `duration`.
-async fn background(
+pub(super) async fn background(
     js: async_nats::jetstream::Context,
     prefix: String,
     rate: u32,
