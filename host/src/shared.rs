@@ -94,23 +94,9 @@ mod tests {
     fn a_full_queue_refuses_without_waiting_and_counts_what_it_left() {
         let metrics = Arc::new(Metrics::default());
         let (sink, mut queue) = NotificationSink::bounded(1, metrics.clone());
-        let notification = |seq| StoredNotification {
-            notification_id: uuid::Uuid::new_v4(),
-            recipient: crate::auth::Recipient::User("dr".into()),
-            seq,
-            event_id: format!("e-{seq}"),
-            patient_id: "p-1".into(),
-            urgent: false,
-            dedupe_key: format!("k-{seq}"),
-            body: serde_json::json!({}),
-            event_at: chrono::Utc::now(),
-            created_at: chrono::Utc::now(),
-            acknowledged_at: None,
-            acknowledged_by: None,
-            acknowledged_device: None,
-            escalated_at: None,
-            escalated_to: None,
-            escalation_of: None,
+        let notification = |seq| {
+            let dr = crate::auth::Recipient::User("dr".into());
+            StoredNotification::sample(dr, seq, chrono::Utc::now())
         };
         sink.offer(vec![notification(1)]);
         sink.offer(vec![notification(2), notification(3)]);

@@ -359,21 +359,21 @@ pub async fn all(pool: &PgPool) -> Result<Vec<StoredNotification>, sqlx::Error> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stored(recipient: &str, seq: i64, at_ms: i64) -> StoredNotification {
+impl StoredNotification {
+    /// A normal notification of `recipient` at `seq`, stored at
+    /// `created_at`, for unit tests.
+    pub(crate) fn sample(recipient: Recipient, seq: i64, created_at: DateTime<Utc>) -> Self {
         StoredNotification {
             notification_id: Uuid::new_v4(),
-            recipient: Recipient::from_column(recipient),
+            recipient,
             seq,
             event_id: format!("e-{seq}"),
             patient_id: "p-1".into(),
             urgent: false,
             dedupe_key: format!("k-{seq}"),
-            body: Value::Null,
-            event_at: DateTime::UNIX_EPOCH,
-            created_at: DateTime::UNIX_EPOCH + chrono::TimeDelta::milliseconds(at_ms),
+            body: Value::Object(Map::new()),
+            event_at: created_at,
+            created_at,
             acknowledged_at: None,
             acknowledged_by: None,
             acknowledged_device: None,
@@ -381,6 +381,16 @@ mod tests {
             escalated_to: None,
             escalation_of: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(recipient: &str, seq: i64, at_ms: i64) -> StoredNotification {
+        let at = DateTime::UNIX_EPOCH + chrono::TimeDelta::milliseconds(at_ms);
+        StoredNotification::sample(Recipient::from_column(recipient), seq, at)
     }
 
     /// Stored times need not rise with seq (a transaction that started
