@@ -142,6 +142,10 @@ enum Plugins {
     Rebuild {
         /// The plugin.
         name: String,
+        /// Wait until the rebuilt views are switched in, showing how far
+        /// behind the stream the rebuild is.
+        #[arg(long)]
+        follow: bool,
         #[command(flatten)]
         host: HostArgs,
     },
@@ -395,14 +399,33 @@ async fn verify_audit(config: &Config, expect_head: Option<&str>) -> anyhow::Res
     }
 }
 
-/// `projector publish FILE`: one event per line.
+/// `projector publish FILE`: one event per line, each checked before any
+/// is sent; a progress bar on a terminal.
 async fn publish(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let events = projector::publish::parse_jsonl(&text)?;
     let mut publisher = publisher(config).await?;
-    let count = publisher.publish_jsonl(&text).await?;
-    println!("published {count} events from {}", file.display());
+    let bar = progress_bar(events.len() as u64, "published");
+    for event in &events {
+        publisher.publish(event).await?;
+        bar.inc(1);
+    }
+    publisher.flush().await?;
+    bar.finish_and_clear();
+    println!("published {} events from {}", events.len(), file.display());
     Ok(())
+}
+
+/// A progress bar on stderr, drawn only when it is a terminal (so scripts
+/// and logs get the final line alone).
+fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    let template = format!("{{bar:40}} {{pos}}/{{len}} {what} ({{eta}} left) {{msg}}");
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar
 }
 
 /// `projector fhir BUNDLES…`: the bundles' events, one per line, to stdout.
@@ -508,7 +531,14 @@ async fn run_plugins(config: &Config, plugins: Plugins) -> anyhow::Result<()> {
             );
         }
         Plugins::Replay { file, plugin } => {
-            let result = projector::replay::replay(config, &plugin, &file).await?;
+            use projector::replay::Progress;
+            let bar = progress_bar(0, "events replayed");
+            let progress = |step| match step {
+                Progress::Total(total) => bar.set_length(total),
+                Progress::Done(done) => bar.inc(done),
+            };
+            let result = projector::replay::replay(config, &plugin, &file, &progress).await?;
+            bar.finish_and_clear();
             println!("{result:#}");
         }
         Plugins::Deploy { file, name, host } => {
@@ -533,7 +563,7 @@ async fn run_plugins(config: &Config, plugins: Plugins) -> anyhow::Result<()> {
                 .await;
             exit_on_refusal(answer.map(|a| print_answer(&host, &a, deployment(&a))))?;
         }
-        Plugins::Rebuild { name, host } => {
+        Plugins::Rebuild { name, follow, host } => {
             let answer = host
                 .remote()
                 .post(&format!("/api/plugins/{name}/rebuild"))
@@ -546,11 +576,43 @@ async fn run_plugins(config: &Config, plugins: Plugins) -> anyhow::Result<()> {
                 );
                 print_answer(&host, &a, summary)
             }))?;
+            if follow {
+                exit_on_refusal(follow_rebuild(&name, &host).await)?;
+                println!("{name}: the rebuilt views are switched in");
+            }
         }
         Plugins::Pause { name, host } => paused(&name, &host, "pause").await?,
         Plugins::Resume { name, host } => paused(&name, &host, "resume").await?,
     }
     Ok(())
+}
+
+/// Polls the host until the plugin's rebuild is over, the bar showing how
+/// much of the stream the rebuild has caught up with.
+async fn follow_rebuild(name: &str, host: &HostArgs) -> Result<(), projector::client::RemoteError> {
+    let remote = host.remote();
+    let bar = progress_bar(0, "events rebuilt");
+    loop {
+        let listing = remote.get("/api/plugins", &[]).await?;
+        let rebuild = listing
+            .as_array()
+            .and_then(|plugins| plugins.iter().find(|p| p["name"] == name))
+            .map(|p| p["rebuild"].clone())
+            .ok_or_else(|| {
+                projector::client::RemoteError::Local(format!("the host lists no plugin `{name}`"))
+            })?;
+        if rebuild.is_null() {
+            bar.finish_and_clear();
+            return Ok(());
+        }
+        if let Some(lag) = rebuild["lag"].as_u64() {
+            let total = bar.length().unwrap_or(0).max(lag);
+            bar.set_length(total);
+            bar.set_position(total - lag);
+        }
+        bar.set_message(rebuild["error"].as_str().unwrap_or_default().to_owned());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// `projector plugins pause|resume NAME`.

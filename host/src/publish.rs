@@ -74,18 +74,23 @@ impl Publisher {
     /// Publishes each line of a JSON-lines text; lines that are not valid
     /// events are refused with their line number before anything is sent.
     pub async fn publish_jsonl(&mut self, text: &str) -> anyhow::Result<usize> {
-        let events = text
-            .lines()
-            .enumerate()
-            .filter(|(_, line)| !line.trim().is_empty())
-            .map(|(n, line)| {
-                Envelope::parse(line.as_bytes()).with_context(|| format!("line {}", n + 1))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let events = parse_jsonl(text)?;
         for event in &events {
             self.publish(event).await?;
         }
         self.flush().await?;
         Ok(events.len())
     }
+}
+
+/// The events of a JSON-lines file, each checked; an error names the
+/// first line that is not a valid event.
+pub fn parse_jsonl(text: &str) -> anyhow::Result<Vec<Event>> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(n, line)| {
+            Envelope::parse(line.as_bytes()).with_context(|| format!("line {}", n + 1))
+        })
+        .collect()
 }

@@ -16,8 +16,14 @@ use crate::store;
 
 /// Replays `events` through the plugin in `wasm` into a fresh database
 /// named after the time; returns every document of the plugin's views and
-/// the notifications and dead letters it produced.
-pub async fn replay(config: &Config, wasm: &Path, events: &Path) -> anyhow::Result<Value> {
+/// the notifications and dead letters it produced. `progress` is told the
+/// number of events before the first batch and after each.
+pub async fn replay(
+    config: &Config,
+    wasm: &Path,
+    events: &Path,
+    progress: &dyn Fn(Progress),
+) -> anyhow::Result<Value> {
     let runtime = Runtime::from_config(config)?;
     let bytes = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
     let plugin = Plugin::load(&runtime, &bytes).await?;
@@ -35,8 +41,10 @@ pub async fn replay(config: &Config, wasm: &Path, events: &Path) -> anyhow::Resu
         max_attempts: config.max_attempts,
         claimed_by: None,
     };
+    progress(Progress::Total(items.len() as u64));
     for chunk in items.chunks(config.batch_size.max(1)) {
         batcher.commit(chunk.to_vec()).await?;
+        progress(Progress::Done(chunk.len() as u64));
     }
     let mut views = serde_json::Map::new();
     for view in &plugin.info.views {
@@ -72,6 +80,15 @@ pub async fn replay(config: &Config, wasm: &Path, events: &Path) -> anyhow::Resu
 }
 
 /// The events file's lines as stream items, numbered from 1.
+/// How far a replay is, for a progress bar.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress {
+    /// How many events there are.
+    Total(u64),
+    /// This many more were committed.
+    Done(u64),
+}
+
 fn read_items(events: &Path) -> anyhow::Result<Vec<Item>> {
     let text =
         std::fs::read_to_string(events).with_context(|| format!("reading {}", events.display()))?;

@@ -8,7 +8,7 @@ use std::process::Output;
 
 use serde_json::Value;
 
-use crate::common::{SEED, TestEnv, eventually, free_port};
+use crate::common::{SEED, TestEnv, free_port};
 
 /// Runs `projector ARGS --url URL --token TOKEN`.
 async fn projector(args: &[&str], url: &str, token: &str) -> Output {
@@ -154,16 +154,26 @@ async fn an_operator_manages_plugins_and_dead_letters_from_the_command_line() {
         stderr(&unreachable)
     );
 
-    // The rebuild started above finishes.
-    eventually("the pharmacy rebuild switched in", || async {
-        let listing = json(&projector(&["plugins", "list", "--json"], &url, &admin).await);
-        let pharmacy = listing
-            .as_array()?
-            .iter()
-            .find(|p| p["name"] == "pharmacy")?
-            .clone();
-        pharmacy["rebuild"].is_null().then_some(())
-    })
-    .await;
+    // A rebuild followed to its end.
+    let followed = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        projector(&["plugins", "rebuild", "lab", "--follow"], &url, &admin),
+    )
+    .await
+    .expect("the rebuild ends");
+    assert!(followed.status.success(), "{}", stderr(&followed));
+    assert!(
+        stdout(&followed).ends_with("lab: the rebuilt views are switched in\n"),
+        "{}",
+        stdout(&followed)
+    );
+    let listing = json(&projector(&["plugins", "list", "--json"], &url, &admin).await);
+    let lab = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "lab")
+        .unwrap();
+    assert!(lab["rebuild"].is_null(), "{lab}");
     host.stop();
 }
