@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use projector::client::commands::{self, DeadLetters, HostArgs};
+use projector::client::progress;
 use projector::config::Config;
 use projector::publish::Publisher;
 use projector::serve::Host;
@@ -165,60 +167,6 @@ enum Plugins {
     },
 }
 
-/// Which running host a command calls, as whom, and how it answers.
-/// Exit codes: 0 done, 1 the host refused or failed it, 2 usage, 3 the
-/// host could not be reached, 4 the token was refused.
-#[derive(clap::Args)]
-struct HostArgs {
-    /// The host's HTTP API.
-    #[arg(long, env = "PROJECTOR_URL", default_value = "http://127.0.0.1:3020")]
-    url: String,
-    /// An admin token (`projector token --sub me --role admin`).
-    #[arg(long, env = "PROJECTOR_TOKEN")]
-    token: String,
-    /// Print the host's JSON answer instead of a table or a summary.
-    #[arg(long)]
-    json: bool,
-}
-
-impl HostArgs {
-    fn remote(&self) -> projector::client::Remote {
-        projector::client::Remote::new(&self.url, &self.token)
-    }
-}
-
-#[derive(Subcommand)]
-enum DeadLetters {
-    /// List dead letters, newest first.
-    List {
-        /// Only this plugin's.
-        #[arg(long)]
-        plugin: Option<String>,
-        /// Only those with this status: dead, retrying, resolved, discarded.
-        #[arg(long)]
-        status: Option<String>,
-        /// At most this many (1 to 1000).
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
-        #[command(flatten)]
-        host: HostArgs,
-    },
-    /// Have its plugin apply a dead letter again.
-    Retry {
-        /// The dead letter's id.
-        id: i64,
-        #[command(flatten)]
-        host: HostArgs,
-    },
-    /// Give up on a dead letter; its patient's parked events go on.
-    Discard {
-        /// The dead letter's id.
-        id: i64,
-        #[command(flatten)]
-        host: HostArgs,
-    },
-}
-
 #[derive(Subcommand)]
 enum Audit {
     /// Walk the audit trail's hash chain in `DATABASE_URL`: exits 0 and
@@ -317,7 +265,7 @@ async fn main() -> anyhow::Result<()> {
         } => simulate(&config, patients, rate, seed).await,
         Command::Bench(bench) => run_bench(config, bench).await,
         Command::Plugins(plugins) => run_plugins(&config, plugins).await,
-        Command::DeadLetters(command) => exit_on_refusal(dead_letters(command).await),
+        Command::DeadLetters(command) => exit_on_refusal(commands::dead_letters(command).await),
         Command::Audit(Audit::Verify { expect_head }) => {
             verify_audit(&config, expect_head.as_deref()).await
         }
@@ -406,7 +354,7 @@ async fn publish(config: &Config, file: &std::path::Path) -> anyhow::Result<()> 
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let events = projector::publish::parse_jsonl(&text)?;
     let mut publisher = publisher(config).await?;
-    let bar = progress_bar(events.len() as u64, "published");
+    let bar = progress::bar(events.len() as u64, "published");
     for event in &events {
         publisher.publish(event).await?;
         bar.inc(1);
@@ -415,17 +363,6 @@ async fn publish(config: &Config, file: &std::path::Path) -> anyhow::Result<()> 
     bar.finish_and_clear();
     println!("published {} events from {}", events.len(), file.display());
     Ok(())
-}
-
-/// A progress bar on stderr, drawn only when it is a terminal (so scripts
-/// and logs get the final line alone).
-fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len);
-    let template = format!("{{bar:40}} {{pos}}/{{len}} {what} ({{eta}} left) {{msg}}");
-    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
-        bar.set_style(style);
-    }
-    bar
 }
 
 /// `projector fhir BUNDLES…`: the bundles' events, one per line, to stdout.
@@ -532,7 +469,7 @@ async fn run_plugins(config: &Config, plugins: Plugins) -> anyhow::Result<()> {
         }
         Plugins::Replay { file, plugin } => {
             use projector::replay::Progress;
-            let bar = progress_bar(0, "events replayed");
+            let bar = progress::bar(0, "events replayed");
             let progress = |step| match step {
                 Progress::Total(total) => bar.set_length(total),
                 Progress::Done(done) => bar.inc(done),
@@ -542,172 +479,23 @@ async fn run_plugins(config: &Config, plugins: Plugins) -> anyhow::Result<()> {
             println!("{result:#}");
         }
         Plugins::Deploy { file, name, host } => {
-            let answer = host.remote().deploy(&file, name.as_deref()).await;
-            exit_on_refusal(answer.map(|a| print_answer(&host, &a, deployment(&a))))?;
+            exit_on_refusal(commands::deploy(&file, name.as_deref(), &host).await)?;
         }
-        Plugins::List { host } => {
-            let listed = host.remote().get("/api/plugins", &[]).await;
-            exit_on_refusal(listed.and_then(|answer| {
-                if host.json {
-                    println!("{answer:#}");
-                    Ok(())
-                } else {
-                    projector::client::plugins_table(answer).map(|t| println!("{t}"))
-                }
-            }))?;
-        }
+        Plugins::List { host } => exit_on_refusal(commands::list_plugins(&host).await)?,
         Plugins::Rollback { name, host } => {
-            let answer = host
-                .remote()
-                .post(&format!("/api/plugins/{name}/rollback"))
-                .await;
-            exit_on_refusal(answer.map(|a| print_answer(&host, &a, deployment(&a))))?;
+            exit_on_refusal(commands::rollback(&name, &host).await)?;
         }
         Plugins::Rebuild { name, follow, host } => {
-            let answer = host
-                .remote()
-                .post(&format!("/api/plugins/{name}/rebuild"))
-                .await;
-            exit_on_refusal(answer.map(|a| {
-                let summary = format!(
-                    "{name}: rebuilding its views with {} ({}); `projector plugins list` shows its lag",
-                    a["version"].as_str().unwrap_or("?"),
-                    short_hash(&a)
-                );
-                print_answer(&host, &a, summary)
-            }))?;
-            if follow {
-                exit_on_refusal(follow_rebuild(&name, &host).await)?;
-                println!("{name}: the rebuilt views are switched in");
-            }
+            exit_on_refusal(commands::rebuild(&name, follow, &host).await)?;
         }
-        Plugins::Pause { name, host } => paused(&name, &host, "pause").await?,
-        Plugins::Resume { name, host } => paused(&name, &host, "resume").await?,
+        Plugins::Pause { name, host } => {
+            exit_on_refusal(commands::set_paused(&name, true, &host).await)?;
+        }
+        Plugins::Resume { name, host } => {
+            exit_on_refusal(commands::set_paused(&name, false, &host).await)?;
+        }
     }
     Ok(())
-}
-
-/// Polls the host until the plugin's rebuild is over, the bar showing how
-/// much of the stream the rebuild has caught up with.
-async fn follow_rebuild(name: &str, host: &HostArgs) -> Result<(), projector::client::RemoteError> {
-    let remote = host.remote();
-    let bar = progress_bar(0, "events rebuilt");
-    loop {
-        let listing = remote.get("/api/plugins", &[]).await?;
-        let rebuild = listing
-            .as_array()
-            .and_then(|plugins| plugins.iter().find(|p| p["name"] == name))
-            .map(|p| p["rebuild"].clone())
-            .ok_or_else(|| {
-                projector::client::RemoteError::Local(format!("the host lists no plugin `{name}`"))
-            })?;
-        if rebuild.is_null() {
-            bar.finish_and_clear();
-            return Ok(());
-        }
-        if let Some(lag) = rebuild["lag"].as_u64() {
-            let total = bar.length().unwrap_or(0).max(lag);
-            bar.set_length(total);
-            bar.set_position(total - lag);
-        }
-        bar.set_message(rebuild["error"].as_str().unwrap_or_default().to_owned());
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// `projector plugins pause|resume NAME`.
-async fn paused(name: &str, host: &HostArgs, action: &str) -> anyhow::Result<()> {
-    let answer = host
-        .remote()
-        .post(&format!("/api/plugins/{name}/{action}"))
-        .await;
-    exit_on_refusal(answer.map(|a| {
-        let summary = format!("{name}: {}", a["state"].as_str().unwrap_or("?"));
-        print_answer(host, &a, summary)
-    }))
-}
-
-/// `projector dead-letters …`.
-async fn dead_letters(command: DeadLetters) -> Result<(), projector::client::RemoteError> {
-    match command {
-        DeadLetters::List {
-            plugin,
-            status,
-            limit,
-            host,
-        } => {
-            let limit = limit.to_string();
-            let mut query = vec![("limit", limit.as_str())];
-            query.extend(plugin.as_deref().map(|p| ("plugin", p)));
-            query.extend(status.as_deref().map(|s| ("status", s)));
-            let answer = host.remote().get("/api/dead-letters", &query).await?;
-            if host.json {
-                println!("{answer:#}");
-            } else {
-                println!("{}", projector::client::dead_letters_table(answer)?);
-            }
-        }
-        DeadLetters::Retry { id, host } => settled(id, &host, "retry").await?,
-        DeadLetters::Discard { id, host } => settled(id, &host, "discard").await?,
-    }
-    Ok(())
-}
-
-/// `projector dead-letters retry|discard ID`.
-async fn settled(
-    id: i64,
-    host: &HostArgs,
-    action: &str,
-) -> Result<(), projector::client::RemoteError> {
-    let answer = host
-        .remote()
-        .post(&format!("/api/dead-letters/{id}/{action}"))
-        .await?;
-    let summary = format!(
-        "dead letter {id} ({}): {}",
-        answer["plugin"].as_str().unwrap_or("?"),
-        answer["status"].as_str().unwrap_or("?")
-    );
-    print_answer(host, &answer, summary);
-    Ok(())
-}
-
-/// What a deploy or a rollback did, in a line.
-fn deployment(answer: &serde_json::Value) -> String {
-    format!(
-        "{} {} ({}): {}",
-        answer["name"].as_str().unwrap_or("?"),
-        answer["version"].as_str().unwrap_or("?"),
-        short_hash(answer),
-        answer["deployed"].as_str().unwrap_or("?")
-    )
-}
-
-fn short_hash(answer: &serde_json::Value) -> String {
-    answer["hash"]
-        .as_str()
-        .unwrap_or("?")
-        .chars()
-        .take(12)
-        .collect()
-}
-
-/// Prints the host's answer as JSON with `--json`, else the summary.
-fn print_answer(host: &HostArgs, answer: &serde_json::Value, summary: String) {
-    if host.json {
-        println!("{answer:#}");
-    } else {
-        println!("{summary}");
-    }
-}
-
-/// Ends the process with the failure's own exit code (after saying why),
-/// so scripts can tell an unreachable host from a refused token.
-fn exit_on_refusal<T>(result: Result<T, projector::client::RemoteError>) -> anyhow::Result<T> {
-    result.map_err(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(e.exit_code())
-    })
 }
 
 /// A publisher on the configured NATS. It makes the stream if it can; a
@@ -738,4 +526,13 @@ fn init_tracing() {
     } else {
         builder.init();
     }
+}
+
+/// Ends the process with the failure's own exit code (after saying why),
+/// so scripts can tell an unreachable host from a refused token.
+fn exit_on_refusal<T>(result: Result<T, projector::client::RemoteError>) -> anyhow::Result<T> {
+    result.map_err(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(e.exit_code())
+    })
 }

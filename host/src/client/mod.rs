@@ -3,6 +3,8 @@
 //! tools' side of the API, which the host itself never calls, so it is kept
 //! apart from both the API and the scaffold.
 
+pub mod commands;
+pub mod progress;
 mod tables;
 
 pub use tables::{dead_letters_table, plugins_table};
