@@ -79,7 +79,6 @@ pub async fn replay(
     }))
 }
 
-/// The events file's lines as stream items, numbered from 1.
 /// How far a replay is, for a progress bar.
 #[derive(Debug, Clone, Copy)]
 pub enum Progress {
@@ -89,6 +88,7 @@ pub enum Progress {
     Done(u64),
 }
 
+/// The events file's lines as stream items, numbered from 1.
 fn read_items(events: &Path) -> anyhow::Result<Vec<Item>> {
     let text =
         std::fs::read_to_string(events).with_context(|| format!("reading {}", events.display()))?;
