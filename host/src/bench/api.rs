@@ -119,11 +119,7 @@ struct Reads {
 impl Reads {
     fn print(mut self, clients: usize, run_for: Duration, published: usize, lag: u64) {
         self.latencies.sort();
-        let at = |q: f64| {
-            self.latencies
-                .get(((self.latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
-                .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
-        };
+        let at = |q: f64| super::quantile_ms(&self.latencies, q);
         println!(
             "{clients} clients: {:.0} chart reads/s ({} in {} s, {} failed); p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; background {} events, patient plugin lag at the end {}",
             self.latencies.len() as f64 / run_for.as_secs_f64(),

@@ -10,6 +10,8 @@ pub mod projection;
 pub mod soak;
 mod socketio_client;
 
+use std::time::Duration;
+
 use crate::config::Config;
 
 /// Points `config` at a stream, subject prefix and database of the
@@ -20,4 +22,12 @@ pub fn own_names(config: &mut Config, kind: &str) -> String {
     config.subject_prefix = format!("{tag}.");
     config.database_url = config.database_url_named(&tag);
     tag
+}
+
+/// The `q` quantile (0 to 1, nearest rank) of sorted durations, in
+/// milliseconds; NaN when there are none.
+fn quantile_ms(sorted: &[Duration], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * q).ceil() as usize).saturating_sub(1))
+        .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
 }

@@ -147,11 +147,7 @@ pub async fn run(mut config: Config, load: Load) -> anyhow::Result<()> {
 
 fn print_latencies(latencies: &mut [Duration], expected: usize) {
     latencies.sort();
-    let at = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
-            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
-    };
+    let at = |q: f64| super::quantile_ms(latencies, q);
     println!(
         "critical alert publish → socket: {} of {expected} received; p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         latencies.len(),

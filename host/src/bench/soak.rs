@@ -279,15 +279,9 @@ impl Alerts {
     fn window(&mut self) -> (usize, f64, f64) {
         let mut window = std::mem::take(&mut self.window);
         window.sort();
-        let at = |q: f64| quantile(&window, q);
+        let at = |q: f64| super::quantile_ms(&window, q);
         (window.len(), at(0.5), at(0.99))
     }
-}
-
-fn quantile(sorted: &[Duration], q: f64) -> f64 {
-    sorted
-        .get(((sorted.len() as f64 * q).ceil() as usize).saturating_sub(1))
-        .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
 }
 
 /// One Socket.IO client per provider; every critical alert is timed from its
