@@ -6,10 +6,11 @@
 
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN, RETRY_AFTER};
 use axum::http::{HeaderValue, Method};
-use axum::middleware::Next;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -53,9 +54,20 @@ impl AllowedOrigins {
         self.0.iter().any(|allowed| allowed == origin) || same_host()
     }
 
+    /// `router` behind the origin check (outermost, so a refused page
+    /// reaches nothing) and the CORS headers for the listed origins.
+    pub fn guard<S: Clone + Send + Sync + 'static>(&self, router: Router<S>) -> Router<S> {
+        router
+            .layer(self.layer())
+            .layer(middleware::from_fn_with_state(
+                self.clone(),
+                refuse_other_origins,
+            ))
+    }
+
     /// The CORS headers for the listed origins: the methods and headers
     /// the API uses, and `Retry-After` readable by the page.
-    pub fn layer(&self) -> CorsLayer {
+    fn layer(&self) -> CorsLayer {
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(self.0.clone()))
             .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
@@ -67,7 +79,7 @@ impl AllowedOrigins {
 
 /// Refuses, with a JSON 403, a request whose `Origin` is neither listed
 /// nor the host's own.
-pub async fn refuse_other_origins(
+async fn refuse_other_origins(
     State(origins): State<AllowedOrigins>,
     request: Request,
     next: Next,

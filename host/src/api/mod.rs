@@ -73,7 +73,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             audit::audit_request,
         ));
-    Router::new()
+    let api = Router::new()
         .merge(health::router())
         .merge(authenticated)
         .fallback(error::not_found)
@@ -81,11 +81,11 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             health::time_request,
-        ))
-        .layer(state.shared.config.cors_origins.layer())
-        .layer(middleware::from_fn_with_state(
-            state.shared.config.cors_origins.clone(),
-            crate::cors::refuse_other_origins,
-        ))
+        ));
+    state
+        .shared
+        .config
+        .cors_origins
+        .guard(api)
         .with_state(state)
 }

@@ -284,16 +284,11 @@ impl Notifier {
     /// The Socket.IO server and `/ws`, for the notifications port; pages
     /// of origins not in `CORS_ORIGINS` are refused on both transports.
     pub fn router(&self) -> Router {
-        let origins = &self.config().cors_origins;
-        Router::new()
+        let sockets = Router::new()
             .route("/ws", get(ws::upgrade))
             .with_state(self.clone())
-            .layer(socketio::layer(self.clone()))
-            .layer(origins.layer())
-            .layer(axum::middleware::from_fn_with_state(
-                origins.clone(),
-                crate::cors::refuse_other_origins,
-            ))
+            .layer(socketio::layer(self.clone()));
+        self.config().cors_origins.guard(sockets)
     }
 
     /// The devices connected to this instance.
