@@ -40,6 +40,20 @@ impl HostArgs {
             println!("{summary}");
         }
     }
+
+    /// Prints a listing as JSON with `--json`, else as `table` renders it.
+    fn print_listing(
+        &self,
+        answer: Value,
+        table: fn(Value) -> Result<String, RemoteError>,
+    ) -> Result<(), RemoteError> {
+        if self.json {
+            println!("{answer:#}");
+        } else {
+            println!("{}", table(answer)?);
+        }
+        Ok(())
+    }
 }
 
 /// `projector dead-letters …`.
@@ -85,12 +99,7 @@ pub async fn deploy(file: &Path, name: Option<&str>, host: &HostArgs) -> Result<
 /// `projector plugins list`.
 pub async fn list_plugins(host: &HostArgs) -> Result<(), RemoteError> {
     let answer = host.remote().get("/api/plugins", &[]).await?;
-    if host.json {
-        println!("{answer:#}");
-    } else {
-        println!("{}", plugins_table(answer)?);
-    }
-    Ok(())
+    host.print_listing(answer, plugins_table)
 }
 
 /// `projector plugins rollback NAME`.
@@ -174,11 +183,7 @@ pub async fn dead_letters(command: DeadLetters) -> Result<(), RemoteError> {
             query.extend(plugin.as_deref().map(|p| ("plugin", p)));
             query.extend(status.as_deref().map(|s| ("status", s)));
             let answer = host.remote().get("/api/dead-letters", &query).await?;
-            if host.json {
-                println!("{answer:#}");
-            } else {
-                println!("{}", dead_letters_table(answer)?);
-            }
+            host.print_listing(answer, dead_letters_table)?;
         }
         DeadLetters::Retry { id, host } => settle(id, &host, "retry").await?,
         DeadLetters::Discard { id, host } => settle(id, &host, "discard").await?,
