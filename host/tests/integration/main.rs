@@ -16,6 +16,7 @@ mod coded_fields;
 mod compose;
 mod cors;
 mod dead_letters;
+mod events_package;
 mod failure_matrix;
 mod failures;
 mod fleet;
