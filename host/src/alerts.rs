@@ -17,7 +17,7 @@ use crate::store::notifications::StoredNotification;
 pub const ALLERGY_ALERT: &str = "high_criticality_allergy";
 
 /// Where an alert stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertState {
     /// Raised, nobody has acknowledged it yet.
@@ -39,7 +39,7 @@ impl AlertState {
 }
 
 /// One alert as `/alerts` lists it: its state and what it is.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Alert {
     /// Where it stands.
     pub state: AlertState,
@@ -48,11 +48,12 @@ pub struct Alert {
     pub source: Source,
     /// When, for the order of the list (newest first).
     #[serde(skip)]
+    #[schema(ignore)]
     at: Option<DateTime<Utc>>,
 }
 
 /// What raised an alert.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Source {
     /// A plugin's urgent notification, as clients see notifications.
@@ -62,7 +63,7 @@ pub enum Source {
 }
 
 /// A high-criticality allergy as an alert.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AllergyAlert {
     /// Always [`ALLERGY_ALERT`].
@@ -71,6 +72,7 @@ pub struct AllergyAlert {
     /// Whose.
     patient_id: String,
     /// The chart's allergy entry.
+    #[schema(value_type = Object)]
     allergy: Value,
 }
 

@@ -127,11 +127,54 @@ pub struct ErrorMessage(pub String);
 #[derive(Debug, Clone, Copy)]
 pub struct RateLimited;
 
-/// The body of an error response.
-#[derive(serde::Serialize)]
-struct ErrorBody {
+/// The body of an error response: what went wrong, for a person, and a
+/// stable code, for a program.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// What went wrong.
     error: String,
+    /// A stable code: `bad_request`, `unauthorized`, `forbidden`,
+    /// `not_found`, `rate_limited` and so on.
     code: &'static str,
+}
+
+/// The errors any authenticated endpoint may answer, as the API document
+/// lists them beside each endpoint's own.
+pub struct CommonErrors;
+
+impl utoipa::IntoResponses for CommonErrors {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        [
+            ("400", "A parameter is malformed."),
+            ("401", "No valid token."),
+            ("403", "The token's role may not do this."),
+            (
+                "429",
+                "Over the caller's rate; `Retry-After` says when to try again.",
+            ),
+            (
+                "503",
+                "The database did not answer in time, or a view's plugin is not loaded.",
+            ),
+        ]
+        .into_iter()
+        .map(|(status, description)| {
+            let content = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Error")))
+                .build();
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content("application/json", content)
+                .build();
+            (status.to_owned(), response.into())
+        })
+        .collect()
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -1,12 +1,16 @@
 //! Inspect and re-drive dead letters (role `admin`).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use super::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, AppState, params};
+use crate::error::{CommonErrors, ErrorBody};
 use crate::store::dead_letters::{self, DeadLetter, Settled, Status};
 
 pub fn router() -> Router<AppState> {
@@ -17,13 +21,22 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Filters of the listing; all optional.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Filter {
+    /// Only this plugin's.
     plugin: Option<String>,
+    /// Only those that stand here.
+    #[param(value_type = Option<Status>)]
     status: Option<String>,
+    /// At most this many, 1 to 1000 (100).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
+/// `GET /api/dead-letters`: the dead letters, newest first.
+#[utoipa::path(get, path = "/api/dead-letters", operation_id = "listDeadLetters", tag = "dead letters", params(Filter),
+    responses((status = 200, description = "Dead letters", body = [DeadLetter]), CommonErrors))]
 async fn list(
     State(state): State<AppState>,
     Query(filter): Query<Filter>,
@@ -48,7 +61,7 @@ async fn list(
 }
 
 /// A dead letter an operator moved on.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SettledLetter {
     id: i64,
     status: Status,
@@ -57,6 +70,13 @@ struct SettledLetter {
 
 /// Queues a dead letter for its plugin to apply again; 202 until it has.
 /// Its patient's parked events follow once it is resolved.
+#[utoipa::path(post, path = "/api/dead-letters/{id}/retry", operation_id = "retryDeadLetter", tag = "dead letters",
+    params(("id" = i64, Path, description = "The dead letter's id", example = 1)),
+    responses(
+        (status = 202, description = "Queued to be applied again", body = SettledLetter),
+        (status = 404, description = "No such dead letter", body = ErrorBody),
+        (status = 409, description = "The dead letter is not dead", body = ErrorBody),
+        CommonErrors))]
 async fn retry(
     state: State<AppState>,
     id: Path<String>,
@@ -66,6 +86,13 @@ async fn retry(
 
 /// Gives up on a dead letter: it stays on record, and its patient's parked
 /// events are released (202 until they are applied).
+#[utoipa::path(post, path = "/api/dead-letters/{id}/discard", operation_id = "discardDeadLetter", tag = "dead letters",
+    params(("id" = i64, Path, description = "The dead letter's id", example = 1)),
+    responses(
+        (status = 202, description = "Discarded; its patient's parked events are released", body = SettledLetter),
+        (status = 404, description = "No such dead letter", body = ErrorBody),
+        (status = 409, description = "The dead letter is not dead", body = ErrorBody),
+        CommonErrors))]
 async fn discard(
     state: State<AppState>,
     id: Path<String>,

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
 use crate::ingest;
@@ -22,6 +23,8 @@ pub fn router() -> Router<AppState> {
 
 /// Prometheus text: the counters and histograms, and the lag, sockets
 /// and pending acknowledgements as they are now.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "health", security(()),
+    responses((status = 200, description = "Prometheus text", body = String, content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut lags = Vec::new();
     for name in state.registry.names() {
@@ -76,7 +79,7 @@ pub async fn time_request(State(state): State<AppState>, request: Request, next:
 }
 
 /// What `/healthz` and `/readyz` answer.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Health {
     /// `ok` (alive), `ready`, `degraded` or `unavailable`.
     status: &'static str,
@@ -89,7 +92,7 @@ struct Health {
 }
 
 /// The dependencies readiness checks.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Checks {
     postgres: bool,
     nats: bool,
@@ -97,6 +100,8 @@ struct Checks {
 }
 
 /// The process is up.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health", security(()),
+    responses((status = 200, description = "Alive", body = Health)))]
 async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok",
@@ -108,6 +113,10 @@ async fn healthz() -> Json<Health> {
 /// Ready when NATS and PostgreSQL answer; 503 with what is down otherwise.
 /// Object storage down degrades (images and reports cannot be fetched) but
 /// projection goes on, so the host stays ready and says so.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "health", security(()),
+    responses(
+        (status = 200, description = "Ready, or degraded (object storage down)", body = Health),
+        (status = 503, description = "PostgreSQL or NATS is down", body = Health)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     // Whether the database answers the host, not whether clients have
     // left a connection of their pool free.

@@ -6,10 +6,12 @@ mod audit;
 mod audit_trail;
 mod auth;
 mod dead_letters;
+mod extract;
 mod health;
 mod limits;
 mod notifications;
 mod object_urls;
+mod openapi;
 mod params;
 mod patients;
 mod plugins;
@@ -17,6 +19,7 @@ mod rate;
 
 use crate::error;
 pub use crate::error::ApiError;
+pub use openapi::ApiDoc;
 
 use std::sync::Arc;
 
@@ -75,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         ));
     let api = Router::new()
         .merge(health::router())
+        .merge(openapi::router())
         .merge(authenticated)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

@@ -1,13 +1,17 @@
 //! The caller's own notifications, and their role's, for a client that
 //! polls or catches up without a socket.
 
-use axum::extract::{Extension, Query, State};
+use axum::extract::{Extension, State};
+
+use super::extract::Query;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::{ApiError, AppState, params};
 use crate::auth::{Claims, Recipient};
+use crate::error::CommonErrors;
 use crate::store::notifications::{self, StoredNotification};
 
 pub fn router() -> Router<AppState> {
@@ -16,11 +20,18 @@ pub fn router() -> Router<AppState> {
 
 /// `after`: the last seq of the caller's own the client has; `roleAfter`:
 /// the last seq of their role's (escalations); both 0 when absent.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct Filter {
+    /// The last seq of the caller's own the client has (0).
+    #[param(value_type = Option<i64>, minimum = 0)]
     after: Option<String>,
+    /// The last seq of the caller's role's the client has (0).
+    #[param(value_type = Option<i64>, minimum = 0)]
     role_after: Option<String>,
+    /// At most this many, 1 to 1000 (100).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
@@ -29,6 +40,8 @@ struct Filter {
 /// order they were stored, with their acknowledgement state. Each says
 /// whose it is (`userId`: the user's id, or `role:<role>`), so the client
 /// moves each cursor on to the last seq it got of that recipient.
+#[utoipa::path(get, path = "/api/notifications", operation_id = "listNotifications", tag = "notifications", params(Filter),
+    responses((status = 200, description = "Notifications in the order they were stored", body = [StoredNotification]), CommonErrors))]
 async fn list(
     State(state): State<AppState>,
     Extension(claims): Extension<Claims>,

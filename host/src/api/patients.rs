@@ -1,16 +1,20 @@
 //! The patient's chart and its views.
 
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
+
+use super::extract::{Path, Query};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::audit::AuditDetail;
 use super::auth::check_chart_access;
 use super::{ApiError, AppState, object_urls, params};
 use crate::alerts::{self, Alert};
 use crate::auth::Claims;
+use crate::error::{CommonErrors, ErrorBody};
 use crate::store::{self, documents, notifications};
 
 /// The patient plugin's view of whole charts.
@@ -29,15 +33,20 @@ pub fn router() -> Router<AppState> {
 
 /// `q`: words each of which begins the patient's given or family name,
 /// MRN or id; `cursor`: the `nextCursor` of the page before.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SearchQuery {
+    /// Words, each the start of the given or family name, MRN or id.
     q: Option<String>,
+    /// The `nextCursor` of the page before.
     cursor: Option<String>,
+    /// Patients per page, 1 to 1000 (100).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
 /// A patient as a search lists them.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct PatientSummary {
     #[serde(default)]
@@ -53,7 +62,8 @@ struct PatientSummary {
 }
 
 /// A patient's name as the chart holds it.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[schema(as = PatientName)]
 struct HumanName {
     #[serde(default)]
     given: Option<String>,
@@ -62,7 +72,7 @@ struct HumanName {
 }
 
 /// One page of a search; `nextCursor` is set while there may be more.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SearchPage {
     patients: Vec<PatientSummary>,
@@ -72,6 +82,8 @@ struct SearchPage {
 /// `GET /api/aggregate/patients?q=&cursor=&limit=`: patients by id whose
 /// chart matches every word of `q` (all of them without one), for the
 /// clinical roles; the search and how many it found are audited.
+#[utoipa::path(get, path = "/api/aggregate/patients", operation_id = "searchPatients", tag = "patients", params(SearchQuery),
+    responses((status = 200, description = "A page of patients", body = SearchPage), CommonErrors))]
 async fn search(
     State(state): State<AppState>,
     Extension(claims): Extension<Claims>,
@@ -116,6 +128,12 @@ async fn search(
 
 /// The PatientAggregateView, with `criticalAlerts` counted from the same
 /// snapshot as `/alerts` lists.
+#[utoipa::path(get, path = "/api/aggregate/patients/{patientId}", operation_id = "getChart", tag = "patients",
+    params(("patientId" = String, Path, description = "The patient's id", example = "p-john-doe")),
+    responses(
+        (status = 200, description = "The patient's whole chart (PatientAggregateView)", body = Object),
+        (status = 404, description = "No chart for this patient", body = ErrorBody),
+        CommonErrors))]
 async fn chart(
     State(state): State<AppState>,
     Extension(claims): Extension<Claims>,
@@ -130,6 +148,9 @@ async fn chart(
 }
 
 /// The patient's alerts, newest first, each with its state.
+#[utoipa::path(get, path = "/api/aggregate/patients/{patientId}/alerts", operation_id = "listAlerts", tag = "patients",
+    params(("patientId" = String, Path, description = "The patient's id", example = "p-john-doe")),
+    responses((status = 200, description = "The patient's alerts", body = [Alert]), CommonErrors))]
 async fn list_alerts(
     State(state): State<AppState>,
     Extension(claims): Extension<Claims>,
@@ -164,7 +185,16 @@ fn patient_view(segment: &str) -> Option<(&'static str, &'static str)> {
     })
 }
 
-/// One patient's records in one view.
+/// One patient's records in one view, newest first; imaging and lab
+/// reports carry presigned URLs.
+#[utoipa::path(get, path = "/api/aggregate/patients/{patientId}/{view}", operation_id = "listRecords", tag = "patients",
+    params(
+        ("patientId" = String, Path, description = "The patient's id", example = "p-john-doe"),
+        ("view" = String, Path, description = "`labs`, `imaging`, `medications` or `encounters`", example = "labs")),
+    responses(
+        (status = 200, description = "The patient's records in the view", body = [Object]),
+        (status = 404, description = "No such view", body = ErrorBody),
+        CommonErrors))]
 async fn records(
     State(state): State<AppState>,
     Extension(claims): Extension<Claims>,

@@ -4,15 +4,19 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
+
+use super::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{ApiError, AppState};
 use crate::auth::Claims;
+use crate::error::{CommonErrors, ErrorBody};
 use crate::ingest;
 use crate::lifecycle::{DeployError, Deployed, RebuildStatus};
 use crate::runtime::Plugin;
@@ -42,7 +46,7 @@ impl From<DeployError> for ApiError {
 }
 
 /// A version as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Version {
     version: String,
     hash: String,
@@ -59,7 +63,7 @@ impl Version {
 
 /// A running plugin: its version, what it reads and writes, and how its
 /// projection fares.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct PluginStatus {
     name: String,
@@ -67,6 +71,8 @@ struct PluginStatus {
     version: Version,
     subjects: Vec<String>,
     views: Vec<String>,
+    /// `running`, `paused`, `standby` (another host projects it) or
+    /// `retrying` (with `error`).
     state: &'static str,
     error: Option<String>,
     checkpoint: i64,
@@ -80,7 +86,7 @@ struct PluginStatus {
 }
 
 /// How many log lines a plugin wrote, and how many were dropped over its rate.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct LogCounts {
     written: u64,
     suppressed: u64,
@@ -88,6 +94,8 @@ struct LogCounts {
 
 /// Name, version, hash, subjects, views, state, checkpoint, lag, counts,
 /// log counts and the version kept for rollback.
+#[utoipa::path(get, path = "/api/plugins", operation_id = "listPlugins", tag = "plugins",
+    responses((status = 200, description = "The running plugins", body = [PluginStatus]), CommonErrors))]
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<PluginStatus>>, ApiError> {
     let checkpoints: HashMap<String, Checkpoint> = checkpoints::all(&state.shared.api_pool)
         .await?
@@ -132,6 +140,16 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<PluginStatus>>, 
 /// started (a new plugin) or swapped in at the next batch; a bad upload is
 /// refused with the reason and the running version stays. The bytes are
 /// also written to the plugins folder, so a restart runs this version.
+#[utoipa::path(put, path = "/api/plugins/{name}", operation_id = "deployPlugin", tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name", example = "lab")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The plugin's .wasm component"),
+    responses(
+        (status = 200, description = "The version runs from the next batch", body = Deployment),
+        (status = 202, description = "The version runs once its rebuild has switched in", body = Deployment),
+        (status = 409, description = "Another deploy or rebuild is under way", body = ErrorBody),
+        (status = 413, description = "Over the upload limit", body = ErrorBody),
+        (status = 422, description = "Not a valid plugin; the running version stays", body = ErrorBody),
+        CommonErrors))]
 async fn deploy(
     State(state): State<AppState>,
     Extension(claims): Extension<Claims>,
@@ -148,11 +166,12 @@ async fn deploy(
 }
 
 /// What a deploy or rollback did.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Deployment {
     name: String,
     #[serde(flatten)]
     version: Version,
+    /// `started`, `swapped`, `unchanged` or `rebuilding`.
     deployed: &'static str,
 }
 
@@ -173,7 +192,7 @@ fn deployment(name: &str, plugin: &Plugin, deployed: Deployed) -> (StatusCode, J
 
 /// A rebuild as the API shows it: the version, when it started, how far
 /// it is behind the stream, and any error that holds it up.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct RebuildProgress {
     #[serde(flatten)]
@@ -198,6 +217,13 @@ async fn rebuild_progress(state: &AppState, rebuild: &RebuildStatus) -> RebuildP
 
 /// `POST /api/plugins/:name/rebuild`: rebuilds the views with the version
 /// running, blue/green; 202 with the rebuild's progress.
+#[utoipa::path(post, path = "/api/plugins/{name}/rebuild", operation_id = "rebuildPlugin", tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name", example = "lab")),
+    responses(
+        (status = 202, description = "The rebuild is under way", body = RebuildProgress),
+        (status = 404, description = "No such plugin", body = ErrorBody),
+        (status = 409, description = "Another deploy or rebuild is under way", body = ErrorBody),
+        CommonErrors))]
 async fn rebuild(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -211,6 +237,14 @@ async fn rebuild(
 
 /// `POST /api/plugins/:name/rollback`: the previous version runs from the
 /// next batch (or, when its views mean something else, after a rebuild).
+#[utoipa::path(post, path = "/api/plugins/{name}/rollback", operation_id = "rollbackPlugin", tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name", example = "lab")),
+    responses(
+        (status = 200, description = "The previous version runs from the next batch", body = Deployment),
+        (status = 202, description = "The previous version runs once its rebuild has switched in", body = Deployment),
+        (status = 404, description = "No such plugin", body = ErrorBody),
+        (status = 409, description = "No previous version, or a deploy is under way", body = ErrorBody),
+        CommonErrors))]
 async fn rollback(
     State(state): State<AppState>,
     Extension(claims): Extension<Claims>,
@@ -220,16 +254,30 @@ async fn rollback(
     Ok(deployment(&name, &plugin, deployed))
 }
 
+/// `POST /api/plugins/:name/pause`: the projection stops after its batch.
+#[utoipa::path(post, path = "/api/plugins/{name}/pause", operation_id = "pausePlugin", tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name", example = "lab")),
+    responses(
+        (status = 200, description = "Paused", body = Paused),
+        (status = 404, description = "No such plugin", body = ErrorBody),
+        CommonErrors))]
 async fn pause(state: State<AppState>, name: Path<String>) -> Result<Json<Paused>, ApiError> {
     set_paused(state, name, true).await
 }
 
+/// `POST /api/plugins/:name/resume`: the projection goes on.
+#[utoipa::path(post, path = "/api/plugins/{name}/resume", operation_id = "resumePlugin", tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name", example = "lab")),
+    responses(
+        (status = 200, description = "Running", body = Paused),
+        (status = 404, description = "No such plugin", body = ErrorBody),
+        CommonErrors))]
 async fn resume(state: State<AppState>, name: Path<String>) -> Result<Json<Paused>, ApiError> {
     set_paused(state, name, false).await
 }
 
 /// A plugin's projection paused or running again.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Paused {
     name: String,
     state: &'static str,

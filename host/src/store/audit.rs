@@ -17,7 +17,7 @@ use super::bind_columns;
 pub const ANONYMOUS: &str = "anonymous";
 
 /// An entry: written by [`insert`], read back by [`entries`].
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewAudit {
     /// Who.
@@ -112,7 +112,7 @@ pub struct AuditFilter {
 
 /// An entry as the audit trail shows it: its id, in the order entries were
 /// written, and the entry.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// Its id.
     pub id: i64,

@@ -6,6 +6,7 @@
 mod common;
 
 mod api;
+mod api_fuzz;
 mod audit_trail;
 mod batch_properties;
 mod bus;

@@ -82,7 +82,7 @@ pub struct StoredNotification {
 }
 
 /// Who acknowledged a notification, when, from which device.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Acknowledgement {
     /// When.
     pub at: DateTime<Utc>,
@@ -93,7 +93,7 @@ pub struct Acknowledgement {
 }
 
 /// Where a notification was escalated to.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Escalation {
     /// When.
@@ -103,7 +103,7 @@ pub struct Escalation {
 }
 
 /// The row's own fields as clients see them, over the plugin's body.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct RowFields<'a> {
     notification_id: Uuid,
@@ -162,6 +162,44 @@ impl StoredNotification {
 impl Serialize for StoredNotification {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.to_json().serialize(serializer)
+    }
+}
+
+/// For the API document: the row's fields over the plugin's body, whose
+/// `type`, `priority`, `title` and `message` are always there and whose
+/// other fields are the plugin's `data`.
+impl utoipa::PartialSchema for StoredNotification {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Type};
+        let text = || ObjectBuilder::new().schema_type(Type::String);
+        let body = ObjectBuilder::new()
+            .property("type", text())
+            .property("priority", text().enum_values(Some(["normal", "urgent"])))
+            .property("title", text())
+            .property("message", text())
+            .required("type")
+            .required("priority")
+            .required("title")
+            .required("message");
+        AllOfBuilder::new()
+            .item(RowFields::schema())
+            .item(body)
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for StoredNotification {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Notification".into()
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <RowFields as utoipa::ToSchema>::schemas(schemas);
     }
 }
 

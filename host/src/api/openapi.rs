@@ -1,0 +1,69 @@
+//! `GET /api/openapi.json`: the API's OpenAPI 3.1 document, generated from
+//! the handlers' annotations and the types they answer with, so that
+//! clients can be generated from it and the API tested against it.
+
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{AppState, audit_trail, dead_letters, health, notifications, patients, plugins};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/openapi.json", get(document))
+}
+
+/// The document, without a token: it holds no data.
+async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// Every endpoint; all but the probes take a bearer token.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Projector",
+        description = "Patient charts, notifications and the plugins that project them. \
+            Errors are JSON `{\"error\": ..., \"code\": ...}`.",
+    ),
+    paths(
+        patients::search,
+        patients::chart,
+        patients::list_alerts,
+        patients::records,
+        notifications::list,
+        plugins::list,
+        plugins::deploy,
+        plugins::rollback,
+        plugins::rebuild,
+        plugins::pause,
+        plugins::resume,
+        dead_letters::list,
+        dead_letters::retry,
+        dead_letters::discard,
+        audit_trail::list,
+        health::healthz,
+        health::readyz,
+        health::metrics,
+    ),
+    components(schemas(crate::error::ErrorBody)),
+    modifiers(&BearerToken),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+/// The `bearer` scheme: a JWT in `Authorization: Bearer`.
+struct BearerToken;
+
+impl Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("JWT")
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
