@@ -90,6 +90,14 @@ impl From<sqlx::Error> for ApiError {
                 "this view's plugin is not loaded",
             );
         }
+        // A value the database refuses for what it is (SQLSTATE class 22,
+        // data exception: a NUL character in a parameter, say) is the
+        // request's fault, not the database's.
+        if let sqlx::Error::Database(db) = &e
+            && db.code().is_some_and(|code| code.starts_with("22"))
+        {
+            return Self::bad_request(format!("a parameter was refused: {}", db.message()));
+        }
         // The API's statements are cancelled at API_STATEMENT_TIMEOUT, and
         // its requests give up waiting for a connection as long.
         if let sqlx::Error::Database(db) = &e

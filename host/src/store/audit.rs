@@ -80,19 +80,25 @@ pub async fn insert<'e>(
     bind_columns!(
         query,
         audits,
-        |a| a.user_id.as_str(),
-        |a| a.action.as_str(),
-        |a| a.resource_type.as_str(),
-        |a| a.resource_id.as_str(),
-        |a| a.patient_id.as_deref(),
+        |a| storable(&a.user_id),
+        |a| storable(&a.action),
+        |a| storable(&a.resource_type),
+        |a| storable(&a.resource_id),
+        |a| a.patient_id.as_deref().map(storable),
         |a| a.ip_address.as_deref(),
         |a| a.status,
-        |a| a.detail.as_deref(),
+        |a| a.detail.as_deref().map(storable),
         |a| a.at,
     )
     .execute(executor)
     .await
     .map(drop)
+}
+
+/// Text as PostgreSQL can hold it: a NUL character, which it cannot, is
+/// written as U+FFFD, so a request that carries one is still recorded.
+fn storable(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
 }
 
 /// What to select from the audit trail.

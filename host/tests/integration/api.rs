@@ -657,6 +657,34 @@ async fn clinicians_search_patients_by_name_mrn_or_id_page_by_page() {
         .get(&host, "/api/aggregate/patients?limit=0", Some(&nurse))
         .await;
     assert_eq!(status, 400);
+    // A NUL character, which PostgreSQL text cannot hold, is the request's
+    // fault: a JSON 400, and the request is still audited (found by the
+    // API fuzz run, which got a 503).
+    for path in [
+        "/api/aggregate/patients?cursor=a%00b",
+        "/api/aggregate/patients?q=do%00e",
+        "/api/aggregate/patients/p-%00",
+    ] {
+        let (status, body) = env.get(&host, path, Some(&nurse)).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("bad_request")),
+            "{path}: {body}"
+        );
+    }
+    let refused: Vec<(String, String)> = sqlx::query_as(
+        "SELECT action, resource_id FROM audit_log WHERE status = 400 AND patient_id IS NOT NULL",
+    )
+    .fetch_all(&env.pool().await)
+    .await
+    .unwrap();
+    assert_eq!(
+        refused,
+        [(
+            "GET /api/aggregate/patients/{patientId}".to_owned(),
+            "p-\u{FFFD}".to_owned()
+        )]
+    );
 
     let audited: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT user_id, detail FROM audit_log WHERE action = 'GET /api/aggregate/patients'
