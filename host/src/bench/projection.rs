@@ -10,6 +10,7 @@ use crate::publish::Publisher;
 use crate::runtime::{Plugin, Runtime};
 use crate::serve::Host;
 use crate::sim::Simulator;
+use crate::store::checkpoints;
 
 /// Runs the benchmark with the host's configuration, on a fresh stream,
 /// subject prefix and database named after the current time;
@@ -84,7 +85,7 @@ pub async fn run(mut config: Config, events: usize, poison_percent: f64) -> anyh
         "projected {events} events through {} plugins in {secs:.2} s: {:.0} events/s end to end ({:.0} plugin deliveries/s)",
         plugins.len(),
         events as f64 / secs,
-        deliveries(&host, &plugins).await? as f64 / secs,
+        checkpoints::handled(&host.pool, &plugins).await? as f64 / secs,
     );
     host.stop();
 
@@ -106,17 +107,6 @@ fn poison(event: &projector_events::Event) -> (String, String, Vec<u8>) {
     envelope.event_id = projector_events::NonEmpty::new(id).expect("not empty");
     let bytes = serde_json::to_vec(&envelope).expect("an envelope always serialises");
     (envelope.event_type, message_id, bytes)
-}
-
-/// Events applied plus dead-lettered, summed over plugins.
-async fn deliveries(host: &Host, plugins: &[String]) -> anyhow::Result<i64> {
-    let sum: Option<i64> = sqlx::query_scalar(
-        "SELECT sum(applied + dead_lettered)::bigint FROM checkpoints WHERE plugin = ANY($1)",
-    )
-    .bind(plugins)
-    .fetch_one(&host.pool)
-    .await?;
-    Ok(sum.unwrap_or(0))
 }
 
 /// Time of `handle` alone (JSON in and out included) for each plugin, on the

@@ -19,7 +19,7 @@ use projector_events::Payload;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use sqlx::{AssertSqlSafe, PgPool};
+use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 use super::host::{free_address, resident_kib, start_host, token};
@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::ingest;
 use crate::publish::Publisher;
 use crate::sim::Simulator;
+use crate::store::statistics;
 use crate::sync::Locked;
 
 /// What to run.
@@ -117,7 +118,7 @@ pub async fn run(config: Config, load: Load) -> anyhow::Result<Report> {
     let plugins = plugin_names(&config)?;
     let pool = PgPool::connect(&config.database_url).await?;
     if load.autovacuum_off {
-        autovacuum_off(&pool).await?;
+        statistics::autovacuum_off(&pool).await?;
     }
 
     let sent: Sent = Arc::default();
@@ -201,24 +202,6 @@ fn plugin_names(config: &Config) -> anyhow::Result<Vec<String>> {
         config.plugins_dir.display()
     );
     Ok(names)
-}
-
-/// Turns autovacuum off for every table the host made, whatever the
-/// server's setting (the soak and plan tests run so).
-pub async fn autovacuum_off(pool: &PgPool) -> anyhow::Result<()> {
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = current_schema()",
-    )
-    .fetch_all(pool)
-    .await?;
-    for table in tables {
-        sqlx::query(AssertSqlSafe(format!(
-            "ALTER TABLE {table} SET (autovacuum_enabled = false)"
-        )))
-        .execute(pool)
-        .await?;
-    }
-    Ok(())
 }
 
 /// When each critical alert was published, by report id.

@@ -37,6 +37,18 @@ pub async fn all(pool: &PgPool) -> Result<Vec<Checkpoint>, sqlx::Error> {
         .await
 }
 
+/// Events applied plus dead-lettered, summed over the projections `keys`:
+/// how many a benchmark's projections have handled.
+pub async fn handled(pool: &PgPool, keys: &[String]) -> Result<i64, sqlx::Error> {
+    let sum: Option<i64> = sqlx::query_scalar(
+        "SELECT sum(applied + dead_lettered)::bigint FROM checkpoints WHERE plugin = ANY($1)",
+    )
+    .bind(keys)
+    .fetch_one(pool)
+    .await?;
+    Ok(sum.unwrap_or(0))
+}
+
 /// A batch's move of its projection's checkpoint.
 #[derive(Debug, Clone)]
 pub(crate) struct Advance<'a> {

@@ -17,6 +17,25 @@ use std::time::{Duration, Instant};
 
 use sqlx::{AssertSqlSafe, PgPool};
 
+/// Turns autovacuum off for every table of the host's, whatever the
+/// server's setting: the soak benchmark and the plan tests run so, to show
+/// the host does not depend on it.
+pub async fn autovacuum_off(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = current_schema()",
+    )
+    .fetch_all(pool)
+    .await?;
+    for table in tables {
+        sqlx::query(AssertSqlSafe(format!(
+            "ALTER TABLE {table} SET (autovacuum_enabled = false)"
+        )))
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
 /// A table is analysed again once this share of its rows changed…
 const CHANGED_SHARE: f64 = 0.1;
 /// …and at least this many: small tables are cheap to plan badly.

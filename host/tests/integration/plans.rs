@@ -239,7 +239,9 @@ async fn hot_queries_use_their_indexes_on_grown_tables_without_autovacuum() {
     let host = env.start().await;
     host.stop();
     let pool = env.pool().await;
-    projector::bench::soak::autovacuum_off(&pool).await.unwrap();
+    projector::store::statistics::autovacuum_off(&pool)
+        .await
+        .unwrap();
     // A host's connection as a fresh deployment has it: every hot query
     // prepared and run while the tables are empty, so that PostgreSQL
     // caches its generic plan.

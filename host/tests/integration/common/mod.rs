@@ -243,10 +243,11 @@ impl TestEnv {
 }
 
 impl Drop for TestEnv {
-    /// Deletes the stream and the database when the test ends, also when it
-    /// panics, so a failing test leaves nothing behind. The test's runtime
-    /// cannot be blocked on from here, so the deletion runs on a thread of
-    /// its own with its own runtime and connections, and the drop waits for it.
+    /// Deletes the stream, the database and the test's temporary files when
+    /// the test ends, also when it panics, so a failing test leaves nothing
+    /// behind. The test's runtime cannot be blocked on from here, so the
+    /// deletion runs on a thread of its own with its own runtime and
+    /// connections, and the drop waits for it.
     fn drop(&mut self) {
         let config = self.config.clone();
         let stream = self.config.stream_name.clone();
@@ -272,6 +273,22 @@ impl Drop for TestEnv {
             });
         });
         let _ = cleanup.join();
+        remove_temporary_files(&self.tag);
+    }
+}
+
+/// Deletes what the test `tag` made in the temporary folder: every entry
+/// named `<tag>-…` (its plugins folders, S3 root, NATS store, logs).
+fn remove_temporary_files(tag: &str) {
+    let prefix = format!("{tag}-");
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let path = entry.path();
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
     }
 }
 
