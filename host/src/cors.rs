@@ -20,9 +20,10 @@ use crate::error::ApiError;
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// The origins allowed besides the host's own, as browsers send them
-/// (`scheme://host[:port]`, lower case).
+/// (`scheme://host[:port]`, lower case), and the host's other port, whose
+/// pages are its own too.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AllowedOrigins(Vec<HeaderValue>);
+pub struct AllowedOrigins(Vec<HeaderValue>, Option<u16>);
 
 impl AllowedOrigins {
     /// Reads a comma-separated list such as
@@ -40,7 +41,14 @@ impl AllowedOrigins {
             );
             origins.push(HeaderValue::from_str(&origin)?);
         }
-        Ok(Self(origins))
+        Ok(Self(origins, None))
+    }
+
+    /// The same, with pages from `port` of the requested host name counted
+    /// as the host's own (the console on the API port, for the socket port).
+    pub fn with_own_port(mut self, port: u16) -> Self {
+        self.1 = Some(port);
+        self
     }
 
     /// Whether a request with this `Origin` (and `Host`) may go on: a
@@ -48,8 +56,17 @@ impl AllowedOrigins {
     fn allows(&self, origin: &HeaderValue, host: Option<&HeaderValue>) -> bool {
         let same_host = || {
             let origin = origin.to_str().unwrap_or_default();
-            let authority = origin.split_once("://").map(|(_, a)| a);
-            authority.is_some() && authority == host.and_then(|h| h.to_str().ok())
+            let Some(authority) = origin.split_once("://").map(|(_, a)| a) else {
+                return false;
+            };
+            let Some(host) = host.and_then(|h| h.to_str().ok()) else {
+                return false;
+            };
+            let other_port = self.1.map(|port| {
+                let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+                format!("{name}:{port}")
+            });
+            authority == host || other_port.is_some_and(|own| authority == own)
         };
         self.0.iter().any(|allowed| allowed == origin) || same_host()
     }
@@ -111,6 +128,13 @@ mod tests {
         let host = value("127.0.0.1:3000");
         assert!(origins.allows(&value("http://127.0.0.1:3000"), Some(&host)));
         assert!(!origins.allows(&value("http://evil.example"), Some(&host)));
+        // The console, on the host's other port, on the socket port.
+        let socket_port = origins.clone().with_own_port(3020);
+        let socket_host = value("127.0.0.1:3021");
+        assert!(socket_port.allows(&value("http://127.0.0.1:3020"), Some(&socket_host)));
+        assert!(!socket_port.allows(&value("http://127.0.0.1:3022"), Some(&socket_host)));
+        assert!(!socket_port.allows(&value("http://evil.example:3020"), Some(&socket_host)));
+        assert!(!origins.allows(&value("http://127.0.0.1:3020"), Some(&socket_host)));
         assert_eq!(
             AllowedOrigins::parse("").unwrap(),
             AllowedOrigins::default()

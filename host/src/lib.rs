@@ -13,6 +13,7 @@ pub mod bench;
 pub mod bus;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod cors;
 pub mod error;
 pub mod fhir;

@@ -12,6 +12,7 @@ use projector::config::Config;
 use projector::publish::Publisher;
 use projector::serve::Host;
 use projector::sim::Simulator;
+use utoipa::OpenApi;
 
 /// The projection allocates and frees many small JSON values per event;
 /// glibc's allocator spent about a fifth of the host's time on them.
@@ -73,6 +74,8 @@ enum Command {
     DeadLetters(DeadLetters),
     /// Print the JSON Schema of the events.
     Schema,
+    /// Print the HTTP API's OpenAPI document (what `/api/openapi.json` serves).
+    Openapi,
     /// Check the audit trail.
     #[command(subcommand)]
     Audit(Audit),
@@ -271,6 +274,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Schema => {
             println!("{:#}", projector_events::schema::document());
+            Ok(())
+        }
+        Command::Openapi => {
+            println!("{}", projector::api::ApiDoc::openapi().to_pretty_json()?);
             Ok(())
         }
         Command::Token {

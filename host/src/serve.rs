@@ -75,14 +75,21 @@ impl Host {
         }
         tasks.push(fleet.follow(deployer.clone()).await?);
         let registry = deployer.registry().clone();
-        let app = api::router(api::AppState {
-            shared: shared.clone(),
-            registry: registry.clone(),
-            deployer: deployer.clone(),
-            notifier: notifier.clone(),
-        });
-        let (http_addr, http) = serve(config.http_addr, app).await?;
-        let (ws_addr, ws) = serve(config.ws_addr, notifier.router()).await?;
+        // Both ports are bound first: each side's routes name the other's.
+        let http_listener = bind(config.http_addr).await?;
+        let ws_listener = bind(config.ws_addr).await?;
+        let (http_addr, ws_addr) = (http_listener.local_addr()?, ws_listener.local_addr()?);
+        let app = api::router(
+            api::AppState {
+                shared: shared.clone(),
+                registry: registry.clone(),
+                deployer: deployer.clone(),
+                notifier: notifier.clone(),
+            },
+            ws_addr.port(),
+        );
+        let http = serve(http_listener, app);
+        let ws = serve(ws_listener, notifier.router(http_addr.port()));
         tasks.extend([http, ws]);
         tracing::info!(%http_addr, %ws_addr, plugins = ?registry.names(), "projector host started");
         Ok(Self {
@@ -165,21 +172,21 @@ fn upkeep(shared: &Shared) -> Vec<JoinHandle<()>> {
 const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
 
 /// Serves a router on an address (port 0 picks one); returns where.
-async fn serve(
-    address: SocketAddr,
-    app: axum::Router,
-) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(address)
+async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
         .await
-        .with_context(|| format!("binding {address}"))?;
-    let bound = listener.local_addr()?;
-    let task = tokio::spawn(async move {
+        .with_context(|| format!("binding {address}"))
+}
+
+/// Serves `app` on `listener` until the task is aborted.
+fn serve(listener: tokio::net::TcpListener, app: axum::Router) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let bound = listener.local_addr().ok();
         let service = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, service).await {
-            tracing::error!(error = %e, address = %bound, "server stopped");
+            tracing::error!(error = %e, address = ?bound, "server stopped");
         }
-    });
-    Ok((bound, task))
+    })
 }
 
 /// The `.wasm` files of the plugins folder, in name order (a later file

@@ -44,8 +44,9 @@ pub struct AppState {
     pub notifier: Notifier,
 }
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
+/// The whole API, and the console, whose notifications connect to
+/// `socket_port`.
+pub fn router(state: AppState, socket_port: u16) -> Router {
     let admin = Router::new()
         .merge(plugins::router())
         .merge(dead_letters::router())
@@ -79,6 +80,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(health::router())
         .merge(openapi::router())
+        .merge(crate::console::router(socket_port))
         .merge(authenticated)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

@@ -67,3 +67,20 @@ impl Modify for BearerToken {
             .add_security_scheme("bearer", SecurityScheme::Http(scheme));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The console's API types are generated from `console/openapi.json`
+    /// (`npm run generate-api`), which must be this document.
+    #[test]
+    fn the_consoles_copy_of_the_document_is_current() {
+        const SHIPPED: &str = include_str!("../../../console/openapi.json");
+        let current = ApiDoc::openapi().to_pretty_json().unwrap();
+        assert!(
+            SHIPPED.trim_end() == current,
+            "console/openapi.json is stale: run `cargo run -p projector -- openapi > console/openapi.json` and `npm run generate-api` in console"
+        );
+    }
+}

@@ -282,13 +282,19 @@ impl Notifier {
     }
 
     /// The Socket.IO server and `/ws`, for the notifications port; pages
-    /// of origins not in `CORS_ORIGINS` are refused on both transports.
-    pub fn router(&self) -> Router {
+    /// of origins not in `CORS_ORIGINS` are refused on both transports,
+    /// but the host's console, served on `http_port` of the same host
+    /// name, is the host's own.
+    pub fn router(&self, http_port: u16) -> Router {
         let sockets = Router::new()
             .route("/ws", get(ws::upgrade))
             .with_state(self.clone())
             .layer(socketio::layer(self.clone()));
-        self.config().cors_origins.guard(sockets)
+        self.config()
+            .cors_origins
+            .clone()
+            .with_own_port(http_port)
+            .guard(sockets)
     }
 
     /// The devices connected to this instance.
