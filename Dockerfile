@@ -1,8 +1,18 @@
-# Builds the plugins (wasm32-wasip2) and the host, then ships both in a slim image.
+# Builds the clinician console (Node), the plugins (wasm32-wasip2) and the host,
+# which embeds the console, then ships the host and plugins in a slim image.
+FROM node:20-bookworm-slim AS console
+WORKDIR /console
+COPY console/package.json console/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY console/ ./
+RUN npm run build
+
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 RUN rustup target add wasm32-wasip2
 COPY . .
+COPY --from=console /console/dist /console-dist
+ENV PROJECTOR_CONSOLE_DIST=/console-dist
 RUN scripts/build-plugins && cargo build --release --locked
 
 FROM debian:bookworm-slim

@@ -82,11 +82,16 @@ impl AllowedOrigins {
             ))
     }
 
-    /// The CORS headers for the listed origins: the methods and headers
-    /// the API uses, and `Retry-After` readable by the page.
+    /// The CORS headers for the allowed origins (the listed ones, and the
+    /// host's other port, which is another origin to a browser): the
+    /// methods and headers the API uses, and `Retry-After` readable by the
+    /// page.
     fn layer(&self) -> CorsLayer {
+        let origins = self.clone();
         CorsLayer::new()
-            .allow_origin(AllowOrigin::list(self.0.clone()))
+            .allow_origin(AllowOrigin::predicate(move |origin, request| {
+                origins.allows(origin, request.headers.get(HOST))
+            }))
             .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
             .allow_headers([AUTHORIZATION, CONTENT_TYPE])
             .expose_headers([RETRY_AFTER])

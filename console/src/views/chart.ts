@@ -23,7 +23,7 @@ const VITALS: [string, string, string][] = [
 const display = (code: any) => code?.display ?? code?.code ?? "—";
 
 function section(title: string, id: string, body: Node | string): HTMLElement {
-  return h("section", { "aria-labelledby": id }, h("h2", { id }, title), body);
+  return h("section", { id, "aria-labelledby": `${id}-title` }, h("h2", { id: `${id}-title` }, title), body);
 }
 
 function table(head: string[], rows: (Node | string)[][]): Node {

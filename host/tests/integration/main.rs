@@ -15,6 +15,7 @@ mod cli;
 mod clinical;
 mod coded_fields;
 mod compose;
+mod console;
 mod cors;
 mod dead_letters;
 mod events_package;

@@ -1,6 +1,7 @@
 //! Shared set-up of the integration tests: each test gets its own stream,
 //! subject prefix and database on the machine's real NATS and PostgreSQL.
 
+pub mod browser;
 pub mod clients;
 pub mod faults;
 
