@@ -2,8 +2,9 @@
 //! binary can embed it: `cargo build --release` gives a host that serves it
 //! with nothing else to install or run. `PROJECTOR_CONSOLE_DIST` names a
 //! console built beforehand instead (the Dockerfile builds it in a Node
-//! stage); without npm and without it, the host is built with a page that
-//! says the console was not built, and cargo warns.
+//! stage). On a machine without npm the host is built with a page that says
+//! the console was not built, and cargo warns; where npm is, a console that
+//! fails to build fails the build.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -62,6 +63,11 @@ fn build(console: &Path, dist: &Path) -> PathBuf {
         ])
     });
     if let Err(reason) = built {
+        let npm_present = Command::new("npm").arg("--version").output().is_ok();
+        assert!(
+            !npm_present,
+            "the clinician console did not build: {reason}"
+        );
         println!("cargo:warning=the clinician console was not built: {reason}");
         std::fs::create_dir_all(dist).expect("OUT_DIR is writable");
         std::fs::write(

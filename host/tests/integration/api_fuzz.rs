@@ -1,10 +1,11 @@
 //! The HTTP API against its own OpenAPI document: the document is valid
 //! OpenAPI 3.1 (openapi-spec-validator), and schemathesis, a property-based
 //! API tester, sends generated requests to every operation as an admin, a
-//! clinician and a role with no clinical access, on a host with the seed's
-//! chart and a dead letter: no response may be a 5xx, and every response
-//! must match the document (status, content type, body, headers). Both
-//! tools come from PyPI into `.projector/tools/venv` (scripts/test).
+//! clinician, a patient (their own chart only) and a role with no clinical
+//! access, on a host with the seed's chart and a dead letter: no response
+//! may be a 5xx, and every response must match the document (status,
+//! content type, body, headers). Both tools come from PyPI into
+//! `.projector/tools/venv` (scripts/test).
 
 use std::path::PathBuf;
 
@@ -70,6 +71,7 @@ async fn every_operation_answers_as_its_openapi_document_says_for_every_role() {
     for (user, role) in [
         ("u-admin-1", "admin"),
         ("u-dr-smith", "physician"),
+        ("p-john-doe", "patient"),
         ("u-billing-1", "billing"),
     ] {
         let run = tokio::process::Command::new(tool("schemathesis"))

@@ -314,3 +314,136 @@ async fn the_seeds_frontend_snippet_on_a_listed_origin_gets_both_events_and_an_u
     stranger.close().await.unwrap();
     host.stop();
 }
+
+/// The row of the table cell whose text is `first_cell`, as XPath.
+fn row(first_cell: &str) -> String {
+    format!("//tr[td[1][normalize-space()='{first_cell}']]")
+}
+
+#[tokio::test]
+async fn an_admin_pauses_and_resumes_a_plugin_discards_a_dead_letter_and_finds_it_audited() {
+    let _heavy = heavy().await;
+    let env = TestEnv::new("console_admin").await;
+    env.publish(&seed_events(|line| {
+        line.contains("\"eventType\":\"patient.")
+    }))
+    .await;
+    env.js
+        .publish(
+            format!("{}lab.result.available", env.config.subject_prefix),
+            b"this is not json".to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let host = env.start().await;
+    env.settle(&host).await;
+    let admin = env.token("u-admin-1", "admin");
+
+    let driver = Driver::start().await;
+    let browser = driver.session().await;
+    sign_in(&browser, &format!("http://{}/", host.http_addr), &admin).await;
+    browser
+        .find(Locator::LinkText("Admin"))
+        .await
+        .expect("an admin sees the admin area")
+        .click()
+        .await
+        .unwrap();
+
+    // Pause the lab plugin, then resume it.
+    for (button, state) in [("Pause", "paused"), ("Resume", "running")] {
+        browser
+            .wait()
+            .for_element(Locator::XPath(&format!(
+                "{}//button[text()='{button}']",
+                row("lab")
+            )))
+            .await
+            .unwrap_or_else(|e| panic!("no {button} button for lab: {e}"))
+            .click()
+            .await
+            .unwrap();
+        eventually(&format!("lab shows {state}"), || async {
+            let text = browser
+                .find(Locator::XPath(&row("lab")))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.contains(state).then_some(())
+        })
+        .await;
+        let (_, plugins) = env.get(&host, "/api/plugins", Some(&admin)).await;
+        let lab = plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "lab")
+            .unwrap();
+        assert_eq!(lab["state"], state);
+    }
+
+    // The dead letters (the bad event, refused by each plugin that reads
+    // its subject), discarded one by one.
+    let (_, dead) = env
+        .get(&host, "/api/dead-letters?status=dead", Some(&admin))
+        .await;
+    let ids: Vec<String> = dead
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|letter| letter["id"].to_string())
+        .collect();
+    assert!(!ids.is_empty());
+    for id in &ids {
+        let letter = browser
+            .wait()
+            .for_element(Locator::XPath(&row(id)))
+            .await
+            .expect("the dead letter is listed");
+        assert!(
+            letter
+                .text()
+                .await
+                .unwrap()
+                .contains("lab.result.available")
+        );
+        letter
+            .find(Locator::XPath(".//button[text()='Discard']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        eventually("the discarded letter leaves the list", || async {
+            browser
+                .find(Locator::XPath(&row(id)))
+                .await
+                .is_err()
+                .then_some(())
+        })
+        .await;
+    }
+    until_page_says(&browser, "No dead letters.").await;
+    let (_, letters) = env
+        .get(&host, "/api/dead-letters?status=discarded", Some(&admin))
+        .await;
+    assert_eq!(letters.as_array().map(Vec::len), Some(ids.len()));
+
+    // What the admin did is in the audit trail, found from the console.
+    browser
+        .find(Locator::Css("#audit-user"))
+        .await
+        .unwrap()
+        .send_keys("u-admin-1\n")
+        .await
+        .unwrap();
+    until_page_says(&browser, "POST /api/plugins/{name}/pause").await;
+    until_page_says(&browser, "POST /api/dead-letters/{id}/discard").await;
+
+    browser.close().await.unwrap();
+    host.stop();
+}
