@@ -40,6 +40,10 @@ pub struct Config {
     /// `DB_CONNECTIONS`: the pool of the projections and the host's own
     /// work (pushes, resends, sweeps, deploys).
     pub db_connections: u32,
+    /// `LEASE_TTL`: how long a host may stop answering (frozen, stopped,
+    /// cut off) before its claims on projections lapse and another host
+    /// takes them over; it also ends a transaction left idle that long.
+    pub lease_ttl: Duration,
     /// `API_DB_CONNECTIONS`: the pool of clients' requests (the HTTP API,
     /// sockets' replays, acknowledgements and audit entries), kept apart so
     /// clients cannot take the projections' connections.
@@ -210,6 +214,7 @@ impl Config {
                 "postgres://postgres@127.0.0.1:5432/projector",
             ),
             db_connections: positive("DB_CONNECTIONS", "16")?,
+            lease_ttl: lease_ttl()?,
             api_db_connections: positive("API_DB_CONNECTIONS", "8")?,
             api_statement_timeout: duration("API_STATEMENT_TIMEOUT", "5s")?,
             api_rate_per_second: parse("API_RATE_PER_SECOND", "20")?,
@@ -410,6 +415,17 @@ impl Config {
 }
 
 /// A variable holding a duration such as `500ms`, `30s` or `5m`.
+/// `LEASE_TTL`: 1 s to 10 s (10 s): long enough for a busy host to renew
+/// its claims three times over, short enough for a takeover within 10 s.
+fn lease_ttl() -> anyhow::Result<Duration> {
+    let ttl = duration("LEASE_TTL", "10s")?;
+    anyhow::ensure!(
+        (Duration::from_secs(1)..=Duration::from_secs(10)).contains(&ttl),
+        "LEASE_TTL must be from 1s to 10s, not {ttl:?}"
+    );
+    Ok(ttl)
+}
+
 fn duration(name: &str, default: &str) -> anyhow::Result<Duration> {
     let value = var(name, default);
     let duration = humantime::parse_duration(&value).with_context(|| {

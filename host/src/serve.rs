@@ -118,7 +118,12 @@ impl Host {
 async fn connect(config: Config) -> anyhow::Result<Shared> {
     let config = Arc::new(config);
     let tokens = Arc::new(TokenVerifier::from_config(&config).await?);
-    let pool = store::connect(&config.database_url, config.db_connections).await?;
+    let pool = store::connect_host(
+        &config.database_url,
+        config.db_connections,
+        config.lease_ttl,
+    )
+    .await?;
     let api_pool = store::connect_api(
         &config.database_url,
         config.api_db_connections,

@@ -77,12 +77,17 @@ impl Projection {
         let mut failed = false;
         let mut pause = FIRST_RETRY_PAUSE;
         loop {
-            if !self.hold_claim(&mut claim).await {
+            let Some(held) = self.hold_claim(&mut claim).await else {
                 tokio::time::sleep(STANDBY_POLL).await;
                 continue;
-            }
+            };
+            // Consumes until it fails or is told to start over, or until the
+            // claim is found lost: then it stops at once.
             let result = match self.resume(failed).await {
-                Ok(()) => self.consume().await,
+                Ok(()) => tokio::select! {
+                    result = self.consume() => result,
+                    () = held.lost() => Err(anyhow::anyhow!("the claim on this projection lapsed (LEASE_TTL)")),
+                },
                 Err(e) => Err(e),
             };
             failed = result.is_err();
@@ -106,34 +111,35 @@ impl Projection {
         }
     }
 
-    /// Keeps or takes this projection's claim; `false` while another host
+    /// Keeps or takes this projection's claim; `None` while another host
     /// holds it.
-    async fn hold_claim(&self, claim: &mut Option<Claim>) -> bool {
-        if let Some(held) = claim.as_mut() {
-            if held.alive().await {
-                return true;
-            }
+    async fn hold_claim<'c>(&self, claim: &'c mut Option<Claim>) -> Option<&'c Claim> {
+        if claim.as_ref().is_some_and(|held| !held.alive()) {
+            tracing::warn!(plugin = %self.target.key, "the claim on this projection lapsed; claiming again");
             *claim = None;
         }
+        if claim.is_some() {
+            return claim.as_ref();
+        }
         self.claimed_by.store(0, Ordering::Release);
-        match Claim::try_take(&self.shared.pool, &self.target.key).await {
+        let ttl = self.shared.config.lease_ttl;
+        match Claim::try_take(&self.shared.pool, &self.target.key, ttl).await {
             Ok(Some(taken)) => {
                 self.claimed_by.store(taken.pid, Ordering::Release);
                 self.state.progress.set_standby(false);
-                *claim = Some(taken);
-                true
+                Some(claim.insert(taken))
             }
             Ok(None) => {
                 if self.state.progress.set_standby(true) {
                     tracing::info!(plugin = %self.target.key, "another host projects this plugin; standing by");
                 }
-                false
+                None
             }
             Err(e) => {
                 self.state
                     .progress
                     .set_failure(Some(format!("claiming the projection: {e}")));
-                false
+                None
             }
         }
     }

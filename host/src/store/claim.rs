@@ -5,49 +5,105 @@
 //! as it runs, and every commit checks, in its transaction, that the claim
 //! is still held (a claim whose connection died is gone, and another host
 //! may have taken it). A host without the claim stands by.
+//!
+//! A claim is a lease of `LEASE_TTL`: its connection asks PostgreSQL to end
+//! it after that long idle (`idle_session_timeout`), and a keeper task
+//! renews it three times as often. A host that stops answering (SIGSTOP, a
+//! frozen VM, a cut network) stops renewing, PostgreSQL ends the session,
+//! the lock goes with it, and another host takes over; when the stopped host
+//! wakes, its commits find the claim gone and change nothing.
+
+use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres};
+use sqlx::{AssertSqlSafe, PgPool, Postgres};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// The first key of the host's advisory locks (`PRJ`): the second is the
 /// projection's name, hashed.
 const LOCK_CLASS: i32 = 0x0050_524a;
 
-/// A held claim: its connection, which holds the lock, and that
-/// connection's backend, by which commits check it.
+/// A held claim: the backend holding its lock, by which commits check it,
+/// and the task keeping its connection alive.
 pub struct Claim {
-    connection: PoolConnection<Postgres>,
     /// The backend process holding the lock.
     pub pid: i32,
+    /// Turns true once a renewal failed: the session, and the lock, are
+    /// gone.
+    lost: watch::Receiver<bool>,
+    keeper: JoinHandle<()>,
 }
 
 impl Claim {
-    /// Takes the claim on projection `key` if no one holds it.
-    pub async fn try_take(pool: &PgPool, key: &str) -> Result<Option<Self>, sqlx::Error> {
+    /// Takes the claim on projection `key` if no one holds it, as a lease
+    /// of `ttl`.
+    pub async fn try_take(
+        pool: &PgPool,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Option<Self>, sqlx::Error> {
         let mut connection = pool.acquire().await?;
+        // The lock belongs to the session: the connection must never go
+        // back to the pool holding it.
+        connection.close_on_drop();
         let (taken, pid): (bool, i32) =
             sqlx::query_as("SELECT pg_try_advisory_lock($1, hashtext($2)), pg_backend_pid()")
                 .bind(LOCK_CLASS)
                 .bind(key)
                 .fetch_one(&mut *connection)
                 .await?;
-        Ok(taken.then_some(Self { connection, pid }))
+        if !taken {
+            return Ok(None);
+        }
+        sqlx::query(AssertSqlSafe(format!(
+            "SET idle_session_timeout = {}",
+            ttl.as_millis()
+        )))
+        .execute(&mut *connection)
+        .await?;
+        let (report, lost) = watch::channel(false);
+        let keeper = tokio::spawn(keep(connection, ttl / 3, report));
+        Ok(Some(Self { pid, lost, keeper }))
     }
 
-    /// Whether its connection is still there (and so the lock held).
-    pub async fn alive(&mut self) -> bool {
-        sqlx::query("SELECT 1")
-            .execute(&mut *self.connection)
-            .await
-            .is_ok()
+    /// Whether the claim is still held, as far as its last renewal knows
+    /// (commits check for certain).
+    pub fn alive(&self) -> bool {
+        !*self.lost.borrow()
+    }
+
+    /// Returns once a renewal finds the claim lost, so the projection stops
+    /// at once rather than at its next commit.
+    pub async fn lost(&self) {
+        let _ = self.lost.clone().wait_for(|lost| *lost).await;
     }
 }
 
 impl Drop for Claim {
+    /// Gives the claim up: the keeper ends, closing the connection.
     fn drop(&mut self) {
-        // The lock belongs to the session: the connection must not go back
-        // to the pool holding it.
-        self.connection.close_on_drop();
+        self.keeper.abort();
+    }
+}
+
+/// Renews the lease every `every` until a renewal fails (the session was
+/// ended: the lock is gone), then marks it lost and closes the connection.
+async fn keep(
+    mut connection: PoolConnection<Postgres>,
+    every: Duration,
+    lost: watch::Sender<bool>,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        if sqlx::query("SELECT 1")
+            .execute(&mut *connection)
+            .await
+            .is_err()
+        {
+            let _ = lost.send(true);
+            return;
+        }
     }
 }
 

@@ -60,6 +60,25 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 /// not exist, and migrates the host's own tables: an empty database is a
 /// valid start.
 pub async fn connect(database_url: &str, connections: u32) -> anyhow::Result<PgPool> {
+    connect_with(database_url, connections, None).await
+}
+
+/// The host's pool: as [`connect`], and PostgreSQL ends a transaction left
+/// idle for `lease_ttl` (its host stopped mid-batch), so that the host
+/// taking over its claims is not held up by its row locks.
+pub async fn connect_host(
+    database_url: &str,
+    connections: u32,
+    lease_ttl: Duration,
+) -> anyhow::Result<PgPool> {
+    connect_with(database_url, connections, Some(lease_ttl)).await
+}
+
+async fn connect_with(
+    database_url: &str,
+    connections: u32,
+    idle_transactions_end: Option<Duration>,
+) -> anyhow::Result<PgPool> {
     use sqlx::migrate::MigrateDatabase;
     if !sqlx::Postgres::database_exists(database_url)
         .await
@@ -74,9 +93,18 @@ pub async fn connect(database_url: &str, connections: u32) -> anyhow::Result<PgP
             })
             .context("creating the database")?;
     }
+    let mut options: PgConnectOptions = database_url
+        .parse()
+        .context("DATABASE_URL is not a PostgreSQL URL")?;
+    if let Some(limit) = idle_transactions_end {
+        options = options.options([(
+            "idle_in_transaction_session_timeout",
+            format!("{}ms", limit.as_millis()),
+        )]);
+    }
     let pool = PgPoolOptions::new()
         .max_connections(connections)
-        .connect(database_url)
+        .connect_with(options)
         .await
         .context("connecting to PostgreSQL")?;
     sqlx::migrate!("./migrations")

@@ -35,15 +35,8 @@ async fn every_operation_answers_as_its_openapi_document_says_for_every_role() {
     .await;
     let host = env.start().await;
     env.publish(SEED).await;
-    env.js
-        .publish(
-            format!("{}lab.result.available", env.config.subject_prefix),
-            b"this is not json".to_vec().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    env.publish_bytes("lab.result.available", b"this is not json")
+        .await;
     env.settle(&host).await;
 
     let base = format!("http://{}", host.http_addr);

@@ -2,9 +2,15 @@
 //! stand by, and when the one projecting goes away another takes over
 //! where it stopped. A host whose claim was lost cannot commit.
 
-use crate::common::{SEED, TestEnv, assert_seed_chart, eventually, own_plugins};
+use std::time::Duration;
+
+use crate::common::{HostProcess, SEED, TestEnv, assert_seed_chart, eventually, own_plugins};
 use projector::serve::Host;
 use projector::store::claim::{self, Claim};
+use serde_json::Value;
+
+/// The lease of the claims these tests take themselves.
+const LEASE: Duration = Duration::from_secs(1);
 
 fn states(host: &Host) -> Vec<&'static str> {
     host.registry
@@ -69,11 +75,18 @@ async fn a_claim_whose_connection_died_no_longer_fences_in() {
     let pool = projector::store::connect(&env.config.database_url, env.config.db_connections)
         .await
         .unwrap();
-    let held = Claim::try_take(&pool, "lab").await.unwrap().expect("free");
+    let held = Claim::try_take(&pool, "lab", LEASE)
+        .await
+        .unwrap()
+        .expect("free");
     assert!(
-        Claim::try_take(&pool, "lab").await.unwrap().is_none(),
+        Claim::try_take(&pool, "lab", LEASE)
+            .await
+            .unwrap()
+            .is_none(),
         "one holder"
     );
+    assert!(held.alive());
     let mut tx = pool.begin().await.unwrap();
     assert!(claim::held(&mut tx, "lab", held.pid).await.unwrap());
     assert!(!claim::held(&mut tx, "patient", held.pid).await.unwrap());
@@ -88,9 +101,146 @@ async fn a_claim_whose_connection_died_no_longer_fences_in() {
         (!claim::held(&mut tx, "lab", held.pid).await.unwrap()).then_some(())
     })
     .await;
-    let again = Claim::try_take(&pool, "lab").await.unwrap();
+    eventually("the claim's next renewal finds it lost", || async {
+        (!held.alive()).then_some(())
+    })
+    .await;
+    let again = Claim::try_take(&pool, "lab", LEASE).await.unwrap();
     assert!(again.is_some(), "free again");
     // A claim is a pool connection held for good: closing waits for it.
     drop((held, again));
     pool.close().await;
+}
+
+/// Each plugin's state on a host process, by name.
+async fn process_states(env: &TestEnv, host: &HostProcess) -> Vec<(String, String)> {
+    let plugins: Value = reqwest::Client::new()
+        .get(format!("{}/api/plugins", host.base))
+        .bearer_auth(env.token("u-admin-1", "admin"))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map(|r| r.json())
+        .expect("the plugins")
+        .await
+        .expect("JSON");
+    plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The batches a host process has committed, summed over its plugins.
+async fn batches_committed(host: &HostProcess) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", host.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|line| line.starts_with("projector_batch_duration_seconds_count"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn all_in(states: &[(String, String)], state: &str) -> bool {
+    !states.is_empty() && states.iter().all(|(_, s)| s == state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_stopped_past_its_lease_loses_its_claims_and_commits_nothing_when_it_wakes() {
+    let mut env = TestEnv::new("lease").await;
+    env.config.plugins_dir = own_plugins(&env.tag, &["patient", "lab"]);
+    let (seed_first, seed_rest) = SEED.split_at(SEED.find("\n{\"eventId\":\"seed-0009\"").unwrap());
+    let lease = [("LEASE_TTL", "2s")];
+    let a = env.spawn_host_with(&lease).await;
+    eventually("host a claims both plugins", || async {
+        all_in(&process_states(&env, &a).await, "running").then_some(())
+    })
+    .await;
+    let b = env.spawn_host_with(&lease).await;
+    eventually("host b stands by", || async {
+        all_in(&process_states(&env, &b).await, "standby").then_some(())
+    })
+    .await;
+    env.publish(seed_first).await;
+    let pool = env.pool().await;
+    let applied = |plugin: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT applied FROM checkpoints WHERE plugin = $1")
+                .bind(plugin)
+                .fetch_optional(&pool)
+                .await
+                .unwrap()
+                .unwrap_or(0)
+        }
+    };
+    let first_count = seed_first.lines().count() as i64;
+    eventually("host a applies the first events", || async {
+        (applied("patient").await == first_count).then_some(())
+    })
+    .await;
+    let committed_by_a = batches_committed(&a).await;
+    assert!(committed_by_a > 0.0);
+
+    // Frozen past its lease: PostgreSQL ends its claims' sessions, and b
+    // takes over and applies the rest.
+    a.signal("STOP");
+    eventually("host b takes over from the stopped host", || async {
+        all_in(&process_states(&env, &b).await, "running").then_some(())
+    })
+    .await;
+    env.publish(seed_rest.trim_start()).await;
+    let total = SEED.lines().count() as i64;
+    eventually("host b applies the rest", || async {
+        (applied("patient").await == total).then_some(())
+    })
+    .await;
+
+    // Woken, a finds its claims gone: it commits nothing and stands by.
+    a.signal("CONT");
+    eventually("host a stands by", || async {
+        all_in(&process_states(&env, &a).await, "standby").then_some(())
+    })
+    .await;
+    env.publish(
+        &SEED
+            .replace("seed-", "again-")
+            .replace("p-john-doe", "p-jane-roe"),
+    )
+    .await;
+    eventually("host b applies what came after", || async {
+        (applied("patient").await == 2 * total).then_some(())
+    })
+    .await;
+    assert_eq!(
+        batches_committed(&a).await,
+        committed_by_a,
+        "host a committed after it woke"
+    );
+    assert!(all_in(&process_states(&env, &b).await, "running"));
+    assert_eq!(
+        applied("patient").await,
+        2 * total,
+        "each event applied once"
+    );
+    let chart: Value = reqwest::Client::new()
+        .get(format!("{}/api/aggregate/patients/p-john-doe", b.base))
+        .bearer_auth(env.token("u-dr", "provider"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_seed_chart(&chart);
 }

@@ -328,15 +328,8 @@ async fn an_admin_pauses_and_resumes_a_plugin_discards_a_dead_letter_and_finds_i
         line.contains("\"eventType\":\"patient.")
     }))
     .await;
-    env.js
-        .publish(
-            format!("{}lab.result.available", env.config.subject_prefix),
-            b"this is not json".to_vec().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    env.publish_bytes("lab.result.available", b"this is not json")
+        .await;
     let host = env.start().await;
     env.settle(&host).await;
     let admin = env.token("u-admin-1", "admin");

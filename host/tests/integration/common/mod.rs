@@ -128,6 +128,20 @@ impl TestEnv {
         self.publisher().publish_jsonl(text).await.expect("publish");
     }
 
+    /// Publishes raw bytes on `subject` (under the test's prefix), as a
+    /// broken publisher would, and waits for the stream's ack.
+    pub async fn publish_bytes(&self, subject: &str, bytes: &[u8]) {
+        self.js
+            .publish(
+                format!("{}{subject}", self.config.subject_prefix),
+                bytes.to_vec().into(),
+            )
+            .await
+            .expect("published")
+            .await
+            .expect("stored");
+    }
+
     /// Starts a host in this process.
     pub async fn start(&self) -> Host {
         Host::start(self.config.clone()).await.expect("host starts")
@@ -162,9 +176,15 @@ impl TestEnv {
 
     /// Starts a host process; returns once its API answers.
     pub async fn spawn_host(&self) -> HostProcess {
+        self.spawn_host_with(&[]).await
+    }
+
+    /// The same with more environment variables (`LEASE_TTL`, say).
+    pub async fn spawn_host_with(&self, variables: &[(&str, &str)]) -> HostProcess {
         let port = free_port();
         let child = self
             .host_command(port)
+            .envs(variables.iter().copied())
             .spawn()
             .expect("projector serve starts");
         let base = format!("http://127.0.0.1:{port}");
@@ -430,6 +450,16 @@ impl HostProcess {
     pub async fn kill(mut self) {
         self.child.start_kill().expect("SIGKILL");
         self.child.wait().await.expect("the host exits");
+    }
+
+    /// Sends it a signal by name (`STOP`, `CONT`), as `kill -STOP` would.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("the host runs").to_string();
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{name} {pid}");
     }
 }
 
