@@ -99,6 +99,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/cluster": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `GET /api/cluster`. */
+        get: operations["getCluster"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/dead-letters": {
         parameters: {
             query?: never;
@@ -405,6 +422,13 @@ export interface components {
             postgres: boolean;
             s3: boolean;
         };
+        /** @description The deployment as it stands. */
+        Cluster: {
+            /** @description Every host heard of in the last day, oldest first. */
+            members: components["schemas"]["Member"][];
+            /** @description Every plugin this host runs, with the host projecting it. */
+            plugins: components["schemas"]["Projecting"][];
+        };
         /** @description A dead letter as the API shows it. */
         DeadLetter: {
             /**
@@ -490,6 +514,28 @@ export interface components {
             suppressed: number;
             /** Format: int64 */
             written: number;
+        };
+        /** @description A host as the cluster view shows it. */
+        Member: {
+            /** @description Where its API listens. */
+            address: string;
+            /**
+             * Format: date-time
+             * @description When it was last heard of.
+             */
+            heartbeatAt: string;
+            /**
+             * Format: uuid
+             * @description The host's id for this run.
+             */
+            id: string;
+            /** @description Whether it was heard of within `LEASE_TTL`. */
+            live: boolean;
+            /**
+             * Format: date-time
+             * @description When it started.
+             */
+            startedAt: string;
         };
         /** @description An entry: written by [`insert`], read back by [`entries`]. */
         NewAudit: {
@@ -586,6 +632,28 @@ export interface components {
             state: string;
             subjects: string[];
             views: string[];
+        };
+        /**
+         * @description A plugin and who projects it. One host projects each plugin at a time
+         *     (until ownership is partitioned).
+         */
+        Projecting: {
+            /**
+             * Format: int64
+             * @description Every stream event up to here has been handled.
+             */
+            checkpoint: number;
+            /**
+             * Format: int64
+             * @description Messages its consumer has not had acknowledged yet.
+             */
+            lag?: number | null;
+            name: string;
+            /**
+             * Format: uuid
+             * @description The member holding its claim; none between one host and the next.
+             */
+            owner?: string | null;
         };
         /**
          * @description A rebuild as the API shows it: the version, when it started, how far
@@ -968,6 +1036,71 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AuditEntry"][];
+                };
+            };
+            /** @description A parameter is malformed. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The token's role may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over the caller's rate; `Retry-After` says when to try again. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The database did not answer in time, or a view's plugin is not loaded. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getCluster: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The hosts and who projects each plugin */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Cluster"];
                 };
             };
             /** @description A parameter is malformed. */

@@ -25,6 +25,8 @@ use crate::{api, bus, ingest, store, watch};
 
 /// A running host: its projections and its API.
 pub struct Host {
+    /// This host's id in the cluster view.
+    pub member: uuid::Uuid,
     /// Where the HTTP API listens (useful with port 0).
     pub http_addr: SocketAddr,
     /// Where Socket.IO and `/ws` listen.
@@ -89,10 +91,17 @@ impl Host {
             ws_addr.port(),
         );
         let http = serve(http_listener, app);
+        tasks.push(tokio::spawn(store::members::beat_every(
+            shared.pool.clone(),
+            shared.member,
+            http_addr.to_string(),
+            config.lease_ttl / 3,
+        )));
         let ws = serve(ws_listener, notifier.router(http_addr.port()));
         tasks.extend([http, ws]);
         tracing::info!(%http_addr, %ws_addr, plugins = ?registry.names(), "projector host started");
         Ok(Self {
+            member: shared.member,
             http_addr,
             ws_addr,
             notifier,
@@ -135,6 +144,7 @@ async fn connect(config: Config) -> anyhow::Result<Shared> {
     let stream = ingest::ensure_stream(&js, &config).await?;
     let metrics = Arc::new(Metrics::default());
     Ok(Shared {
+        member: uuid::Uuid::new_v4(),
         objects: ObjectStore::new(&config),
         limits: Arc::new(RateLimits::new(
             config.api_rate_per_second,

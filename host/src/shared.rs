@@ -44,6 +44,9 @@ pub struct Shared {
     pub tokens: Arc<TokenVerifier>,
     /// Each user's and each address's rate, for the API and the sockets.
     pub limits: Arc<RateLimits>,
+    /// This host's id for this run: its claims and heartbeat name it, and
+    /// its notification announcements carry it.
+    pub member: uuid::Uuid,
 }
 
 /// Where projections (and escalations and the sweep) hand the notifications

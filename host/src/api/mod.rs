@@ -5,6 +5,7 @@
 mod audit;
 mod audit_trail;
 mod auth;
+mod cluster;
 mod dead_letters;
 mod extract;
 mod health;
@@ -51,6 +52,7 @@ pub fn router(state: AppState, socket_port: u16) -> Router {
         .merge(plugins::router())
         .merge(dead_letters::router())
         .merge(audit_trail::router())
+        .merge(cluster::router())
         .route_layer(middleware::from_fn(auth::require_admin));
     let authenticated = Router::new()
         .merge(patients::router())

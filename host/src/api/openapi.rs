@@ -7,8 +7,11 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{AppState, audit_trail, dead_letters, health, notifications, patients, plugins};
+use super::{
+    AppState, audit_trail, cluster, dead_letters, health, notifications, patients, plugins,
+};
 
+/// The document's one route.
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/openapi.json", get(document))
 }
@@ -42,6 +45,7 @@ async fn document() -> Json<utoipa::openapi::OpenApi> {
         dead_letters::retry,
         dead_letters::discard,
         audit_trail::list,
+        cluster::cluster,
         health::healthz,
         health::readyz,
         health::metrics,

@@ -123,7 +123,8 @@ impl Projection {
         }
         self.claimed_by.store(0, Ordering::Release);
         let ttl = self.shared.config.lease_ttl;
-        match Claim::try_take(&self.shared.pool, &self.target.key, ttl).await {
+        let member = self.shared.member;
+        match Claim::try_take(&self.shared.pool, &self.target.key, ttl, member).await {
             Ok(Some(taken)) => {
                 self.claimed_by.store(taken.pid, Ordering::Release);
                 self.state.progress.set_standby(false);

@@ -266,8 +266,8 @@ impl Notifier {
             .await
             .with_context(|| format!("subscribing to {subject}"))?;
         let notifier = Self(Arc::new(Inner {
+            instance: shared.member,
             shared,
-            instance: Uuid::new_v4(),
             subject,
             hub: Hub::default(),
             pushes,

@@ -19,6 +19,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, PgPool, Postgres};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 /// The first key of the host's advisory locks (`PRJ`): the second is the
 /// projection's name, hashed.
@@ -36,12 +37,13 @@ pub struct Claim {
 }
 
 impl Claim {
-    /// Takes the claim on projection `key` if no one holds it, as a lease
-    /// of `ttl`.
+    /// Takes the claim on projection `key` for host `member` if no one
+    /// holds it, as a lease of `ttl`.
     pub async fn try_take(
         pool: &PgPool,
         key: &str,
         ttl: Duration,
+        member: Uuid,
     ) -> Result<Option<Self>, sqlx::Error> {
         let mut connection = pool.acquire().await?;
         // The lock belongs to the session: the connection must never go
@@ -56,8 +58,10 @@ impl Claim {
         if !taken {
             return Ok(None);
         }
-        sqlx::query(AssertSqlSafe(format!(
-            "SET idle_session_timeout = {}",
+        // The session names its host, so the cluster view can tell who
+        // holds each claim from the locks themselves.
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "SET idle_session_timeout = {}; SET application_name = 'projector-{member}'",
             ttl.as_millis()
         )))
         .execute(&mut *connection)
@@ -105,6 +109,36 @@ async fn keep(
             return;
         }
     }
+}
+
+/// The host holding each projection's claim of `keys`, by the id it
+/// claimed with (`None`: nobody holds it).
+pub async fn holders(
+    pool: &PgPool,
+    keys: &[String],
+) -> Result<Vec<(String, Option<Uuid>)>, sqlx::Error> {
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT k.key, a.application_name FROM unnest($2::text[]) AS k(key)
+         LEFT JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted
+              AND l.classid = $1::int4::oid AND l.objid = hashtext(k.key)::oid AND l.objsubid = 2
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+         LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+         ORDER BY k.key",
+    )
+    .bind(LOCK_CLASS)
+    .bind(keys)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(key, name)| {
+            let member = name
+                .as_deref()
+                .and_then(|n| n.strip_prefix("projector-"))
+                .and_then(|id| id.parse().ok());
+            (key, member)
+        })
+        .collect())
 }
 
 /// Whether backend `pid` holds the claim on projection `key`: run inside a

@@ -11,6 +11,7 @@ mod commit;
 pub mod dead_letters;
 pub mod deployments;
 pub mod documents;
+pub mod members;
 pub mod notifications;
 mod overlay;
 pub mod processed;

@@ -481,6 +481,7 @@ async fn every_route_refuses_every_role_it_should() {
         ("GET", "/api/plugins", 200),
         ("GET", "/api/dead-letters", 200),
         ("GET", "/api/audit", 200),
+        ("GET", "/api/cluster", 200),
         ("PUT", "/api/plugins/no-such-plugin", 400),
         ("POST", "/api/plugins/no-such-plugin/rollback", 404),
         ("POST", "/api/plugins/no-such-plugin/rebuild", 404),

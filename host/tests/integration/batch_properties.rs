@@ -214,10 +214,15 @@ async fn world() -> World {
         .await
         .unwrap();
     crate::common::faults::install(&pool, "checkpoints").await;
-    let claim = Claim::try_take(&pool, "patient", std::time::Duration::from_secs(10))
-        .await
-        .unwrap()
-        .expect("nobody else claims this database's projection");
+    let claim = Claim::try_take(
+        &pool,
+        "patient",
+        std::time::Duration::from_secs(10),
+        uuid::Uuid::new_v4(),
+    )
+    .await
+    .unwrap()
+    .expect("nobody else claims this database's projection");
     World {
         claim,
         pool,

@@ -24,6 +24,7 @@ fn states(host: &Host) -> Vec<&'static str> {
 async fn one_host_projects_and_another_takes_over_when_it_goes() {
     let mut env = TestEnv::new("claims").await;
     env.config.plugins_dir = own_plugins(&env.tag, &["patient", "lab"]);
+    env.config.lease_ttl = Duration::from_secs(1);
     let (seed_first, seed_rest) = SEED.split_at(SEED.find("\n{\"eventId\":\"seed-0009\"").unwrap());
     let a = env.start().await;
     eventually("host a claims both plugins", || async {
@@ -37,10 +38,27 @@ async fn one_host_projects_and_another_takes_over_when_it_goes() {
     .await;
     env.publish(seed_first).await;
     env.settle(&a).await;
+    // The cluster view, from either host: both live, a projects both.
+    let admin = env.token("u-admin-1", "admin");
+    let (status, view) = env.get(&b, "/api/cluster", Some(&admin)).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(
+        members(&view),
+        [(a.member.to_string(), true), (b.member.to_string(), true)]
+    );
+    assert_eq!(owners(&view), [a.member.to_string(), a.member.to_string()]);
 
+    let a_member = a.member.to_string();
     a.stop();
     eventually("host b takes over", || async {
         (states(&b) == ["running", "running"]).then_some(())
+    })
+    .await;
+    eventually("the view shows b projecting and a gone", || async {
+        let (_, view) = env.get(&b, "/api/cluster", Some(&admin)).await;
+        (owners(&view) == [b.member.to_string(), b.member.to_string()]
+            && members(&view) == [(a_member.clone(), false), (b.member.to_string(), true)])
+        .then_some(())
     })
     .await;
     env.publish(seed_rest.trim_start()).await;
@@ -75,12 +93,12 @@ async fn a_claim_whose_connection_died_no_longer_fences_in() {
     let pool = projector::store::connect(&env.config.database_url, env.config.db_connections)
         .await
         .unwrap();
-    let held = Claim::try_take(&pool, "lab", LEASE)
+    let held = Claim::try_take(&pool, "lab", LEASE, uuid::Uuid::new_v4())
         .await
         .unwrap()
         .expect("free");
     assert!(
-        Claim::try_take(&pool, "lab", LEASE)
+        Claim::try_take(&pool, "lab", LEASE, uuid::Uuid::new_v4())
             .await
             .unwrap()
             .is_none(),
@@ -105,11 +123,38 @@ async fn a_claim_whose_connection_died_no_longer_fences_in() {
         (!held.alive()).then_some(())
     })
     .await;
-    let again = Claim::try_take(&pool, "lab", LEASE).await.unwrap();
+    let again = Claim::try_take(&pool, "lab", LEASE, uuid::Uuid::new_v4())
+        .await
+        .unwrap();
     assert!(again.is_some(), "free again");
     // A claim is a pool connection held for good: closing waits for it.
     drop((held, again));
     pool.close().await;
+}
+
+/// The cluster view's members: id and whether live, oldest first.
+fn members(view: &Value) -> Vec<(String, bool)> {
+    view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_owned(),
+                m["live"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The cluster view's owner of each plugin, by plugin name.
+fn owners(view: &Value) -> Vec<String> {
+    view["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["owner"].as_str().unwrap_or("none").to_owned())
+        .collect()
 }
 
 /// Each plugin's state on a host process, by name.

@@ -1,0 +1,76 @@
+//! The `cluster_members` table: the hosts of a deployment and when each was
+//! last heard of, for `GET /api/cluster`. Which host projects what is read
+//! from the claims' locks themselves (`claim::holders`), not kept here.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// How long a host that stopped writing its heartbeat stays listed.
+const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// A host as the cluster view shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    /// The host's id for this run.
+    pub id: Uuid,
+    /// Where its API listens.
+    pub address: String,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it was last heard of.
+    pub heartbeat_at: DateTime<Utc>,
+    /// Whether it was heard of within `LEASE_TTL`.
+    pub live: bool,
+}
+
+/// Writes host `id`'s heartbeat every `every`, for ever, and forgets hosts
+/// silent for a day; a failed write is logged and tried again next time.
+pub async fn beat_every(pool: PgPool, id: Uuid, address: String, every: Duration) {
+    let started_at = Utc::now();
+    loop {
+        if let Err(e) = beat(&pool, id, &address, started_at).await {
+            tracing::warn!(error = %e, "cluster heartbeat not written");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+async fn beat(
+    pool: &PgPool,
+    id: Uuid,
+    address: &str,
+    started_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO cluster_members (id, address, started_at, heartbeat_at)
+         VALUES ($1, $2, $3, now())
+         ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
+    )
+    .bind(id)
+    .bind(address)
+    .bind(started_at)
+    .execute(pool)
+    .await?;
+    sqlx::query("DELETE FROM cluster_members WHERE heartbeat_at < now() - $1::interval")
+        .bind(format!("{} seconds", FORGET_AFTER.as_secs()))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Every host listed, oldest first; `live` when heard of within `ttl`.
+pub async fn list(pool: &PgPool, ttl: Duration) -> Result<Vec<Member>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, address, started_at, heartbeat_at,
+                heartbeat_at > now() - make_interval(secs => $1) AS live
+         FROM cluster_members ORDER BY started_at, id",
+    )
+    .bind(ttl.as_secs_f64())
+    .fetch_all(pool)
+    .await
+}
