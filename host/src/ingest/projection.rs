@@ -76,14 +76,22 @@ impl Projection {
         let mut claim = None;
         let mut failed = false;
         let mut pause = FIRST_RETRY_PAUSE;
+        // The claim (by its backend) the consumer was last repositioned for.
+        let mut positioned_for = None;
         loop {
             let Some(held) = self.hold_claim(&mut claim).await else {
                 tokio::time::sleep(STANDBY_POLL).await;
                 continue;
             };
+            // A claim just taken starts a fresh consumer after the
+            // checkpoint: a host that held it before and froze may still have
+            // pulls waiting on the old one, which would take the next
+            // messages and never ack them.
+            let taken_over = positioned_for != Some(held.pid);
+            positioned_for = Some(held.pid);
             // Consumes until it fails or is told to start over, or until the
             // claim is found lost: then it stops at once.
-            let result = match self.resume(failed).await {
+            let result = match self.resume(failed || taken_over).await {
                 Ok(()) => tokio::select! {
                     result = self.consume() => result,
                     () = held.lost() => Err(anyhow::anyhow!("the claim on this projection lapsed (LEASE_TTL)")),
@@ -146,12 +154,13 @@ impl Projection {
     }
 
     /// Reads the committed checkpoint and repositions the consumer after it
-    /// after a failure, or when messages are out that nobody will ack (a
-    /// host before it was killed, or a pull this host dropped).
-    async fn resume(&self, failed: bool) -> anyhow::Result<()> {
+    /// when `anew` (after a failure, or a claim just taken), or when messages
+    /// are out that nobody will ack (a host before it was killed, or a pull
+    /// this host dropped).
+    async fn resume(&self, anew: bool) -> anyhow::Result<()> {
         let checkpoint = checkpoints::of(&self.shared.pool, &self.target.key).await?;
         self.committed.store(checkpoint, Ordering::Release);
-        if failed || has_pending(&self.shared.stream, &self.target.key).await {
+        if anew || has_pending(&self.shared.stream, &self.target.key).await {
             let subjects = self.state.plugin().info.subjects.clone();
             reposition(
                 &self.shared.stream,
