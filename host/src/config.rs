@@ -414,7 +414,6 @@ impl Config {
     }
 }
 
-/// A variable holding a duration such as `500ms`, `30s` or `5m`.
 /// `LEASE_TTL`: 1 s to 10 s (10 s): long enough for a busy host to renew
 /// its claims three times over, short enough for a takeover within 10 s.
 fn lease_ttl() -> anyhow::Result<Duration> {
@@ -426,6 +425,7 @@ fn lease_ttl() -> anyhow::Result<Duration> {
     Ok(ttl)
 }
 
+/// A variable holding a duration such as `500ms`, `30s` or `5m`.
 fn duration(name: &str, default: &str) -> anyhow::Result<Duration> {
     let value = var(name, default);
     let duration = humantime::parse_duration(&value).with_context(|| {

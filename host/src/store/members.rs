@@ -9,9 +9,6 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// How long a host that stopped writing its heartbeat stays listed.
-const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
-
 /// A host as the cluster view shows it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -28,8 +25,8 @@ pub struct Member {
     pub live: bool,
 }
 
-/// Writes host `id`'s heartbeat every `every`, for ever, and forgets hosts
-/// silent for a day; a failed write is logged and tried again next time.
+/// Writes host `id`'s heartbeat every `every`, for ever; a failed write is
+/// logged and tried again next time.
 pub async fn beat_every(pool: PgPool, id: Uuid, address: String, every: Duration) {
     let started_at = Utc::now();
     loop {
@@ -55,12 +52,17 @@ async fn beat(
     .bind(address)
     .bind(started_at)
     .execute(pool)
-    .await?;
-    sqlx::query("DELETE FROM cluster_members WHERE heartbeat_at < now() - $1::interval")
-        .bind(format!("{} seconds", FORGET_AFTER.as_secs()))
+    .await
+    .map(drop)
+}
+
+/// Forgets the hosts not heard of since `cutoff`; returns how many.
+pub async fn forget_silent(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    sqlx::query("DELETE FROM cluster_members WHERE heartbeat_at < $1")
+        .bind(cutoff)
         .execute(pool)
-        .await?;
-    Ok(())
+        .await
+        .map(|done| done.rows_affected())
 }
 
 /// Every host listed, oldest first; `live` when heard of within `ttl`.

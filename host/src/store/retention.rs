@@ -138,12 +138,21 @@ pub async fn sweep(pool: &PgPool, config: &Config) -> Result<[u64; 3], sqlx::Err
     ])
 }
 
-/// Sweeps every `every`, for ever; a failed sweep is logged and tried again
-/// at the next.
+/// How long a host that stopped writing its heartbeat stays in the
+/// cluster view.
+const SILENT_MEMBERS_KEPT: Duration = Duration::from_secs(24 * 3600);
+
+/// Sweeps every `every`, for ever, and forgets the cluster's members
+/// silent for a day; a failed sweep is logged and tried again at the next.
 pub async fn sweep_every(pool: PgPool, config: Arc<Config>, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     loop {
         ticks.tick().await;
+        if let Err(e) =
+            super::members::forget_silent(&pool, cutoff_instant(SILENT_MEMBERS_KEPT)).await
+        {
+            tracing::warn!(error = %e, "forgetting silent cluster members failed");
+        }
         match sweep(&pool, &config).await {
             Ok([0, 0, 0]) => {}
             Ok([processed, notifications, raw]) => tracing::info!(
