@@ -35,6 +35,10 @@ pub struct Config {
     /// (`_INBOX_<system>` in the compose stack), not `_INBOX.>`, which
     /// carries what the host reads.
     pub nats_inbox_prefix: Option<String>,
+    /// `STREAM_REPLICAS`: how many NATS servers of a cluster keep each
+    /// message of the stream when the host creates it (1 to 5; an existing
+    /// stream is taken as it is).
+    pub stream_replicas: usize,
     /// `DATABASE_URL`
     pub database_url: String,
     /// `DB_CONNECTIONS`: the pool of the projections and the host's own
@@ -209,6 +213,7 @@ impl Config {
             nats_tls_cert: optional("NATS_TLS_CERT").map(PathBuf::from),
             nats_tls_key: optional("NATS_TLS_KEY").map(PathBuf::from),
             nats_inbox_prefix: optional("NATS_INBOX_PREFIX"),
+            stream_replicas: stream_replicas()?,
             database_url: var(
                 "DATABASE_URL",
                 "postgres://postgres@127.0.0.1:5432/projector",
@@ -423,6 +428,16 @@ fn lease_ttl() -> anyhow::Result<Duration> {
         "LEASE_TTL must be from 1s to 10s, not {ttl:?}"
     );
     Ok(ttl)
+}
+
+/// `STREAM_REPLICAS`: 1 to 5 (1), the most JetStream replicates a stream.
+fn stream_replicas() -> anyhow::Result<usize> {
+    let replicas: usize = parse("STREAM_REPLICAS", "1")?;
+    anyhow::ensure!(
+        (1..=5).contains(&replicas),
+        "STREAM_REPLICAS must be from 1 to 5, not {replicas}"
+    );
+    Ok(replicas)
 }
 
 /// A variable holding a duration such as `500ms`, `30s` or `5m`.

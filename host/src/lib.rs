@@ -12,6 +12,7 @@ pub mod auth;
 pub mod bench;
 pub mod bus;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod cors;

@@ -302,7 +302,8 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// `projector serve`: runs until ctrl-c. Refuses a signing secret anyone
+/// `projector serve`: runs until ctrl-c or SIGTERM, then leaves the
+/// cluster gracefully. Refuses a signing secret anyone
 /// could guess, unless `dev`; with an identity provider, no secret is
 /// needed (HS256 tokens are then refused).
 async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
@@ -320,10 +321,14 @@ async fn serve(config: Config, dev: bool) -> anyhow::Result<()> {
         ),
     }
     let host = Host::start(config).await?;
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for ctrl-c")?;
-    host.stop();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("waiting for SIGTERM")?;
+    tokio::select! {
+        stopped = tokio::signal::ctrl_c() => stopped.context("waiting for ctrl-c")?,
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("stopping: handing this host's projections over");
+    host.leave().await;
     Ok(())
 }
 

@@ -56,6 +56,19 @@ struct LimitLabel {
     limit: &'static str,
 }
 
+/// The state a scrape reads as it is now, rather than as work recorded it.
+#[derive(Debug, Default)]
+pub struct Scrape {
+    /// Each plugin's messages left to apply.
+    pub lags: Vec<(String, u64)>,
+    /// Notification devices connected to this host.
+    pub sockets: usize,
+    /// Notifications awaiting an acknowledgement (-1: unknown).
+    pub pending_ack: i64,
+    /// Of those, the ones waiting longer than `ESCALATE_AFTER` (-1: unknown).
+    pub overdue_ack: i64,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Latency buckets from 1 ms to about 16 s.
@@ -83,6 +96,9 @@ pub struct Metrics {
     http_seconds: Histograms<RequestLabel>,
     sockets: Gauge,
     pending_ack: Gauge,
+    overdue_ack: Gauge,
+    members_live: Gauge,
+    owned: Family<PluginLabel, Gauge>,
     ack_seconds: Histogram,
     push_deferred: Counter,
     rate_limited: Family<LimitLabel, Counter>,
@@ -147,6 +163,24 @@ impl Default for Metrics {
             "Notifications that require an acknowledgement and have none",
             pending_ack.clone(),
         );
+        let overdue_ack = Gauge::default();
+        registry.register(
+            "notifications_overdue_acknowledgement",
+            "Notifications that require an acknowledgement and have had none for longer than ESCALATE_AFTER",
+            overdue_ack.clone(),
+        );
+        let members_live = Gauge::default();
+        registry.register(
+            "cluster_members_live",
+            "Hosts of the deployment heard of within LEASE_TTL, as this host last counted them",
+            members_live.clone(),
+        );
+        let owned = Family::default();
+        registry.register(
+            "projection_owned",
+            "1 while this host holds the plugin's projection, 0 while another host does",
+            owned.clone(),
+        );
         let ack_seconds = acknowledgement();
         registry.register(
             "notification_acknowledgement_seconds",
@@ -178,6 +212,9 @@ impl Default for Metrics {
             http_seconds,
             sockets,
             pending_ack,
+            overdue_ack,
+            members_live,
+            owned,
             ack_seconds,
             push_deferred,
             rate_limited,
@@ -265,9 +302,23 @@ impl Metrics {
         self.rate_limited.get_or_create(&LimitLabel { limit }).inc();
     }
 
+    /// Records how many hosts are live.
+    pub fn members_live(&self, hosts: usize) {
+        self.members_live
+            .set(i64::try_from(hosts).unwrap_or(i64::MAX));
+    }
+
+    /// Records whether this host holds a plugin's projection.
+    pub fn owned(&self, plugin: &str, owned: bool) {
+        let label = PluginLabel {
+            plugin: plugin.to_owned(),
+        };
+        self.owned.get_or_create(&label).set(i64::from(owned));
+    }
+
     /// The state read at scrape time, then everything as Prometheus text.
-    pub fn render(&self, lags: &[(String, u64)], sockets: usize, pending_ack: i64) -> String {
-        for (plugin, lag) in lags {
+    pub fn render(&self, now: &Scrape) -> String {
+        for (plugin, lag) in &now.lags {
             let label = PluginLabel {
                 plugin: plugin.clone(),
             };
@@ -275,8 +326,10 @@ impl Metrics {
                 .get_or_create(&label)
                 .set(i64::try_from(*lag).unwrap_or(i64::MAX));
         }
-        self.sockets.set(i64::try_from(sockets).unwrap_or(i64::MAX));
-        self.pending_ack.set(pending_ack);
+        self.sockets
+            .set(i64::try_from(now.sockets).unwrap_or(i64::MAX));
+        self.pending_ack.set(now.pending_ack);
+        self.overdue_ack.set(now.overdue_ack);
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -298,7 +351,14 @@ mod tests {
             200,
             Duration::from_millis(2),
         );
-        let text = metrics.render(&[("lab".into(), 7)], 2, 5);
+        metrics.members_live(3);
+        metrics.owned("lab", true);
+        let text = metrics.render(&Scrape {
+            lags: vec![("lab".into(), 7)],
+            sockets: 2,
+            pending_ack: 5,
+            overdue_ack: 1,
+        });
         assert!(
             text.contains("projector_events_applied_total{plugin=\"lab\"} 3"),
             "{text}"
@@ -308,6 +368,9 @@ mod tests {
         assert!(text.contains("projector_consumer_lag{plugin=\"lab\"} 7"));
         assert!(text.contains("projector_sockets_connected 2"));
         assert!(text.contains("projector_notifications_pending_acknowledgement 5"));
+        assert!(text.contains("projector_notifications_overdue_acknowledgement 1"));
+        assert!(text.contains("projector_cluster_members_live 3"));
+        assert!(text.contains("projector_projection_owned{plugin=\"lab\"} 1"));
         assert!(text.contains("route=\"/api/aggregate/patients/{patientId}\""));
         assert!(text.contains("projector_batch_duration_seconds_count{plugin=\"lab\"} 1"));
     }

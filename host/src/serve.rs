@@ -21,7 +21,7 @@ use crate::push::Notifier;
 use crate::rate::RateLimits;
 use crate::runtime::Runtime;
 use crate::shared::{NotificationSink, Shared};
-use crate::{api, bus, ingest, store, watch};
+use crate::{api, bus, cluster, ingest, store, watch};
 
 /// A running host: its projections and its API.
 pub struct Host {
@@ -91,11 +91,13 @@ impl Host {
             ws_addr.port(),
         );
         let http = serve(http_listener, app);
-        tasks.push(tokio::spawn(store::members::beat_every(
+        tasks.push(tokio::spawn(cluster::heartbeat(
             shared.pool.clone(),
             shared.member,
             http_addr.to_string(),
-            config.lease_ttl / 3,
+            shared.ownership.clone(),
+            shared.metrics.clone(),
+            config.lease_ttl,
         )));
         let ws = serve(ws_listener, notifier.router(http_addr.port()));
         tasks.extend([http, ws]);
@@ -110,6 +112,18 @@ impl Host {
             deployer,
             tasks,
         })
+    }
+
+    /// A graceful stop: stops (its claims go with their connections, and
+    /// the other hosts take them over at their next try), then leaves the
+    /// cluster's members, so the others count this host out of their shares
+    /// at once rather than after `LEASE_TTL`.
+    pub async fn leave(self) {
+        let (pool, member) = (self.pool.clone(), self.member);
+        self.stop();
+        if let Err(e) = store::members::leave(&pool, member).await {
+            tracing::warn!(error = %e, "leaving the cluster's members");
+        }
     }
 
     /// Stops every task at once, as a crash would: nothing is flushed or acked.
@@ -145,6 +159,7 @@ async fn connect(config: Config) -> anyhow::Result<Shared> {
     let metrics = Arc::new(Metrics::default());
     Ok(Shared {
         member: uuid::Uuid::new_v4(),
+        ownership: Arc::default(),
         objects: ObjectStore::new(&config),
         limits: Arc::new(RateLimits::new(
             config.api_rate_per_second,

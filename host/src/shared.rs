@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 use crate::auth::TokenVerifier;
+use crate::cluster::Ownership;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::objects::ObjectStore;
@@ -47,6 +48,9 @@ pub struct Shared {
     /// This host's id for this run: its claims and heartbeat name it, and
     /// its notification announcements carry it.
     pub member: uuid::Uuid,
+    /// How many projections this host holds against its fair share of the
+    /// deployment's (see [`crate::cluster`]).
+    pub ownership: Arc<Ownership>,
 }
 
 /// Where projections (and escalations and the sweep) hand the notifications
@@ -105,7 +109,7 @@ mod tests {
         sink.offer(vec![notification(2), notification(3)]);
         assert_eq!(queue.try_recv().map(|b| b.len()).ok(), Some(1));
         assert!(queue.try_recv().is_err(), "the second batch was left");
-        let text = metrics.render(&[], 0, 0);
+        let text = metrics.render(&crate::metrics::Scrape::default());
         assert!(
             text.contains("projector_notifications_push_deferred_total 2"),
             "{text}"

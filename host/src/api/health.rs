@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use crate::ingest;
+use crate::metrics::Scrape;
 use crate::store::{self, notifications};
 
 pub fn router() -> Router<AppState> {
@@ -32,13 +33,18 @@ async fn metrics(State(state): State<AppState>) -> Response {
             lags.push((name, lag));
         }
     }
-    let pending = notifications::awaiting_acknowledgement(&state.shared.api_pool)
-        .await
-        .unwrap_or(-1);
-    let text = state
-        .shared
-        .metrics
-        .render(&lags, state.notifier.hub().connections(), pending);
+    let (pending_ack, overdue_ack) = notifications::awaiting_acknowledgement(
+        &state.shared.api_pool,
+        state.shared.config.escalate_after,
+    )
+    .await
+    .unwrap_or((-1, -1));
+    let text = state.shared.metrics.render(&Scrape {
+        lags,
+        sockets: state.notifier.hub().connections(),
+        pending_ack,
+        overdue_ack,
+    });
     (
         [(
             header::CONTENT_TYPE,

@@ -13,9 +13,10 @@ use super::apply::Batcher;
 use super::batch::{Item, Origin};
 use super::state::ProjectionState;
 use super::stream::{ensure_consumer, has_pending, reposition};
+use crate::cluster::Held;
 use crate::runtime::Plugin;
 use crate::shared::{NotificationSink, Shared};
-use crate::store::claim::Claim;
+use crate::store::claim::{self, Claim};
 use crate::store::dead_letters::{self, Stored};
 use crate::store::{DocCache, StoredNotification, Target, checkpoints};
 
@@ -24,8 +25,29 @@ use crate::store::{DocCache, StoredNotification, Target, checkpoints};
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// The longest pause between two tries of a failed projection.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
-/// How often a projection that another host has claimed tries to take over.
+/// How often a projection that another host has claimed tries to take
+/// over, and how often a projecting one checks its host's share.
 const STANDBY_POLL: Duration = Duration::from_secs(1);
+/// Standby polls in a row that must find a claim free before a host that
+/// has its share takes it anyway (a host below its share takes it at once).
+const FREE_POLLS_BEFORE_TAKING: u32 = 2;
+
+/// A claim this host holds for the projection.
+struct Holding {
+    claim: Claim,
+    /// Counts it in the host's share (`None`: a rebuild's, which does not
+    /// count).
+    counted: Option<Held>,
+}
+
+/// Why [`Projection::consume`] stopped without failing.
+enum Stop {
+    /// Told to open its consumer again, or the consumer ended.
+    Again,
+    /// Its host holds more projections than its share: this one may be
+    /// handed over.
+    OverShare,
+}
 
 /// Runs one plugin over the stream, into its live views or a rebuild's.
 pub struct Projection {
@@ -71,15 +93,21 @@ impl Projection {
     /// otherwise hold them for the ack wait and deliver later events first).
     ///
     /// Only the host that holds the projection's claim consumes; the others
-    /// stand by and take over when its claim goes.
+    /// stand by and take over when its claim goes. A live projection shares
+    /// in the deployment's work (see [`crate::cluster`]): it takes a free
+    /// claim while its host is below its share, and gives its claim up,
+    /// between two batches, while its host is above it.
     pub async fn run(self) {
-        let mut claim = None;
+        let _unit = self.target.is_live().then(|| self.shared.ownership.join());
+        let mut holding: Option<Holding> = None;
         let mut failed = false;
         let mut pause = FIRST_RETRY_PAUSE;
         // The claim (by its backend) the consumer was last repositioned for.
         let mut positioned_for = None;
+        // Standby polls in a row that found the claim free.
+        let mut free_polls = 0;
         loop {
-            let Some(held) = self.hold_claim(&mut claim).await else {
+            let Some(held) = self.hold_claim(&mut holding, &mut free_polls).await else {
                 tokio::time::sleep(STANDBY_POLL).await;
                 continue;
             };
@@ -87,20 +115,46 @@ impl Projection {
             // checkpoint: a host that held it before and froze may still have
             // pulls waiting on the old one, which would take the next
             // messages and never ack them.
-            let taken_over = positioned_for != Some(held.pid);
-            positioned_for = Some(held.pid);
-            // Consumes until it fails or is told to start over, or until the
-            // claim is found lost: then it stops at once.
+            let taken_over = positioned_for != Some(held.claim.pid);
+            positioned_for = Some(held.claim.pid);
+            // Consumes until it fails, is told to start over or its host
+            // holds more than its share, or until the claim is found lost:
+            // then it stops at once.
             let result = match self.resume(failed || taken_over).await {
                 Ok(()) => tokio::select! {
                     result = self.consume() => result,
-                    () = held.lost() => Err(anyhow::anyhow!("the claim on this projection lapsed (LEASE_TTL)")),
+                    () = held.claim.lost() => Err(anyhow::anyhow!("the claim on this projection lapsed (LEASE_TTL)")),
                 },
                 Err(e) => Err(e),
             };
             failed = result.is_err();
             match result {
-                Ok(()) => {
+                Ok(Stop::OverShare) => {
+                    if let Some(Holding { claim, counted }) = holding.take() {
+                        match counted.map(|c| self.shared.ownership.should_yield(c)) {
+                            Some(Ok(())) => {
+                                drop(claim);
+                                self.owned(false);
+                                free_polls = 0;
+                                tracing::info!(plugin = %self.target.key, "this host holds more than its share: handing this projection over");
+                                tokio::time::sleep(STANDBY_POLL).await;
+                            }
+                            Some(Err(kept)) => {
+                                holding = Some(Holding {
+                                    claim,
+                                    counted: Some(kept),
+                                })
+                            }
+                            None => {
+                                holding = Some(Holding {
+                                    claim,
+                                    counted: None,
+                                })
+                            }
+                        }
+                    }
+                }
+                Ok(Stop::Again) => {
                     pause = FIRST_RETRY_PAUSE;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
@@ -120,28 +174,43 @@ impl Projection {
     }
 
     /// Keeps or takes this projection's claim; `None` while another host
-    /// holds it.
-    async fn hold_claim<'c>(&self, claim: &'c mut Option<Claim>) -> Option<&'c Claim> {
-        if claim.as_ref().is_some_and(|held| !held.alive()) {
+    /// holds it, or while it is free and this host has its share
+    /// (`free_polls`: how many polls in a row found it so; at
+    /// [`FREE_POLLS_BEFORE_TAKING`] it is taken anyway).
+    async fn hold_claim<'c>(
+        &self,
+        holding: &'c mut Option<Holding>,
+        free_polls: &mut u32,
+    ) -> Option<&'c Holding> {
+        if holding.as_ref().is_some_and(|held| !held.claim.alive()) {
             tracing::warn!(plugin = %self.target.key, "the claim on this projection lapsed; claiming again");
-            *claim = None;
+            *holding = None;
+            self.owned(false);
         }
-        if claim.is_some() {
-            return claim.as_ref();
+        if holding.is_some() {
+            return holding.as_ref();
         }
         self.claimed_by.store(0, Ordering::Release);
+        if !self.may_take(free_polls).await {
+            return None;
+        }
         let ttl = self.shared.config.lease_ttl;
         let member = self.shared.member;
         match Claim::try_take(&self.shared.pool, &self.target.key, ttl, member).await {
             Ok(Some(taken)) => {
+                *free_polls = 0;
                 self.claimed_by.store(taken.pid, Ordering::Release);
                 self.state.progress.set_standby(false);
-                Some(claim.insert(taken))
+                self.owned(true);
+                let counted = self.target.is_live().then(|| self.shared.ownership.hold());
+                Some(holding.insert(Holding {
+                    claim: taken,
+                    counted,
+                }))
             }
             Ok(None) => {
-                if self.state.progress.set_standby(true) {
-                    tracing::info!(plugin = %self.target.key, "another host projects this plugin; standing by");
-                }
+                *free_polls = 0;
+                self.stand_by();
                 None
             }
             Err(e) => {
@@ -150,6 +219,42 @@ impl Projection {
                     .set_failure(Some(format!("claiming the projection: {e}")));
                 None
             }
+        }
+    }
+
+    /// Whether to try for the claim now: always for a rebuild, and for a
+    /// live projection while its host is below its share or once the claim
+    /// has been seen free for [`FREE_POLLS_BEFORE_TAKING`] polls in a row.
+    async fn may_take(&self, free_polls: &mut u32) -> bool {
+        if !self.target.is_live() || self.shared.ownership.below_share() {
+            return true;
+        }
+        let key = [self.target.key.clone()];
+        match claim::holders(&self.shared.pool, &key).await {
+            Ok(holders) if holders.iter().all(|(_, holder)| holder.is_none()) => {
+                *free_polls += 1;
+                *free_polls >= FREE_POLLS_BEFORE_TAKING
+            }
+            Ok(_) => {
+                *free_polls = 0;
+                self.stand_by();
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Reports standing by while another host projects this plugin.
+    fn stand_by(&self) {
+        if self.state.progress.set_standby(true) {
+            tracing::info!(plugin = %self.target.key, "another host projects this plugin; standing by");
+        }
+    }
+
+    /// Records in the metrics whether this host projects the plugin.
+    fn owned(&self, owned: bool) {
+        if self.target.is_live() {
+            self.state.metrics.owned(&self.target.key, owned);
         }
     }
 
@@ -174,8 +279,9 @@ impl Projection {
         Ok(())
     }
 
-    /// Consumes until the stream ends or the consumer is replaced.
-    async fn consume(&self) -> anyhow::Result<()> {
+    /// Consumes until the stream ends or the consumer is replaced, or,
+    /// between two batches, until its host is found above its share.
+    async fn consume(&self) -> anyhow::Result<Stop> {
         let subjects = self.state.plugin().info.subjects.clone();
         let consumer = ensure_consumer(
             &self.shared.stream,
@@ -192,10 +298,12 @@ impl Projection {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         self.redrive_dead_letters().await?;
         let mut last_delivery = None;
+        let mut share_check =
+            tokio::time::interval_at(tokio::time::Instant::now() + STANDBY_POLL, STANDBY_POLL);
         loop {
             tokio::select! {
                 first = messages.next() => {
-                    let Some(first) = first else { return Ok(()) };
+                    let Some(first) = first else { return Ok(Stop::Again) };
                     self.state.controls.wait_while_paused().await;
                     let batch = self.gather(first, &mut messages).await?;
                     contiguous(&batch, &mut last_delivery)?;
@@ -203,7 +311,12 @@ impl Projection {
                     self.state.progress.set_failure(None);
                 }
                 () = self.state.controls.redrive.notified() => self.redrive_dead_letters().await?,
-                () = self.state.controls.resubscribe.notified() => return Ok(()),
+                () = self.state.controls.resubscribe.notified() => return Ok(Stop::Again),
+                _ = share_check.tick() => {
+                    if self.target.is_live() && self.shared.ownership.over_share() {
+                        return Ok(Stop::OverShare);
+                    }
+                }
             }
         }
     }

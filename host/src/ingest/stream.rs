@@ -15,8 +15,9 @@ pub fn stream_subjects(prefix: &str) -> Vec<String> {
     DOMAINS.iter().map(|d| format!("{prefix}{d}.>")).collect()
 }
 
-/// Creates the stream if it is missing (file storage, duplicate window for
-/// `Nats-Msg-Id`), and accepts it as it is if it exists.
+/// Creates the stream if it is missing (file storage, `STREAM_REPLICAS`
+/// replicas, duplicate window for `Nats-Msg-Id`), and accepts it as it is if
+/// it exists.
 pub async fn ensure_stream(
     js: &jetstream::Context,
     config: &Config,
@@ -25,6 +26,7 @@ pub async fn ensure_stream(
         name: config.stream_name.clone(),
         subjects: stream_subjects(&config.subject_prefix),
         storage: stream::StorageType::File,
+        num_replicas: config.stream_replicas,
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
     })
@@ -38,9 +40,10 @@ pub fn consumer_name(plugin: &str) -> String {
     format!("projector-{plugin}")
 }
 
-/// A plugin's durable pull consumer. One subject pattern becomes the
-/// consumer's filter; several (nats-server 2.9 takes one filter) consume the
-/// whole stream and the host skips what the plugin did not ask for.
+/// A plugin's durable pull consumer, filtered to the plugin's subjects
+/// (several filter subjects need nats-server 2.10; 2.9 ignores them and
+/// delivers the whole stream, and the host skips what the plugin did not
+/// ask for).
 pub async fn ensure_consumer(
     stream: &stream::Stream,
     config: &Config,
@@ -119,13 +122,18 @@ fn consumer_config(
     subjects: &[String],
     deliver_policy: consumer::DeliverPolicy,
 ) -> consumer::pull::Config {
-    let filter_subject = match subjects {
-        [one] => format!("{}{one}", config.subject_prefix),
+    let mut filter_subjects: Vec<String> = subjects
+        .iter()
+        .map(|s| format!("{}{s}", config.subject_prefix))
+        .collect();
+    let filter_subject = match filter_subjects.len() {
+        1 => filter_subjects.remove(0),
         _ => String::new(),
     };
     consumer::pull::Config {
         durable_name: Some(name.to_owned()),
         filter_subject,
+        filter_subjects,
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: config.ack_wait,
         max_ack_pending: (config.batch_size * 4) as i64,

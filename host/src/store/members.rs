@@ -25,24 +25,15 @@ pub struct Member {
     pub live: bool,
 }
 
-/// Writes host `id`'s heartbeat every `every`, for ever; a failed write is
-/// logged and tried again next time.
-pub async fn beat_every(pool: PgPool, id: Uuid, address: String, every: Duration) {
-    let started_at = Utc::now();
-    loop {
-        if let Err(e) = beat(&pool, id, &address, started_at).await {
-            tracing::warn!(error = %e, "cluster heartbeat not written");
-        }
-        tokio::time::sleep(every).await;
-    }
-}
-
-async fn beat(
+/// Writes host `id`'s heartbeat and returns how many hosts, it included,
+/// were heard of within `ttl`.
+pub async fn beat(
     pool: &PgPool,
     id: Uuid,
     address: &str,
     started_at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
+    ttl: Duration,
+) -> Result<usize, sqlx::Error> {
     sqlx::query(
         "INSERT INTO cluster_members (id, address, started_at, heartbeat_at)
          VALUES ($1, $2, $3, now())
@@ -52,8 +43,25 @@ async fn beat(
     .bind(address)
     .bind(started_at)
     .execute(pool)
-    .await
-    .map(drop)
+    .await?;
+    let live: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM cluster_members
+         WHERE heartbeat_at > now() - make_interval(secs => $1)",
+    )
+    .bind(ttl.as_secs_f64())
+    .fetch_one(pool)
+    .await?;
+    Ok(live as usize)
+}
+
+/// Removes host `id` from the members at a graceful stop, so the others
+/// count it out of their shares at once rather than after `LEASE_TTL`.
+pub async fn leave(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM cluster_members WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(drop)
 }
 
 /// Forgets the hosts not heard of since `cutoff`; returns how many.

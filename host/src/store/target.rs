@@ -35,6 +35,11 @@ impl Target {
         }
     }
 
+    /// Whether these are the plugin's live views (not a rebuild's).
+    pub fn is_live(&self) -> bool {
+        self.schema.is_none()
+    }
+
     /// The shadow tables of a plugin's rebuild, in a schema of their own.
     pub fn rebuild(plugin: &str) -> Self {
         Self {

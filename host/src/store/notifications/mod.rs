@@ -378,11 +378,18 @@ fn columns(recipients: &[Recipient]) -> Vec<String> {
     recipients.iter().map(Recipient::column).collect()
 }
 
-/// How many notifications wait for an acknowledgement (a metric).
-pub async fn awaiting_acknowledgement(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM notifications WHERE requires_ack AND acknowledged_at IS NULL",
+/// How many notifications wait for an acknowledgement, and how many of
+/// those have waited longer than `overdue_after` (metrics).
+pub async fn awaiting_acknowledgement(
+    pool: &PgPool,
+    overdue_after: Duration,
+) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*),
+                count(*) FILTER (WHERE created_at < now() - make_interval(secs => $1))
+         FROM notifications WHERE requires_ack AND acknowledged_at IS NULL",
     )
+    .bind(overdue_after.as_secs_f64())
     .fetch_one(pool)
     .await
 }
