@@ -32,7 +32,35 @@ pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {
         options = options.custom_inbox_prefix(prefix.clone());
     }
     options
-        .connect(&config.nats_url)
+        .connect(servers(&config.nats_url)?)
         .await
         .with_context(|| format!("connecting to NATS at {}", config.nats_url))
+}
+
+/// The servers of `NATS_URL`: one URL, or several separated by commas (the
+/// nodes of a cluster; the client tries each, and learns the others from
+/// whichever answers).
+fn servers(urls: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            url.parse()
+                .with_context(|| format!("NATS_URL: `{url}` is not a NATS server URL"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_url_names_one_server_or_a_cluster() {
+        assert_eq!(servers("nats://127.0.0.1:4222").unwrap().len(), 1);
+        let cluster = servers("nats://n1:4222, nats://n2:4222,nats://n3:4222").unwrap();
+        assert_eq!(cluster.len(), 3);
+        assert_eq!(cluster[1].host(), "n2");
+        assert!(servers("nats://n1:4222,nats://n2:notaport").is_err());
+    }
 }

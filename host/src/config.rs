@@ -14,7 +14,8 @@ pub const DEV_SECRET: &str = "dev-only-secret-change-me";
 /// Everything the host is configured with; see the README's table.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `NATS_URL` (`tls://…` for TLS)
+    /// `NATS_URL` (`tls://…` for TLS): one server, or a cluster's nodes
+    /// separated by commas.
     pub nats_url: String,
     /// `NATS_CREDS`: a `.creds` file (JWT and nkey seed) to connect with.
     pub nats_creds: Option<PathBuf>,
