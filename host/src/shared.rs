@@ -78,13 +78,17 @@ impl NotificationSink {
     }
 
     /// Hands committed notifications on without waiting; when the queue is
-    /// full they are left to the sweep (and counted).
-    pub fn offer(&self, notifications: Vec<StoredNotification>) {
+    /// full they are left to the sweep (and counted), and `false` says so.
+    pub fn offer(&self, notifications: Vec<StoredNotification>) -> bool {
         if notifications.is_empty() {
-            return;
+            return true;
         }
-        if let Err(mpsc::error::TrySendError::Full(left)) = self.queue.try_send(notifications) {
-            self.metrics.push_deferred(left.len());
+        match self.queue.try_send(notifications) {
+            Err(mpsc::error::TrySendError::Full(left)) => {
+                self.metrics.push_deferred(left.len());
+                false
+            }
+            _ => true,
         }
     }
 }

@@ -392,7 +392,8 @@ impl Projection {
     /// Hands committed notifications on to be pushed; never waits.
     fn hand_over(&self, notifications: Vec<StoredNotification>) {
         if let Some(sink) = &self.notifications {
-            sink.offer(notifications);
+            // Refused ones stay in the outbox, for the sweep.
+            let _ = sink.offer(notifications);
         }
     }
 

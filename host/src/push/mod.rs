@@ -712,15 +712,20 @@ impl Notifier {
                 count = escalated.len(),
                 "unacknowledged urgent notifications escalated"
             );
-            self.0.pushes.offer(escalated);
+            // Refused ones stay in the outbox, for the sweep.
+            let _ = self.0.pushes.offer(escalated);
         }
-        let unpushed = notifications::unpushed(pool, schedule::SWEEP_GRACE).await?;
+        let unpushed = notifications::sweep_unpushed(pool, schedule::SWEEP_GRACE).await?;
         if !unpushed.is_empty() {
             tracing::info!(
                 count = unpushed.len(),
                 "pushing notifications left unpushed"
             );
-            self.0.pushes.offer(unpushed);
+            let ids: Vec<_> = unpushed.iter().map(|n| n.notification_id).collect();
+            if !self.0.pushes.offer(unpushed) {
+                // The push queue is full: left for the next sweep to take.
+                notifications::unsweep(pool, &ids).await?;
+            }
         }
         Ok(())
     }

@@ -383,10 +383,10 @@ async fn a_caller_over_the_rate_gets_429_and_others_are_served() {
     host.stop();
 }
 
-/// While NATS is away the push cannot publish: the sweep keeps finding the
-/// unpushed notifications, and the push queue, full, leaves them in the
-/// outbox (counted) rather than holding every copy in memory. Once NATS is
-/// back, the sweep delivers each of them.
+/// While NATS is away the push cannot publish: the sweep takes what it
+/// finds unpushed, and the push queue, full, refuses the rest, which stay in
+/// the outbox (counted) for the next sweep rather than in memory. Once NATS
+/// is back, each of them is delivered once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_push_queue_loses_nothing() {
     let mut nats = PrivateNats::start(&format!("limits-{}", uuid::Uuid::new_v4().simple())).await;
@@ -401,25 +401,33 @@ async fn a_full_push_queue_loses_nothing() {
 
     nats.stop().await;
     // Committed a minute ago and never pushed: the sweep's, every second.
-    sqlx::query(
-        "INSERT INTO notifications (notification_id, user_id, seq, event_id, patient_id, kind,
-                                    priority, requires_ack, dedupe_key, body, event_at, created_at)
-         SELECT gen_random_uuid(), $1, s, 'e-' || s, 'p-1', 'lab_result_available', 'normal', false,
-                'k-' || s, '{\"type\": \"lab_result_available\", \"priority\": \"normal\"}',
-                now(), now() - interval '1 minute'
-         FROM generate_series(1, 5) AS s",
-    )
-    .bind(PROVIDER)
-    .execute(&pool)
-    .await
-    .unwrap();
-    // Sweeps while the push waits for NATS: one batch in the push, one in
-    // the queue, the rest left in the outbox.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Three lots, a sweep apart: one the push holds, waiting for NATS, one
+    // in the queue, and one the full queue refuses, left in the outbox.
+    for lot in 0..3 {
+        sqlx::query(
+            "INSERT INTO notifications (notification_id, user_id, seq, event_id, patient_id, kind,
+                                        priority, requires_ack, dedupe_key, body, event_at, created_at)
+             SELECT gen_random_uuid(), $1, s, 'e-' || s, 'p-1', 'lab_result_available', 'normal', false,
+                    'k-' || s, '{\"type\": \"lab_result_available\", \"priority\": \"normal\"}',
+                    now(), now() - interval '1 minute'
+             FROM generate_series($2 * 5 + 1, $2 * 5 + 5) AS s",
+        )
+        .bind(PROVIDER)
+        .bind(lot)
+        .execute(&pool)
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     nats.start_again().await;
 
-    let delivered = take(&mut phone, 5).await;
-    assert_eq!(seqs(&delivered), [1, 2, 3, 4, 5], "{delivered:?}");
+    let delivered = take(&mut phone, 15).await;
+    assert_eq!(
+        seqs(&delivered),
+        (1..=15).collect::<Vec<i64>>(),
+        "{delivered:?}"
+    );
     assert!(
         drain(&mut phone, Duration::from_secs(2)).await.is_empty(),
         "each once"

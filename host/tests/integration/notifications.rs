@@ -699,6 +699,98 @@ async fn a_notification_committed_by_a_host_that_died_before_pushing_it_is_pushe
     host.stop();
 }
 
+/// Issue 16: every host sweeps the outbox every second. A notification a
+/// dead host left unpushed is taken by one sweep: announced to the fleet
+/// once, not once per host or once per second while the database is slow
+/// to record it pushed, and heard once on a device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_sweeping_together_push_a_left_behind_notification_once() {
+    let env = TestEnv::new("notify_sweep_fleet").await;
+    let serving = env.start().await;
+    let empty = tempfile_dir(&env.tag);
+    let mut config = env.config.clone();
+    config.plugins_dir = empty.clone();
+    let others = [
+        projector::serve::Host::start(config.clone())
+            .await
+            .expect("second host"),
+        projector::serve::Host::start(config)
+            .await
+            .expect("third host"),
+    ];
+    let token = env.token(PROVIDER, "provider");
+    let mut phone = WebSocket::connect(serving.ws_addr, "", Some(&token))
+        .await
+        .expect("accepted");
+    let bus = projector::bus::connect(&env.config).await.unwrap();
+    let mut announcements = bus
+        .subscribe(format!(
+            "{}projector.notifications",
+            env.config.subject_prefix
+        ))
+        .await
+        .unwrap();
+    let pool = env.pool().await;
+    sqlx::query(
+        "INSERT INTO notifications (notification_id, user_id, seq, event_id, patient_id, kind,
+                                    priority, requires_ack, dedupe_key, body, event_at, created_at)
+         SELECT gen_random_uuid(), $1, s, 'e-' || s, 'p-1', 'lab_result_available', 'normal', false,
+                'k-' || s, '{\"type\": \"lab_result_available\", \"priority\": \"normal\"}',
+                now(), now() - interval '1 minute'
+         FROM generate_series(1, 20) AS s",
+    )
+    .bind(PROVIDER)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // A slow database: the rows stay locked for a while (as a commit
+    // under load would hold them), so marking them pushed waits; sweeps
+    // meanwhile must not each take them.
+    let mut slow = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM notifications FOR UPDATE")
+        .execute(&mut *slow)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    slow.commit().await.unwrap();
+    let mut heard = take(&mut phone, 20).await;
+    heard.extend(drain(&mut phone, Duration::from_secs(3)).await);
+    assert_eq!(
+        seqs(&heard),
+        (1..=20).collect::<Vec<i64>>(),
+        "each notification once, in order"
+    );
+    let mut announced = Vec::new();
+    while let Ok(Some(message)) = tokio::time::timeout(
+        Duration::from_millis(500),
+        futures::StreamExt::next(&mut announcements),
+    )
+    .await
+    {
+        let wire: Value = serde_json::from_slice(&message.payload).unwrap();
+        if wire["kind"] == "notifications" {
+            announced.extend(wire["ids"].as_array().unwrap().iter().cloned());
+        }
+    }
+    let mut stored: Vec<Value> =
+        sqlx::query_scalar::<_, uuid::Uuid>("SELECT notification_id FROM notifications")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|id| Value::String(id.to_string()))
+            .collect();
+    stored.sort_by_key(Value::to_string);
+    announced.sort_by_key(Value::to_string);
+    assert_eq!(announced, stored, "each announced to the fleet once");
+    drop(phone);
+    for host in others {
+        host.stop();
+    }
+    serving.stop();
+    let _ = std::fs::remove_dir_all(empty);
+}
+
 /// Issue 14: a connection lives as long as its token. Before it expires the
 /// device is told why (`session_expired`) and disconnected, on Socket.IO and
 /// `/ws` alike, unless it sent a fresh token of the same user in time.

@@ -110,9 +110,11 @@ const HOT: &[Hot] = &[
         table: "notifications",
     },
     Hot {
-        name: "unpushed notifications (store::outbox::unpushed)",
+        name: "unpushed notifications (store::notifications::sweep_unpushed)",
         sql: "SELECT notification_id FROM notifications
-              WHERE pushed_at IS NULL AND created_at <= now() - $1::interval ORDER BY user_id, seq LIMIT 1000",
+              WHERE pushed_at IS NULL AND created_at <= now() - $1::interval
+                AND (swept_at IS NULL OR swept_at <= now() - $1::interval)
+              ORDER BY user_id, seq LIMIT 1000",
         params: "'5 seconds'",
         types: "interval",
         table: "notifications",

@@ -316,20 +316,41 @@ pub async fn alerts<'e>(
     .await
 }
 
-/// Notifications committed but never handed to NATS (the host stopped in
-/// between), older than `grace` so a push in flight is not doubled.
-pub async fn unpushed(
+/// Takes the notifications committed but never handed to NATS (the host
+/// stopped in between), older than `grace` so a push in flight is not
+/// doubled. Taking one marks it swept, in the same statement, so the hosts
+/// sweeping at once each take different ones and each is pushed once; one
+/// swept and still unpushed after `grace` (its sweeper stopped too) is
+/// taken again. By recipient and seq.
+pub async fn sweep_unpushed(
     pool: &PgPool,
     grace: Duration,
 ) -> Result<Vec<StoredNotification>, sqlx::Error> {
     sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM notifications
-         WHERE pushed_at IS NULL AND created_at <= now() - $1::interval
-         ORDER BY user_id, seq LIMIT 1000"
+        "WITH taken AS (
+             UPDATE notifications SET swept_at = now()
+             WHERE notification_id IN (
+                 SELECT notification_id FROM notifications
+                 WHERE pushed_at IS NULL AND created_at <= now() - $1::interval
+                   AND (swept_at IS NULL OR swept_at <= now() - $1::interval)
+                 ORDER BY user_id, seq LIMIT 1000
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING {COLUMNS})
+         SELECT * FROM taken ORDER BY user_id, seq"
     )))
     .bind(grace)
     .fetch_all(pool)
     .await
+}
+
+/// Gives swept notifications back to the next sweep (the push could not
+/// take them).
+pub async fn unsweep(pool: &PgPool, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE notifications SET swept_at = NULL WHERE notification_id = ANY($1)")
+        .bind(ids)
+        .execute(pool)
+        .await
+        .map(drop)
 }
 
 /// The notifications an instance announced on the bus, by id, for their
