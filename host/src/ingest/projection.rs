@@ -42,8 +42,12 @@ struct Holding {
 
 /// Why [`Projection::consume`] stopped without failing.
 enum Stop {
-    /// Told to open its consumer again, or the consumer ended.
-    Again,
+    /// Told to open its consumer again (it was replaced).
+    Resubscribe,
+    /// The consumer's messages ended (NATS reconnected, a leader changed):
+    /// deliveries may have been lost at the end of it, where no later one
+    /// shows the gap, so the projection resumes after its checkpoint.
+    Ended,
     /// Its host holds more projections than its share: this one may be
     /// handed over.
     OverShare,
@@ -127,7 +131,9 @@ impl Projection {
                 },
                 Err(e) => Err(e),
             };
-            failed = result.is_err();
+            // After a failure or an ended stream the consumer is
+            // repositioned after the checkpoint.
+            failed = matches!(result, Err(_) | Ok(Stop::Ended));
             match result {
                 Ok(Stop::OverShare) => {
                     if let Some(Holding { claim, counted }) = holding.take() {
@@ -154,7 +160,12 @@ impl Projection {
                         }
                     }
                 }
-                Ok(Stop::Again) => {
+                Ok(Stop::Ended) => {
+                    tracing::warn!(plugin = %self.target.key, "the consumer's messages ended; resuming after its checkpoint");
+                    pause = FIRST_RETRY_PAUSE;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Ok(Stop::Resubscribe) => {
                     pause = FIRST_RETRY_PAUSE;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
@@ -198,6 +209,7 @@ impl Projection {
         let member = self.shared.member;
         match Claim::try_take(&self.shared.pool, &self.target.key, ttl, member).await {
             Ok(Some(taken)) => {
+                tracing::info!(plugin = %self.target.key, "claimed this projection");
                 *free_polls = 0;
                 self.claimed_by.store(taken.pid, Ordering::Release);
                 self.state.progress.set_standby(false);
@@ -303,7 +315,7 @@ impl Projection {
         loop {
             tokio::select! {
                 first = messages.next() => {
-                    let Some(first) = first else { return Ok(Stop::Again) };
+                    let Some(first) = first else { return Ok(Stop::Ended) };
                     self.state.controls.wait_while_paused().await;
                     let batch = self.gather(first, &mut messages).await?;
                     contiguous(&batch, &mut last_delivery)?;
@@ -311,7 +323,7 @@ impl Projection {
                     self.state.progress.set_failure(None);
                 }
                 () = self.state.controls.redrive.notified() => self.redrive_dead_letters().await?,
-                () = self.state.controls.resubscribe.notified() => return Ok(Stop::Again),
+                () = self.state.controls.resubscribe.notified() => return Ok(Stop::Resubscribe),
                 _ = share_check.tick() => {
                     if self.target.is_live() && self.shared.ownership.over_share() {
                         return Ok(Stop::OverShare);

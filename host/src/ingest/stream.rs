@@ -103,12 +103,13 @@ pub async fn reposition(
 }
 
 /// Whether a plugin's consumer has messages out that nobody acknowledged
-/// (a host was killed holding them, or a pull this host dropped).
+/// (a host was killed holding them, or a pull this host dropped); when
+/// JetStream cannot say (a node down, a leader being elected), it may.
 pub async fn has_pending(stream: &stream::Stream, plugin: &str) -> bool {
     stream
         .consumer_info(consumer_name(plugin))
         .await
-        .is_ok_and(|info| info.num_ack_pending > 0)
+        .map_or(true, |info| info.num_ack_pending > 0)
 }
 
 /// Deletes a plugin's consumer, if it has one.

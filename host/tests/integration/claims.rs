@@ -181,27 +181,7 @@ fn owners(view: &Value) -> Vec<String> {
 
 /// Each plugin's state on a host process, by name.
 async fn process_states(env: &TestEnv, host: &HostProcess) -> Vec<(String, String)> {
-    let plugins: Value = reqwest::Client::new()
-        .get(format!("{}/api/plugins", host.base))
-        .bearer_auth(env.token("u-admin-1", "admin"))
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map(|r| r.json())
-        .expect("the plugins")
-        .await
-        .expect("JSON");
-    plugins
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["name"].as_str().unwrap().to_owned(),
-                p["state"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
+    host.plugin_states(&env.token("u-admin-1", "admin")).await
 }
 
 /// The batches a host process has committed, summed over its plugins.

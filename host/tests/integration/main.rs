@@ -13,6 +13,7 @@ mod bus;
 mod claims;
 mod cli;
 mod clinical;
+mod cluster;
 mod coded_fields;
 mod compose;
 mod console;

@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod clients;
 pub mod faults;
+pub mod nats_cluster;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -450,6 +451,32 @@ impl HostProcess {
     pub async fn kill(mut self) {
         self.child.start_kill().expect("SIGKILL");
         self.child.wait().await.expect("the host exits");
+    }
+
+    /// Each plugin's state on it (`running`, `standby`…), by name, as
+    /// `GET /api/plugins` tells an admin (`admin`: a token).
+    pub async fn plugin_states(&self, admin: &str) -> Vec<(String, String)> {
+        let plugins: Value = reqwest::Client::new()
+            .get(format!("{}/api/plugins", self.base))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map(|r| r.json())
+            .expect("the plugins")
+            .await
+            .expect("JSON");
+        plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_owned(),
+                    p["state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
     }
 
     /// Sends it a signal by name (`STOP`, `CONT`), as `kill -STOP` would.
