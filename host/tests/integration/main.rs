@@ -26,6 +26,7 @@ mod fleet;
 mod identity;
 mod lifecycle;
 mod limits;
+mod monitoring;
 mod nats_permissions;
 mod notifications;
 mod objects;
