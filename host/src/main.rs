@@ -195,6 +195,16 @@ enum Bench {
         #[arg(long, default_value_t = 0.0)]
         poison_percent: f64,
     },
+    /// Hosts sharing the plugins: events per second end to end and each
+    /// host's share, for a backlog published once they have split them.
+    Cluster {
+        /// Host processes.
+        #[arg(long, default_value_t = 2)]
+        hosts: usize,
+        /// How many events of backlog to project.
+        #[arg(long, default_value_t = 50_000)]
+        events: usize,
+    },
     /// Load-to-ready time of each plugin, how long a plugin's pipeline
     /// stands still when a new version is swapped in under load, and how
     /// fast every plugin's views are rebuilt.
@@ -410,6 +420,9 @@ async fn run_bench(config: Config, bench: Bench) -> anyhow::Result<()> {
             events,
             poison_percent,
         } => projector::bench::projection::run(config, events, poison_percent).await,
+        Bench::Cluster { hosts, events } => {
+            projector::bench::cluster::run(config, hosts, events).await
+        }
         Bench::Lifecycle { events, swaps } => {
             projector::bench::lifecycle::run(config, events, swaps).await
         }

@@ -3,6 +3,7 @@
 //! prefix and database.
 
 pub mod api;
+pub mod cluster;
 mod host;
 pub mod lifecycle;
 pub mod notifications;
@@ -22,6 +23,18 @@ pub fn own_names(config: &mut Config, kind: &str) -> String {
     config.subject_prefix = format!("{tag}.");
     config.database_url = config.database_url_named(&tag);
     tag
+}
+
+/// `events` events of simulated traffic (journeys of 500 patients at a
+/// time, interleaved), the same for every run.
+fn traffic(events: usize) -> Vec<projector_events::Event> {
+    let mut simulator = crate::sim::Simulator::new(42, chrono::Utc::now());
+    let mut traffic = Vec::with_capacity(events);
+    while traffic.len() < events {
+        traffic.extend(simulator.traffic(500));
+    }
+    traffic.truncate(events);
+    traffic
 }
 
 /// The `q` quantile (0 to 1, nearest rank) of sorted durations, in

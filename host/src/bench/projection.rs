@@ -9,7 +9,6 @@ use crate::ingest;
 use crate::publish::Publisher;
 use crate::runtime::{Plugin, Runtime};
 use crate::serve::Host;
-use crate::sim::Simulator;
 use crate::store::checkpoints;
 
 /// Runs the benchmark with the host's configuration, on a fresh stream,
@@ -23,12 +22,7 @@ pub async fn run(mut config: Config, events: usize, poison_percent: f64) -> anyh
         "# projector bench: {events} events ({poison_percent}% poison), stream {}, database {tag}",
         config.stream_name
     );
-    let mut simulator = Simulator::new(42, chrono::Utc::now());
-    let mut traffic = Vec::with_capacity(events);
-    while traffic.len() < events {
-        traffic.extend(simulator.traffic(500));
-    }
-    traffic.truncate(events);
+    let traffic = super::traffic(events);
 
     let client = crate::bus::connect(&config).await?;
     let js = async_nats::jetstream::new(client);
