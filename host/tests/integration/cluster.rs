@@ -98,6 +98,20 @@ async fn running(host: &HostProcess, admin: &str) -> usize {
         .count()
 }
 
+/// Waits until each of `hosts` projects at least one plugin and, together,
+/// every plugin once.
+async fn each_projects_a_share(hosts: &[&HostProcess], admin: &str) {
+    eventually("each host projects a share", || async {
+        let mut shares = Vec::new();
+        for host in hosts {
+            shares.push(running(host, admin).await);
+        }
+        (shares.iter().all(|n| *n >= 1) && shares.iter().sum::<usize>() == PLUGINS.len())
+            .then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_on_a_nats_cluster_lose_nothing_through_a_host_kill_a_node_restart_and_a_join() {
     let _heavy = heavy().await;
@@ -148,16 +162,7 @@ async fn hosts_on_a_nats_cluster_lose_nothing_through_a_host_kill_a_node_restart
     let (a, _) = spawn_host(&env).await;
     let (b, _) = spawn_host(&env).await;
     let (c, c_ws) = spawn_host(&env).await;
-    eventually("each of three hosts projects a share", || async {
-        let shares = [
-            running(&a, &admin).await,
-            running(&b, &admin).await,
-            running(&c, &admin).await,
-        ];
-        (shares.iter().all(|n| *n >= 1) && shares.iter().sum::<usize>() == PLUGINS.len())
-            .then_some(())
-    })
-    .await;
+    each_projects_a_share(&[&a, &b, &c], &admin).await;
 
     // Every recipient's device, on the host that stays: what it hears.
     let heard: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -305,16 +310,7 @@ async fn hosts_on_a_nats_cluster_lose_nothing_through_a_host_kill_a_node_restart
     assert_eq!(heard, ids, "each notification pushed once");
 
     // Every live host projects a share.
-    eventually("each live host projects a share", || async {
-        let shares = [
-            running(&b, &admin).await,
-            running(&c, &admin).await,
-            running(&d, &admin).await,
-        ];
-        (shares.iter().all(|n| *n >= 1) && shares.iter().sum::<usize>() == PLUGINS.len())
-            .then_some(())
-    })
-    .await;
+    each_projects_a_share(&[&b, &c, &d], &admin).await;
     for device in devices {
         device.abort();
     }

@@ -404,19 +404,7 @@ async fn a_full_push_queue_loses_nothing() {
     // Three lots, a sweep apart: one the push holds, waiting for NATS, one
     // in the queue, and one the full queue refuses, left in the outbox.
     for lot in 0..3 {
-        sqlx::query(
-            "INSERT INTO notifications (notification_id, user_id, seq, event_id, patient_id, kind,
-                                        priority, requires_ack, dedupe_key, body, event_at, created_at)
-             SELECT gen_random_uuid(), $1, s, 'e-' || s, 'p-1', 'lab_result_available', 'normal', false,
-                    'k-' || s, '{\"type\": \"lab_result_available\", \"priority\": \"normal\"}',
-                    now(), now() - interval '1 minute'
-             FROM generate_series($2 * 5 + 1, $2 * 5 + 5) AS s",
-        )
-        .bind(PROVIDER)
-        .bind(lot)
-        .execute(&pool)
-        .await
-        .unwrap();
+        crate::common::left_unpushed(&pool, PROVIDER, lot * 5 + 1..=lot * 5 + 5).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -671,16 +671,7 @@ async fn a_notification_committed_by_a_host_that_died_before_pushing_it_is_pushe
     let mut laptop = SocketIo::connect(host.ws_addr, json!({"token": token})).await;
     // As a batch commit leaves it: stored, never handed to NATS.
     let pool = env.pool().await;
-    sqlx::query(
-        "INSERT INTO notifications (notification_id, user_id, seq, event_id, patient_id, kind, priority,
-                                    requires_ack, dedupe_key, body, event_at, created_at)
-         VALUES (gen_random_uuid(), $1, 1, 'e-1', 'p-1', 'lab_result_available', 'normal', false, 'k-1',
-                 '{\"type\": \"lab_result_available\", \"priority\": \"normal\"}', now(), now() - interval '1 minute')",
-    )
-    .bind(PROVIDER)
-    .execute(&pool)
-    .await
-    .unwrap();
+    crate::common::left_unpushed(&pool, PROVIDER, 1..=1).await;
     let swept = take(&mut laptop, 1).await;
     assert_eq!(swept.len(), 1);
     assert_eq!(swept[0].0, "notification");
@@ -731,18 +722,7 @@ async fn hosts_sweeping_together_push_a_left_behind_notification_once() {
         .await
         .unwrap();
     let pool = env.pool().await;
-    sqlx::query(
-        "INSERT INTO notifications (notification_id, user_id, seq, event_id, patient_id, kind,
-                                    priority, requires_ack, dedupe_key, body, event_at, created_at)
-         SELECT gen_random_uuid(), $1, s, 'e-' || s, 'p-1', 'lab_result_available', 'normal', false,
-                'k-' || s, '{\"type\": \"lab_result_available\", \"priority\": \"normal\"}',
-                now(), now() - interval '1 minute'
-         FROM generate_series(1, 20) AS s",
-    )
-    .bind(PROVIDER)
-    .execute(&pool)
-    .await
-    .unwrap();
+    crate::common::left_unpushed(&pool, PROVIDER, 1..=20).await;
     // A slow database: the rows stay locked for a while (as a commit
     // under load would hold them), so marking them pushed waits; sweeps
     // meanwhile must not each take them.

@@ -429,6 +429,26 @@ impl Drop for PrivateNats {
     }
 }
 
+/// Stores notifications for `user` with seqs `seqs` as a batch commit
+/// leaves them when its host stops before pushing them: committed a minute
+/// ago (past the sweep's grace), never pushed.
+pub async fn left_unpushed(pool: &PgPool, user: &str, seqs: std::ops::RangeInclusive<i32>) {
+    sqlx::query(
+        "INSERT INTO notifications (notification_id, user_id, seq, event_id, patient_id, kind,
+                                    priority, requires_ack, dedupe_key, body, event_at, created_at)
+         SELECT gen_random_uuid(), $1, s, 'e-' || s, 'p-1', 'lab_result_available', 'normal', false,
+                'k-' || s, '{\"type\": \"lab_result_available\", \"priority\": \"normal\"}',
+                now(), now() - interval '1 minute'
+         FROM generate_series($2, $3) AS s",
+    )
+    .bind(user)
+    .bind(seqs.start())
+    .bind(seqs.end())
+    .execute(pool)
+    .await
+    .expect("notifications stored");
+}
+
 /// What a host's `/metrics` shows now, as text.
 pub async fn metrics(host: &Host) -> String {
     reqwest::get(format!("http://{}/metrics", host.http_addr))
