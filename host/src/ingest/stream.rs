@@ -43,7 +43,8 @@ pub fn consumer_name(plugin: &str) -> String {
 /// A plugin's durable pull consumer, filtered to the plugin's subjects
 /// (several filter subjects need nats-server 2.10; 2.9 ignores them and
 /// delivers the whole stream, and the host skips what the plugin did not
-/// ask for).
+/// ask for). Subjects that overlap, which nats-server refuses as filters,
+/// consume the whole stream too.
 pub async fn ensure_consumer(
     stream: &stream::Stream,
     config: &Config,
@@ -123,10 +124,14 @@ fn consumer_config(
     subjects: &[String],
     deliver_policy: consumer::DeliverPolicy,
 ) -> consumer::pull::Config {
-    let mut filter_subjects: Vec<String> = subjects
-        .iter()
-        .map(|s| format!("{}{s}", config.subject_prefix))
-        .collect();
+    let mut filter_subjects: Vec<String> = if overlapping(subjects) {
+        Vec::new()
+    } else {
+        subjects
+            .iter()
+            .map(|s| format!("{}{s}", config.subject_prefix))
+            .collect()
+    };
     let filter_subject = match filter_subjects.len() {
         1 => filter_subjects.remove(0),
         _ => String::new(),
@@ -140,6 +145,29 @@ fn consumer_config(
         max_ack_pending: (config.batch_size * 4) as i64,
         deliver_policy,
         ..Default::default()
+    }
+}
+
+/// Whether some subject would match two of these patterns (a repeated one,
+/// `lab.>` and `lab.result`, `lab.*.x` and `lab.y.*`).
+fn overlapping(patterns: &[String]) -> bool {
+    patterns
+        .iter()
+        .enumerate()
+        .any(|(i, a)| patterns[i + 1..].iter().any(|b| intersect(a, b)))
+}
+
+/// Whether one subject matches both patterns: token by token each is the
+/// same or a wildcard, until one's `>` takes the rest.
+fn intersect(a: &str, b: &str) -> bool {
+    let (mut a, mut b) = (a.split('.'), b.split('.'));
+    loop {
+        match (a.next(), b.next()) {
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(x), Some(y)) if x == y || x == "*" || y == "*" => {}
+            (None, None) => return true,
+            _ => return false,
+        }
     }
 }
 
@@ -165,4 +193,27 @@ pub async fn lag(stream: &stream::Stream, plugin: &str) -> anyhow::Result<u64> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(info.num_pending + info.num_ack_pending as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subjects(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn filter_subjects_that_overlap_are_found() {
+        assert!(!overlapping(&subjects(&[
+            "encounter.>",
+            "lab.order.created",
+            "radiology.order.created"
+        ])));
+        assert!(overlapping(&subjects(&["lab.>", "lab.result.available"])));
+        assert!(overlapping(&subjects(&["lab.result", "lab.result"])));
+        assert!(overlapping(&subjects(&["lab.*.x", "lab.y.*"])));
+        assert!(!overlapping(&subjects(&["lab.*", "lab.a.b"])));
+        assert!(!overlapping(&subjects(&["lab.>", "lab"])));
+    }
 }
