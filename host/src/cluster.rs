@@ -42,11 +42,11 @@ impl Ownership {
         Unit(self.clone())
     }
 
-    /// This host now holds a claim; the guard counts it until dropped with
-    /// the claim.
-    pub fn hold(self: &Arc<Self>) -> Held {
+    /// This host now holds a claim; the guard counts it in the share until
+    /// dropped with the claim.
+    pub fn hold(self: &Arc<Self>) -> Counted {
         self.held.fetch_add(1, Ordering::AcqRel);
-        Held {
+        Counted {
             ownership: self.clone(),
             counted: true,
         }
@@ -78,11 +78,11 @@ impl Ownership {
         self.held.load(Ordering::Acquire) > self.share()
     }
 
-    /// Whether the claim counted by `held` should be given up: `Ok` for as
-    /// many callers as the host holds above its share (the claim is then
-    /// counted off, and the caller must give it up), `Err` with the guard
-    /// back otherwise.
-    pub fn should_yield(&self, mut held: Held) -> Result<(), Held> {
+    /// Counts off the claim of `held` if the host holds more than its
+    /// share: `Ok` for as many callers as the host holds above it (the
+    /// caller must then give its claim up), `Err` with the guard back
+    /// otherwise.
+    pub fn try_yield(&self, mut held: Counted) -> Result<(), Counted> {
         let share = self.share();
         let yielded = self
             .held
@@ -109,14 +109,14 @@ impl Drop for Unit {
     }
 }
 
-/// A claim this host holds, counted while it is held.
-pub struct Held {
+/// A claim this host holds, counted in its share while it is held.
+pub struct Counted {
     ownership: Arc<Ownership>,
     /// Whether dropping it still counts it off.
     counted: bool,
 }
 
-impl Drop for Held {
+impl Drop for Counted {
     fn drop(&mut self) {
         if self.counted {
             self.ownership.held.fetch_sub(1, Ordering::AcqRel);
@@ -167,12 +167,12 @@ mod tests {
     fn a_host_gives_up_exactly_what_it_holds_above_its_share() {
         let ownership = Arc::new(Ownership::default());
         let _units: Vec<Unit> = (0..5).map(|_| ownership.join()).collect();
-        let held: Vec<Held> = (0..5).map(|_| ownership.hold()).collect();
+        let held: Vec<Counted> = (0..5).map(|_| ownership.hold()).collect();
         assert!(!ownership.below_share());
         ownership.set_live(2);
         let (given_up, kept): (Vec<_>, Vec<_>) = held
             .into_iter()
-            .map(|h| ownership.should_yield(h))
+            .map(|h| ownership.try_yield(h))
             .partition(Result::is_ok);
         assert_eq!((given_up.len(), kept.len()), (2, 3));
         assert!(!ownership.below_share());

@@ -178,7 +178,7 @@ impl Default for Metrics {
         let owned = Family::default();
         registry.register(
             "projection_owned",
-            "1 while this host holds the plugin's projection, 0 while another host does",
+            "1 while this host holds the plugin's projection, 0 while it stands by",
             owned.clone(),
         );
         let ack_seconds = acknowledgement();

@@ -115,9 +115,10 @@ impl Host {
     }
 
     /// A graceful stop: stops (its claims go with their connections, and
-    /// the other hosts take them over at their next try), then leaves the
-    /// cluster's members, so the others count this host out of their shares
-    /// at once rather than after `LEASE_TTL`.
+    /// the other hosts take them over within a few seconds: at their next
+    /// try once below their share, else after two tries finding them free),
+    /// then leaves the cluster's members, so the others count this host out
+    /// at their next heartbeat rather than after `LEASE_TTL`.
     pub async fn leave(self) {
         let (pool, member) = (self.pool.clone(), self.member);
         self.stop();

@@ -108,6 +108,7 @@ pub async fn run(mut config: Config, hosts: usize, events: usize) -> anyhow::Res
         "published {events} events in {published:.2} s ({:.0} events/s)",
         events as f64 / published
     );
+    let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let mut lag = 0;
         for name in &plugins {
@@ -116,6 +117,10 @@ pub async fn run(mut config: Config, hosts: usize, events: usize) -> anyhow::Res
         if lag == 0 {
             break;
         }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{lag} messages still to apply after 10 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let secs = started.elapsed().as_secs_f64();

@@ -13,7 +13,7 @@ use super::apply::Batcher;
 use super::batch::{Item, Origin};
 use super::state::ProjectionState;
 use super::stream::{ensure_consumer, has_pending, reposition};
-use crate::cluster::Held;
+use crate::cluster::Counted;
 use crate::runtime::Plugin;
 use crate::shared::{NotificationSink, Shared};
 use crate::store::claim::{self, Claim};
@@ -37,7 +37,11 @@ struct Holding {
     claim: Claim,
     /// Counts it in the host's share (`None`: a rebuild's, which does not
     /// count).
-    counted: Option<Held>,
+    counted: Option<Counted>,
+    /// When it was taken: a claim is not handed over before the hosts'
+    /// heartbeats (`LEASE_TTL`) have had time to say who is live, so one
+    /// taken from a host that just died is not passed around meanwhile.
+    taken_at: std::time::Instant,
 }
 
 /// Why [`Projection::consume`] stopped without failing.
@@ -111,7 +115,7 @@ impl Projection {
         // Standby polls in a row that found the claim free.
         let mut free_polls = 0;
         loop {
-            let Some(held) = self.hold_claim(&mut holding, &mut free_polls).await else {
+            let Some(current) = self.hold_claim(&mut holding, &mut free_polls).await else {
                 tokio::time::sleep(STANDBY_POLL).await;
                 continue;
             };
@@ -119,15 +123,16 @@ impl Projection {
             // checkpoint: a host that held it before and froze may still have
             // pulls waiting on the old one, which would take the next
             // messages and never ack them.
-            let taken_over = positioned_for != Some(held.claim.pid);
-            positioned_for = Some(held.claim.pid);
+            let taken_over = positioned_for != Some(current.claim.pid);
+            positioned_for = Some(current.claim.pid);
+            let may_hand_over_from = current.taken_at + self.shared.config.lease_ttl;
             // Consumes until it fails, is told to start over or its host
             // holds more than its share, or until the claim is found lost:
             // then it stops at once.
             let result = match self.resume(failed || taken_over).await {
                 Ok(()) => tokio::select! {
-                    result = self.consume() => result,
-                    () = held.claim.lost() => Err(anyhow::anyhow!("the claim on this projection lapsed (LEASE_TTL)")),
+                    result = self.consume(may_hand_over_from) => result,
+                    () = current.claim.lost() => Err(anyhow::anyhow!("the claim on this projection lapsed (LEASE_TTL)")),
                 },
                 Err(e) => Err(e),
             };
@@ -136,28 +141,30 @@ impl Projection {
             failed = matches!(result, Err(_) | Ok(Stop::Ended));
             match result {
                 Ok(Stop::OverShare) => {
-                    if let Some(Holding { claim, counted }) = holding.take() {
-                        match counted.map(|c| self.shared.ownership.should_yield(c)) {
-                            Some(Ok(())) => {
-                                drop(claim);
-                                self.owned(false);
-                                free_polls = 0;
-                                tracing::info!(plugin = %self.target.key, "this host holds more than its share: handing this projection over");
-                                tokio::time::sleep(STANDBY_POLL).await;
-                            }
-                            Some(Err(kept)) => {
-                                holding = Some(Holding {
-                                    claim,
-                                    counted: Some(kept),
-                                })
-                            }
-                            None => {
-                                holding = Some(Holding {
-                                    claim,
-                                    counted: None,
-                                })
-                            }
+                    let Some(mut current) = holding.take() else {
+                        continue;
+                    };
+                    match current
+                        .counted
+                        .take()
+                        .map(|c| self.shared.ownership.try_yield(c))
+                    {
+                        Some(Ok(())) => {
+                            drop(current);
+                            self.owned(false);
+                            free_polls = 0;
+                            tracing::info!(plugin = %self.target.key, "this host holds more than its share: handing this projection over");
+                            tokio::time::sleep(STANDBY_POLL).await;
                         }
+                        Some(Err(kept)) => {
+                            // Another projection of this host gave its
+                            // claim up first. The pull was dropped: resume
+                            // after the checkpoint.
+                            failed = true;
+                            current.counted = Some(kept);
+                            holding = Some(current);
+                        }
+                        None => holding = Some(current),
                     }
                 }
                 Ok(Stop::Ended) => {
@@ -218,6 +225,7 @@ impl Projection {
                 Some(holding.insert(Holding {
                     claim: taken,
                     counted,
+                    taken_at: std::time::Instant::now(),
                 }))
             }
             Ok(None) => {
@@ -234,11 +242,16 @@ impl Projection {
         }
     }
 
-    /// Whether to try for the claim now: always for a rebuild, and for a
-    /// live projection while its host is below its share or once the claim
-    /// has been seen free for [`FREE_POLLS_BEFORE_TAKING`] polls in a row.
+    /// Whether to try for the claim now: always for a rebuild and for a
+    /// projection pinned here (a rebuild of it runs on this host), and for
+    /// a live projection while its host is below its share or once the
+    /// claim has been seen free for [`FREE_POLLS_BEFORE_TAKING`] polls in a
+    /// row.
     async fn may_take(&self, free_polls: &mut u32) -> bool {
-        if !self.target.is_live() || self.shared.ownership.below_share() {
+        if !self.target.is_live()
+            || self.state.controls.pinned()
+            || self.shared.ownership.below_share()
+        {
             return true;
         }
         let key = [self.target.key.clone()];
@@ -258,6 +271,7 @@ impl Projection {
 
     /// Reports standing by while another host projects this plugin.
     fn stand_by(&self) {
+        self.owned(false);
         if self.state.progress.set_standby(true) {
             tracing::info!(plugin = %self.target.key, "another host projects this plugin; standing by");
         }
@@ -292,8 +306,9 @@ impl Projection {
     }
 
     /// Consumes until the stream ends or the consumer is replaced, or,
-    /// between two batches, until its host is found above its share.
-    async fn consume(&self) -> anyhow::Result<Stop> {
+    /// between two batches, until its host is found above its share (from
+    /// `may_hand_over_from` on, and unless the projection is pinned here).
+    async fn consume(&self, may_hand_over_from: std::time::Instant) -> anyhow::Result<Stop> {
         let subjects = self.state.plugin().info.subjects.clone();
         let consumer = ensure_consumer(
             &self.shared.stream,
@@ -325,7 +340,11 @@ impl Projection {
                 () = self.state.controls.redrive.notified() => self.redrive_dead_letters().await?,
                 () = self.state.controls.resubscribe.notified() => return Ok(Stop::Resubscribe),
                 _ = share_check.tick() => {
-                    if self.target.is_live() && self.shared.ownership.over_share() {
+                    if self.target.is_live()
+                        && !self.state.controls.pinned()
+                        && std::time::Instant::now() >= may_hand_over_from
+                        && self.shared.ownership.over_share()
+                    {
                         return Ok(Stop::OverShare);
                     }
                 }

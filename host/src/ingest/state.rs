@@ -58,6 +58,7 @@ pub struct Controls {
     pub(super) resubscribe: Notify,
     pub(super) redrive: Notify,
     generation: AtomicI32,
+    pinned: AtomicBool,
 }
 
 impl Controls {
@@ -103,6 +104,18 @@ impl Controls {
     /// Wakes the projection to re-drive dead letters marked for retry.
     pub fn wake_redrive(&self) {
         self.redrive.notify_one();
+    }
+
+    /// Keeps the projection's claim on this host whatever its share (a
+    /// rebuild is under way here: its switch needs this host to be the one
+    /// projecting), or lets it be shared again.
+    pub fn set_pinned(&self, pinned: bool) {
+        self.pinned.store(pinned, Ordering::Release);
+    }
+
+    /// Whether the claim is kept on this host whatever its share.
+    pub fn pinned(&self) -> bool {
+        self.pinned.load(Ordering::Acquire)
     }
 }
 
@@ -196,6 +209,7 @@ impl ProjectionState {
                 resubscribe: Notify::new(),
                 redrive: Notify::new(),
                 generation: AtomicI32::new(generation),
+                pinned: AtomicBool::new(false),
             },
             progress: Progress::default(),
             metrics,

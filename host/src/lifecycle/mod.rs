@@ -395,6 +395,14 @@ impl Deployer {
                 "`{name}` is already rebuilding"
             )));
         }
+        // The switch replaces the live views under the live projection,
+        // which must be this host's: another host's would go on writing
+        // into the tables being replaced.
+        if running.progress.standby() {
+            return Err(DeployError::Conflict(format!(
+                "another host projects `{name}`: rebuild it there (GET /api/cluster names it)"
+            )));
+        }
         let version = running.plugin();
         self.rebuild_with(running, version, None).await
     }

@@ -60,6 +60,8 @@ impl Deployer {
             projection: projection.clone(),
         };
         self.rebuilds.locked().insert(name.clone(), status.clone());
+        // Until the switch, the live projection stays on this host.
+        live.controls.set_pinned(true);
         let task =
             tokio::spawn(Projection::new(target, &self.shared, projection.clone(), None).run());
         tracing::info!(plugin = %name, version = %version.info.version, hash = %version.hash, "rebuild started");
@@ -99,8 +101,10 @@ impl Supervisor {
                 }
             }
         }
-        // A live projection held from its start goes on now.
+        // A live projection held from its start goes on now, and may be
+        // shared again.
         self.held.take();
+        self.live.controls.set_pinned(false);
         let deployer = &self.deployer;
         ingest::delete_consumer(&deployer.shared.stream, &Target::rebuild(&name).key).await;
         let dropped = store::rebuild::drop_other_generations(
@@ -162,6 +166,12 @@ impl Supervisor {
             Some(_) => None,
             None => Some(self.live.controls.hold().await),
         };
+        // Held here, the live projection commits nothing more; it must also
+        // be the one projecting, or another host's would.
+        anyhow::ensure!(
+            !self.live.progress.standby(),
+            "another host projects `{name}`; the switch waits until this host does"
+        );
         let recorded = store::recorded(&deployer.shared.pool, name).await?;
         let _rebuild = self.hold_when_level(&target).await?;
         let (old_views, old_subjects) = match &recorded {

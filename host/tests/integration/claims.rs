@@ -63,6 +63,25 @@ async fn a_joining_host_takes_its_share_and_a_leaving_one_hands_its_plugins_over
     both.sort();
     assert_eq!(owners_now, both);
 
+    // A rebuild replaces the live views under the live projection: a host
+    // that stands by for the plugin refuses it and says where to ask.
+    let standby = a
+        .registry
+        .names()
+        .into_iter()
+        .find(|name| a.registry.get(name).unwrap().describe().0 == "standby")
+        .expect("a stands by for one plugin");
+    let (status, refused) = env
+        .post(&a, &format!("/api/plugins/{standby}/rebuild"), &admin)
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("another host projects")),
+        "{refused}"
+    );
+
     // A graceful stop: a leaves the members and its plugin goes to b at
     // once, long before a's lease could have lapsed.
     let left = std::time::Instant::now();

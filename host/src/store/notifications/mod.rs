@@ -319,9 +319,11 @@ pub async fn alerts<'e>(
 /// Takes the notifications committed but never handed to NATS (the host
 /// stopped in between), older than `grace` so a push in flight is not
 /// doubled. Taking one marks it swept, in the same statement, so the hosts
-/// sweeping at once each take different ones and each is pushed once; one
-/// swept and still unpushed after `grace` (its sweeper stopped too) is
-/// taken again. By recipient and seq.
+/// sweeping at once each take different ones rather than all pushing each;
+/// one swept and still unpushed after `grace` (its sweeper stopped too) is
+/// taken again. Delivery stays at least once: a push that waited longer
+/// than `grace` in its host's queue can meet a sweep's. By recipient and
+/// seq.
 pub async fn sweep_unpushed(
     pool: &PgPool,
     grace: Duration,
