@@ -5,7 +5,8 @@
 //! host joins. Afterwards every view equals the plugins' reference
 //! projection, each event was applied once, every notification was stored
 //! and pushed once to its recipient's device, nothing is left to apply, and
-//! every live host projects a share.
+//! every live host projects a share; a plugin of several subjects reads
+//! only those.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -311,6 +312,22 @@ async fn hosts_on_a_nats_cluster_lose_nothing_through_a_host_kill_a_node_restart
 
     // Every live host projects a share.
     each_projects_a_share(&[&b, &c, &d], &admin).await;
+
+    // On nats-server 2.12 a plugin of several subjects reads only those:
+    // the encounter plugin's consumer is filtered to its three.
+    let encounter = stream
+        .consumer_info("projector-encounter")
+        .await
+        .expect("the encounter consumer");
+    let prefix = &env.config.subject_prefix;
+    assert_eq!(
+        encounter.config.filter_subjects,
+        EncounterPlugin::describe()
+            .subjects
+            .iter()
+            .map(|s| format!("{prefix}{s}"))
+            .collect::<Vec<_>>()
+    );
     for device in devices {
         device.abort();
     }
