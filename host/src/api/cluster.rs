@@ -54,10 +54,7 @@ async fn cluster(State(state): State<AppState>) -> Result<Json<Cluster>, ApiErro
     let checkpoints = checkpoints::all(pool).await?;
     let mut plugins = Vec::new();
     for (name, owner) in claim::holders(pool, &names).await? {
-        let checkpoint = checkpoints
-            .iter()
-            .find(|c| c.plugin == name)
-            .map_or(0, |c| c.seq);
+        let checkpoint = checkpoints.get(&name).map_or(0, |c| c.seq);
         let lag = ingest::lag(&state.shared.stream, &name).await.ok();
         plugins.push(Projecting {
             name,

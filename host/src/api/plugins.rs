@@ -1,8 +1,6 @@
 //! The running plugins with their progress, and their lifecycle: deploy a
 //! version, roll back, pause, resume (role `admin`).
 
-use std::collections::HashMap;
-
 use axum::body::Bytes;
 use axum::extract::{Extension, State};
 
@@ -20,7 +18,7 @@ use crate::error::{CommonErrors, ErrorBody};
 use crate::ingest;
 use crate::lifecycle::{DeployError, Deployed, RebuildStatus};
 use crate::runtime::Plugin;
-use crate::store::checkpoints::{self, Checkpoint};
+use crate::store::checkpoints;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -97,11 +95,7 @@ struct LogCounts {
 #[utoipa::path(get, path = "/api/plugins", operation_id = "listPlugins", tag = "plugins",
     responses((status = 200, description = "The running plugins", body = [PluginStatus]), CommonErrors))]
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<PluginStatus>>, ApiError> {
-    let checkpoints: HashMap<String, Checkpoint> = checkpoints::all(&state.shared.api_pool)
-        .await?
-        .into_iter()
-        .map(|c| (c.plugin.clone(), c))
-        .collect();
+    let checkpoints = checkpoints::all(&state.shared.api_pool).await?;
     let mut out = Vec::new();
     for projection in state.registry.projections() {
         let plugin = projection.plugin();

@@ -3,6 +3,8 @@
 //! how many were applied and dead-lettered. It moves in each batch's
 //! transaction, never backwards.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 
@@ -30,11 +32,13 @@ pub async fn of(pool: &PgPool, key: &str) -> Result<u64, sqlx::Error> {
     Ok(seq.unwrap_or(0).max(0) as u64)
 }
 
-/// Every projection's checkpoint and counts.
-pub async fn all(pool: &PgPool) -> Result<Vec<Checkpoint>, sqlx::Error> {
-    sqlx::query_as("SELECT plugin, seq, applied, dead_lettered FROM checkpoints")
-        .fetch_all(pool)
-        .await
+/// Every projection's checkpoint and counts, by projection.
+pub async fn all(pool: &PgPool) -> Result<HashMap<String, Checkpoint>, sqlx::Error> {
+    let rows: Vec<Checkpoint> =
+        sqlx::query_as("SELECT plugin, seq, applied, dead_lettered FROM checkpoints")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().map(|c| (c.plugin.clone(), c)).collect())
 }
 
 /// Events applied plus dead-lettered, summed over the projections `keys`:
