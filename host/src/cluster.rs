@@ -124,9 +124,10 @@ impl Drop for Counted {
     }
 }
 
-/// Writes this host's heartbeat every `every`, for ever, and learns from
-/// the same table how many hosts are live (heard of within `ttl`); a failed
-/// round is logged and tried again next time.
+/// Writes this host's heartbeat every `ttl`/3, for ever, and learns from
+/// the same table (as `GET /api/cluster` shows it) how many hosts are live,
+/// heard of within `ttl`; a failed round is logged and tried again next
+/// time.
 pub async fn heartbeat(
     pool: PgPool,
     member: Uuid,
@@ -137,8 +138,13 @@ pub async fn heartbeat(
 ) {
     let started_at = chrono::Utc::now();
     loop {
-        match members::beat(&pool, member, &address, started_at, ttl).await {
-            Ok(live) => {
+        let beat = async {
+            members::beat(&pool, member, &address, started_at).await?;
+            members::list(&pool, ttl).await
+        };
+        match beat.await {
+            Ok(members) => {
+                let live = members.iter().filter(|m| m.live).count();
                 ownership.set_live(live);
                 metrics.members_live(live);
             }

@@ -25,15 +25,13 @@ pub struct Member {
     pub live: bool,
 }
 
-/// Writes host `id`'s heartbeat and returns how many hosts, it included,
-/// were heard of within `ttl`.
+/// Writes host `id`'s heartbeat.
 pub async fn beat(
     pool: &PgPool,
     id: Uuid,
     address: &str,
     started_at: DateTime<Utc>,
-    ttl: Duration,
-) -> Result<usize, sqlx::Error> {
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO cluster_members (id, address, started_at, heartbeat_at)
          VALUES ($1, $2, $3, now())
@@ -43,19 +41,12 @@ pub async fn beat(
     .bind(address)
     .bind(started_at)
     .execute(pool)
-    .await?;
-    let live: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM cluster_members
-         WHERE heartbeat_at > now() - make_interval(secs => $1)",
-    )
-    .bind(ttl.as_secs_f64())
-    .fetch_one(pool)
-    .await?;
-    Ok(live as usize)
+    .await
+    .map(drop)
 }
 
 /// Removes host `id` from the members at a graceful stop, so the others
-/// count it out of their shares at once rather than after `LEASE_TTL`.
+/// count it out at their next heartbeat rather than after `LEASE_TTL`.
 pub async fn leave(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM cluster_members WHERE id = $1")
         .bind(id)
