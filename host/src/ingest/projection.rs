@@ -167,12 +167,10 @@ impl Projection {
                         None => holding = Some(current),
                     }
                 }
-                Ok(Stop::Ended) => {
-                    tracing::warn!(plugin = %self.target.key, "the consumer's messages ended; resuming after its checkpoint");
-                    pause = FIRST_RETRY_PAUSE;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Ok(Stop::Resubscribe) => {
+                Ok(stop @ (Stop::Ended | Stop::Resubscribe)) => {
+                    if matches!(stop, Stop::Ended) {
+                        tracing::warn!(plugin = %self.target.key, "the consumer's messages ended; resuming after its checkpoint");
+                    }
                     pause = FIRST_RETRY_PAUSE;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
