@@ -136,7 +136,8 @@ fn alert_rules() -> Vec<Value> {
 
 /// PromQL words that are not metric names: aggregations (followed by `by`
 /// or `without` rather than a parenthesis, so not caught as functions),
-/// binary operators, modifiers and number words.
+/// binary operators, modifiers and number words; the words that open label
+/// lists are [`LABEL_LISTS`].
 const NOT_METRICS: &[&str] = &[
     "sum",
     "min",
@@ -152,12 +153,6 @@ const NOT_METRICS: &[&str] = &[
     "count_values",
     "limitk",
     "limit_ratio",
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
     "and",
     "or",
     "unless",
