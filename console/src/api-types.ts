@@ -426,7 +426,12 @@ export interface components {
         Cluster: {
             /** @description Every host heard of in the last day, oldest first. */
             members: components["schemas"]["Member"][];
-            /** @description Every plugin this host runs, with the host projecting it. */
+            /**
+             * Format: int32
+             * @description How many partitions each plugin's patients are spread over.
+             */
+            partitions: number;
+            /** @description Every plugin this host runs, with who owns its partitions. */
             plugins: components["schemas"]["Projecting"][];
         };
         /** @description A dead letter as the API shows it. */
@@ -587,6 +592,32 @@ export interface components {
             title: string;
             type: string;
         };
+        /** @description A host owning some of a plugin's partitions. */
+        Owner: {
+            /** Format: uuid */
+            member: string;
+            partitions: number;
+        };
+        /** @description One partition of a plugin. */
+        Partition: {
+            /**
+             * Format: int64
+             * @description Every stream event of it up to here has been handled.
+             */
+            checkpoint: number;
+            /**
+             * Format: int64
+             * @description Stream positions it is behind the newest event the plugin reads.
+             */
+            lag?: number | null;
+            /**
+             * Format: uuid
+             * @description The host holding its claim; none between one host and the next.
+             */
+            owner?: string | null;
+            /** Format: int32 */
+            partition: number;
+        };
         /** @description A patient's name as the chart holds it. */
         PatientName: {
             family?: string | null;
@@ -634,26 +665,32 @@ export interface components {
             views: string[];
         };
         /**
-         * @description A plugin and who projects it. One host projects each plugin at a time
-         *     (until ownership is partitioned).
+         * @description A plugin and who projects it: one host owns each of its partitions at a
+         *     time.
          */
         Projecting: {
             /**
              * Format: int64
-             * @description Every stream event up to here has been handled.
+             * @description Every stream event up to here has been handled, in every partition.
              */
             checkpoint: number;
             /**
              * Format: int64
-             * @description Messages its consumer has not had acknowledged yet.
+             * @description Stream positions its slowest partition is behind the newest event
+             *     it reads (none if the stream could not say).
              */
             lag?: number | null;
             name: string;
+            /** @description Each host owning some of its partitions, with how many. */
+            owners: components["schemas"]["Owner"][];
+            /** @description Each partition: its owner, checkpoint and lag. */
+            partitions: components["schemas"]["Partition"][];
             /**
              * Format: uuid
-             * @description The member holding its claim; none between one host and the next.
+             * @description The host a rebuild of the plugin runs on: every partition goes
+             *     there until it switches.
              */
-            owner?: string | null;
+            pinnedTo?: string | null;
         };
         /**
          * @description A rebuild as the API shows it: the version, when it started, how far
@@ -1094,7 +1131,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The hosts and who projects each plugin */
+            /** @description The hosts and who owns each plugin's partitions */
             200: {
                 headers: {
                     [name: string]: unknown;

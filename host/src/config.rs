@@ -49,6 +49,11 @@ pub struct Config {
     /// cut off) before its claims on projections lapse and another host
     /// takes them over; it also ends a transaction left idle that long.
     pub lease_ttl: Duration,
+    /// `PARTITIONS`: how many partitions patients are spread over (1 to
+    /// 1024, default 32); each plugin's partitions are owned one by one
+    /// across the hosts. Changing it is a planned stop of every host (see
+    /// [`crate::store::layout`]).
+    pub partitions: u32,
     /// `API_DB_CONNECTIONS`: the pool of clients' requests (the HTTP API,
     /// sockets' replays, acknowledgements and audit entries), kept apart so
     /// clients cannot take the projections' connections.
@@ -221,6 +226,7 @@ impl Config {
             ),
             db_connections: positive("DB_CONNECTIONS", "16")?,
             lease_ttl: lease_ttl()?,
+            partitions: partitions()?,
             api_db_connections: positive("API_DB_CONNECTIONS", "8")?,
             api_statement_timeout: duration("API_STATEMENT_TIMEOUT", "5s")?,
             api_rate_per_second: parse("API_RATE_PER_SECOND", "20")?,
@@ -429,6 +435,17 @@ fn lease_ttl() -> anyhow::Result<Duration> {
         "LEASE_TTL must be from 1s to 10s, not {ttl:?}"
     );
     Ok(ttl)
+}
+
+/// `PARTITIONS`: 1 to 1024 (32): enough for many hosts to share each
+/// plugin, few enough that a host's checkpoints stay a handful of rows.
+fn partitions() -> anyhow::Result<u32> {
+    let partitions: u32 = parse("PARTITIONS", "32")?;
+    anyhow::ensure!(
+        (1..=1024).contains(&partitions),
+        "PARTITIONS must be from 1 to 1024, not {partitions}"
+    );
+    Ok(partitions)
 }
 
 /// `STREAM_REPLICAS`: 1 to 5 (1), the most JetStream replicates a stream.

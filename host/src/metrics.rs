@@ -23,6 +23,13 @@ struct PluginLabel {
     plugin: String,
 }
 
+/// A plugin's partition's labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabel {
+    plugin: String,
+    partition: u32,
+}
+
 /// An HTTP request's labels: the route pattern, never the path (which
 /// holds patient ids).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,8 +66,10 @@ struct LimitLabel {
 /// The state a scrape reads as it is now, rather than as work recorded it.
 #[derive(Debug, Default)]
 pub struct Scrape {
-    /// Each plugin's messages left to apply.
+    /// Each plugin's lag: how far its slowest partition is behind.
     pub lags: Vec<(String, u64)>,
+    /// Each plugin's partitions, each with how far behind it is.
+    pub partition_lags: Vec<(String, Vec<(u32, u64)>)>,
     /// Notification devices connected to this host.
     pub sockets: usize,
     /// Notifications awaiting an acknowledgement (-1: unknown).
@@ -92,6 +101,7 @@ pub struct Metrics {
     code_series: Mutex<HashSet<UnknownCodeLabel>>,
     batch_seconds: Histograms<PluginLabel>,
     lag: Family<PluginLabel, Gauge>,
+    partition_lag: Family<PartitionLabel, Gauge>,
     cached: Family<PluginLabel, Gauge>,
     http_seconds: Histograms<RequestLabel>,
     sockets: Gauge,
@@ -136,8 +146,14 @@ impl Default for Metrics {
         let lag = Family::default();
         registry.register(
             "consumer_lag",
-            "Messages a plugin's consumer has yet to apply",
+            "Stream positions a plugin's slowest partition is behind the newest event it reads",
             lag.clone(),
+        );
+        let partition_lag = Family::default();
+        registry.register(
+            "partition_lag",
+            "Stream positions a plugin's partition is behind the newest event the plugin reads",
+            partition_lag.clone(),
         );
         let cached = Family::default();
         registry.register(
@@ -178,7 +194,7 @@ impl Default for Metrics {
         let owned = Family::default();
         registry.register(
             "projection_owned",
-            "1 while this host holds the plugin's projection, 0 while it stands by",
+            "Partitions of the plugin this host holds (0 while it stands by)",
             owned.clone(),
         );
         let ack_seconds = acknowledgement();
@@ -208,6 +224,7 @@ impl Default for Metrics {
             code_series: Mutex::default(),
             batch_seconds,
             lag,
+            partition_lag,
             cached,
             http_seconds,
             sockets,
@@ -308,12 +325,14 @@ impl Metrics {
             .set(i64::try_from(hosts).unwrap_or(i64::MAX));
     }
 
-    /// Records whether this host holds a plugin's projection.
-    pub fn owned(&self, plugin: &str, owned: bool) {
+    /// Records how many of a plugin's partitions this host holds.
+    pub fn owned(&self, plugin: &str, partitions: usize) {
         let label = PluginLabel {
             plugin: plugin.to_owned(),
         };
-        self.owned.get_or_create(&label).set(i64::from(owned));
+        self.owned
+            .get_or_create(&label)
+            .set(i64::try_from(partitions).unwrap_or(i64::MAX));
     }
 
     /// The state read at scrape time, then everything as Prometheus text.
@@ -325,6 +344,17 @@ impl Metrics {
             self.lag
                 .get_or_create(&label)
                 .set(i64::try_from(*lag).unwrap_or(i64::MAX));
+        }
+        for (plugin, partitions) in &now.partition_lags {
+            for (partition, lag) in partitions {
+                let label = PartitionLabel {
+                    plugin: plugin.clone(),
+                    partition: *partition,
+                };
+                self.partition_lag
+                    .get_or_create(&label)
+                    .set(i64::try_from(*lag).unwrap_or(i64::MAX));
+            }
         }
         self.sockets
             .set(i64::try_from(now.sockets).unwrap_or(i64::MAX));
@@ -352,9 +382,10 @@ mod tests {
             Duration::from_millis(2),
         );
         metrics.members_live(3);
-        metrics.owned("lab", true);
+        metrics.owned("lab", 12);
         let text = metrics.render(&Scrape {
             lags: vec![("lab".into(), 7)],
+            partition_lags: vec![("lab".into(), vec![(0, 7), (1, 0)])],
             sockets: 2,
             pending_ack: 5,
             overdue_ack: 1,
@@ -370,7 +401,9 @@ mod tests {
         assert!(text.contains("projector_notifications_pending_acknowledgement 5"));
         assert!(text.contains("projector_notifications_overdue_acknowledgement 1"));
         assert!(text.contains("projector_cluster_members_live 3"));
-        assert!(text.contains("projector_projection_owned{plugin=\"lab\"} 1"));
+        assert!(text.contains("projector_projection_owned{plugin=\"lab\"} 12"));
+        assert!(text.contains("projector_partition_lag{plugin=\"lab\",partition=\"0\"} 7"));
+        assert!(text.contains("projector_partition_lag{plugin=\"lab\",partition=\"1\"} 0"));
         assert!(text.contains("route=\"/api/aggregate/patients/{patientId}\""));
         assert!(text.contains("projector_batch_duration_seconds_count{plugin=\"lab\"} 1"));
     }

@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::ingest::{self, Item, Origin};
+use crate::ingest::{self, Item};
 use crate::runtime::{Plugin, Runtime};
 use crate::store;
 
@@ -39,11 +39,11 @@ pub async fn replay(
         pool: &pool,
         cache: &cache,
         max_attempts: config.max_attempts,
-        claimed_by: None,
+        fence: None,
     };
     progress(Progress::Total(items.len() as u64));
     for chunk in items.chunks(config.batch_size.max(1)) {
-        batcher.commit(chunk.to_vec()).await?;
+        batcher.commit(chunk.to_vec(), 0).await?;
         progress(Progress::Done(chunk.len() as u64));
     }
     let mut views = serde_json::Map::new();
@@ -96,11 +96,9 @@ fn read_items(events: &Path) -> anyhow::Result<Vec<Item>> {
         .lines()
         .filter(|line| !line.trim().is_empty())
         .enumerate()
-        .map(|(n, line)| Item {
-            seq: n as u64 + 1,
-            subject: event_type(line),
-            raw: line.as_bytes().to_vec(),
-            origin: Origin::Stream,
+        // One partition: a replay projects every event itself.
+        .map(|(n, line)| {
+            Item::from_stream(n as u64 + 1, event_type(line), line.as_bytes().to_vec(), 1)
         })
         .collect())
 }

@@ -148,6 +148,13 @@ async fn connect(config: Config) -> anyhow::Result<Shared> {
         config.lease_ttl,
     )
     .await?;
+    // Hosts that disagree on PARTITIONS must not project at once.
+    let others_live = store::members::list(&pool, config.lease_ttl)
+        .await?
+        .iter()
+        .filter(|m| m.live)
+        .count();
+    store::layout::ensure(&pool, config.partitions, others_live).await?;
     let api_pool = store::connect_api(
         &config.database_url,
         config.api_db_connections,

@@ -1,5 +1,8 @@
-//! `GET /api/cluster` (admin): the hosts of the deployment, and which of
-//! them projects each plugin, from the claims' locks.
+//! `GET /api/cluster` (admin): the hosts of the deployment, and for each
+//! plugin which host owns each partition (from the claims' locks), how far
+//! each partition has come and how far behind it is.
+
+use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::State;
 use axum::routing::get;
@@ -12,7 +15,7 @@ use super::{ApiError, AppState};
 use crate::error::CommonErrors;
 use crate::ingest;
 use crate::store::checkpoints;
-use crate::store::claim;
+use crate::store::claim::{self, PIN};
 use crate::store::members::{self, Member};
 
 /// The route.
@@ -26,42 +29,107 @@ pub fn router() -> Router<AppState> {
 struct Cluster {
     /// Every host heard of in the last day, oldest first.
     members: Vec<Member>,
-    /// Every plugin this host runs, with the host projecting it.
+    /// How many partitions each plugin's patients are spread over.
+    partitions: u32,
+    /// Every plugin this host runs, with who owns its partitions.
     plugins: Vec<Projecting>,
 }
 
-/// A plugin and who projects it. One host projects each plugin at a time
-/// (until ownership is partitioned).
+/// A plugin and who projects it: one host owns each of its partitions at a
+/// time.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Projecting {
     name: String,
-    /// The member holding its claim; none between one host and the next.
-    owner: Option<Uuid>,
-    /// Every stream event up to here has been handled.
+    /// Each host owning some of its partitions, with how many.
+    owners: Vec<Owner>,
+    /// The host a rebuild of the plugin runs on: every partition goes
+    /// there until it switches.
+    pinned_to: Option<Uuid>,
+    /// Every stream event up to here has been handled, in every partition.
     checkpoint: i64,
-    /// Messages its consumer has not had acknowledged yet.
+    /// Stream positions its slowest partition is behind the newest event
+    /// it reads (none if the stream could not say).
+    lag: Option<u64>,
+    /// Each partition: its owner, checkpoint and lag.
+    partitions: Vec<Partition>,
+}
+
+/// A host owning some of a plugin's partitions.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Owner {
+    member: Uuid,
+    partitions: usize,
+}
+
+/// One partition of a plugin.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Partition {
+    partition: u32,
+    /// The host holding its claim; none between one host and the next.
+    owner: Option<Uuid>,
+    /// Every stream event of it up to here has been handled.
+    checkpoint: u64,
+    /// Stream positions it is behind the newest event the plugin reads.
     lag: Option<u64>,
 }
 
 /// `GET /api/cluster`.
 #[utoipa::path(get, path = "/api/cluster", operation_id = "getCluster", tag = "cluster",
-    responses((status = 200, description = "The hosts and who projects each plugin", body = Cluster), CommonErrors))]
+    responses((status = 200, description = "The hosts and who owns each plugin's partitions", body = Cluster), CommonErrors))]
 async fn cluster(State(state): State<AppState>) -> Result<Json<Cluster>, ApiError> {
-    let pool = &state.shared.api_pool;
-    let members = members::list(pool, state.shared.config.lease_ttl).await?;
+    let shared = &state.shared;
+    let pool = &shared.api_pool;
+    let members = members::list(pool, shared.config.lease_ttl).await?;
     let names = state.registry.names();
-    let checkpoints = checkpoints::all(pool).await?;
+    let mut holders = claim::holders(pool, &names).await?;
+    let totals = checkpoints::all(pool).await?;
     let mut plugins = Vec::new();
-    for (name, owner) in claim::holders(pool, &names).await? {
-        let checkpoint = checkpoints.get(&name).map_or(0, |c| c.seq);
-        let lag = ingest::lag(&state.shared.stream, &name).await.ok();
-        plugins.push(Projecting {
+    for projection in state.registry.projections() {
+        let plugin = projection.plugin();
+        let name = plugin.name();
+        let held = holders.remove(name).unwrap_or_default();
+        let committed = checkpoints::by_partition(pool, name).await?;
+        let behind: HashMap<u32, u64> = ingest::partitions_behind(
+            pool,
+            &shared.stream,
+            &shared.config,
             name,
-            owner,
-            checkpoint,
-            lag,
+            &plugin.info.subjects,
+        )
+        .await
+        .map(|b| b.into_iter().collect())
+        .unwrap_or_default();
+        let partitions: Vec<Partition> = (0..shared.config.partitions)
+            .map(|p| Partition {
+                partition: p,
+                owner: held.get(&(p as i32)).copied(),
+                checkpoint: committed.get(&p).copied().unwrap_or(0),
+                lag: behind.get(&p).copied(),
+            })
+            .collect();
+        let mut owners: BTreeMap<Uuid, usize> = BTreeMap::new();
+        for owner in partitions.iter().filter_map(|p| p.owner) {
+            *owners.entry(owner).or_default() += 1;
+        }
+        plugins.push(Projecting {
+            name: name.to_owned(),
+            owners: owners
+                .into_iter()
+                .map(|(member, partitions)| Owner { member, partitions })
+                .collect(),
+            pinned_to: held.get(&PIN).copied(),
+            checkpoint: totals.get(name).map_or(0, |c| c.seq),
+            lag: (!behind.is_empty()).then(|| behind.values().copied().max().unwrap_or(0)),
+            partitions,
         });
     }
-    Ok(Json(Cluster { members, plugins }))
+    plugins.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(Cluster {
+        members,
+        partitions: shared.config.partitions,
+        plugins,
+    }))
 }

@@ -27,10 +27,21 @@ pub fn router() -> Router<AppState> {
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "health", security(()),
     responses((status = 200, description = "Prometheus text", body = String, content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> Response {
-    let mut lags = Vec::new();
-    for name in state.registry.names() {
-        if let Ok(lag) = ingest::lag(&state.shared.stream, &name).await {
-            lags.push((name, lag));
+    let (mut lags, mut partition_lags) = (Vec::new(), Vec::new());
+    let shared = &state.shared;
+    for projection in state.registry.projections() {
+        let plugin = projection.plugin();
+        let (name, subjects) = (plugin.name(), &plugin.info.subjects);
+        let behind = ingest::partitions_behind(
+            &shared.api_pool,
+            &shared.stream,
+            &shared.config,
+            name,
+            subjects,
+        );
+        if let Ok(behind) = behind.await {
+            lags.push((name.to_owned(), ingest::slowest(&behind)));
+            partition_lags.push((name.to_owned(), behind));
         }
     }
     let (pending_ack, overdue_ack) = notifications::awaiting_acknowledgement(
@@ -41,6 +52,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     .unwrap_or((-1, -1));
     let text = state.shared.metrics.render(&Scrape {
         lags,
+        partition_lags,
         sockets: state.notifier.hub().connections(),
         pending_ack,
         overdue_ack,

@@ -115,7 +115,16 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<PluginStatus>>, 
             state: projection_state,
             error,
             checkpoint: checkpoint.seq,
-            lag: ingest::lag(&state.shared.stream, &info.name).await.ok(),
+            lag: ingest::partitions_behind(
+                &state.shared.api_pool,
+                &state.shared.stream,
+                &state.shared.config,
+                &info.name,
+                &info.subjects,
+            )
+            .await
+            .ok()
+            .map(|behind| ingest::slowest(&behind)),
             applied: checkpoint.applied,
             dead_lettered: checkpoint.dead_lettered,
             logs: LogCounts {
@@ -203,7 +212,12 @@ async fn rebuild_progress(state: &AppState, rebuild: &RebuildStatus) -> RebuildP
     RebuildProgress {
         version: Version::of(&rebuild.version),
         started_at: rebuild.started_at,
-        lag: ingest::lag(&state.shared.stream, &key).await.ok(),
+        lag: ingest::lag(
+            &state.shared.stream,
+            &ingest::consumer_name(&key, state.shared.member),
+        )
+        .await
+        .ok(),
         last_batch_at: rebuild.projection.progress.last_batch(),
         error,
     }

@@ -64,7 +64,9 @@ pub async fn run(mut config: Config, load: Load) -> anyhow::Result<()> {
     )
     .await?;
     let started = Instant::now();
-    while ingest::lag(&stream, "patient").await.unwrap_or(u64::MAX) > 0 {
+    let pool = sqlx::PgPool::connect(&config.database_url).await?;
+    let patient = ["patient".to_owned()];
+    while super::backlog(&pool, &stream, &config, &patient).await > 0 {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(600),
             "the backlog was not projected in 10 minutes"
@@ -88,7 +90,7 @@ pub async fn run(mut config: Config, load: Load) -> anyhow::Result<()> {
         ));
         let measured = reads(&config, http, &patients, clients, run_for).await?;
         let published = traffic.await.context("background publisher")??;
-        let lag = ingest::lag(&stream, "patient").await.unwrap_or(0);
+        let lag = super::backlog(&pool, &stream, &config, &patient).await;
         measured.print(clients, run_for, published, lag);
     }
     let _ = host.kill().await;

@@ -109,11 +109,9 @@ pub async fn run(mut config: Config, hosts: usize, events: usize) -> anyhow::Res
         events as f64 / published
     );
     let deadline = Instant::now() + Duration::from_secs(600);
+    let pool = sqlx::PgPool::connect(&config.database_url).await?;
     loop {
-        let mut lag = 0;
-        for name in &plugins {
-            lag += ingest::lag(&stream, name).await.unwrap_or(1);
-        }
+        let lag = super::backlog(&pool, &stream, &config, &plugins).await;
         if lag == 0 {
             break;
         }

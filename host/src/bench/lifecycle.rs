@@ -170,11 +170,7 @@ async fn rebuild_all(
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let names = host.registry.names();
     loop {
-        let mut lag = 0;
-        for name in &names {
-            lag += ingest::lag(&stream, name).await.unwrap_or(1);
-        }
-        if lag == 0 {
+        if super::backlog(&host.pool, &stream, config, &names).await == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

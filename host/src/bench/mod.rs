@@ -13,7 +13,24 @@ mod socketio_client;
 
 use std::time::Duration;
 
+use async_nats::jetstream::stream::Stream;
+use sqlx::PgPool;
+
 use crate::config::Config;
+use crate::ingest;
+
+/// How far behind the plugins `names` are, summed (see
+/// [`ingest::backlog`]): 0 once each has handled every event it reads. A
+/// plugin whose lag cannot be read yet counts as 1.
+async fn backlog(pool: &PgPool, stream: &Stream, config: &Config, names: &[String]) -> u64 {
+    let mut total = 0;
+    for name in names {
+        total += ingest::backlog(pool, stream, config, name)
+            .await
+            .unwrap_or(1);
+    }
+    total
+}
 
 /// Points `config` at a stream, subject prefix and database of the
 /// benchmark's own, named `<kind><time>`; returns that name.

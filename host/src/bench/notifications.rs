@@ -124,7 +124,10 @@ pub async fn run(mut config: Config, load: Load) -> anyhow::Result<()> {
         }
     }
     let projected = background.await.context("background publisher")??;
-    let lag = ingest::lag(&stream, "patient").await.unwrap_or(0);
+    let pool = sqlx::PgPool::connect(&config.database_url).await?;
+    let lag = ingest::backlog(&pool, &stream, &config, "patient")
+        .await
+        .unwrap_or(0);
     println!(
         "background: {projected} events published at {} events/s; patient plugin lag at the end: {lag}",
         load.rate

@@ -58,10 +58,7 @@ pub async fn run(mut config: Config, events: usize, poison_percent: f64) -> anyh
     let mut last_print = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let mut total_lag = 0;
-        for name in &plugins {
-            total_lag += ingest::lag(&stream, name).await.unwrap_or(u64::MAX / 16);
-        }
+        let total_lag = super::backlog(&host.pool, &stream, &config, &plugins).await;
         if total_lag == 0 {
             break;
         }

@@ -152,7 +152,8 @@ pub async fn run(config: Config, load: Load) -> anyhow::Result<Report> {
         };
         let mut lags = BTreeMap::new();
         for name in &plugins {
-            lags.insert(name.clone(), ingest::lag(&stream, name).await.unwrap_or(0));
+            let lag = ingest::backlog(&pool, &stream, &config, name).await;
+            lags.insert(name.clone(), lag.unwrap_or(0));
         }
         let (batch_events, batch_ms) = scrape.window(http_addr).await?;
         let sample = Sample {

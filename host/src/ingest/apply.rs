@@ -8,7 +8,7 @@ use sqlx::PgPool;
 
 use super::batch::{self, Item};
 use crate::runtime::Plugin;
-use crate::store::{CommitError, DocCache, StoredNotification, Target};
+use crate::store::{Batch, CommitError, DocCache, Fence, StoredNotification, Target};
 
 /// What a batch committed, for the metrics and the push.
 #[derive(Debug, Default)]
@@ -45,9 +45,9 @@ pub struct Batcher<'a> {
     pub cache: &'a DocCache,
     /// Tries of an event whose call traps.
     pub max_attempts: u32,
-    /// The backend holding the projection's claim, which every commit
-    /// checks (`None`: no claim, as in a replay).
-    pub claimed_by: Option<i32>,
+    /// The partitions the projection holds, which every commit checks and
+    /// moves (`None`: no claim, as in a replay).
+    pub fence: Option<Fence>,
 }
 
 impl Batcher<'_> {
@@ -57,9 +57,24 @@ impl Batcher<'_> {
     /// alone: that one becomes a dead letter (its patient's later events
     /// park behind it) and every other event commits. Any other failure
     /// is returned: the caller retries the same events.
-    pub fn commit(&self, items: Vec<Item>) -> BoxFuture<'_, anyhow::Result<Committed>> {
+    ///
+    /// `through`: the last stream sequence read for the batch, which may lie
+    /// beyond its items (messages of partitions other hosts own): the
+    /// partitions held are moved up to it too.
+    pub fn commit(
+        &self,
+        items: Vec<Item>,
+        through: u64,
+    ) -> BoxFuture<'_, anyhow::Result<Committed>> {
         Box::pin(async move {
             if items.is_empty() {
+                if through > 0 && self.fence.is_some() {
+                    // Only other hosts' events: the checkpoints move alone.
+                    let mut batch = Batch::new(self.target);
+                    batch.checkpoint = through;
+                    batch.fence = self.fence.clone();
+                    batch.commit(self.pool).await?;
+                }
                 return Ok(Committed::default());
             }
             let batch::Projected {
@@ -74,7 +89,8 @@ impl Batcher<'_> {
                 items.clone(),
             )
             .await?;
-            batch.claimed_by = self.claimed_by;
+            batch.checkpoint = batch.checkpoint.max(through);
+            batch.fence = self.fence.clone();
             let counts = [
                 batch.processed.len(),
                 batch.dead_letters.len(),
@@ -96,16 +112,19 @@ impl Batcher<'_> {
                 // The reason can quote payload values: it goes to the database, not the log.
                 tracing::warn!(plugin = %self.target.key, seq = item.seq, "the database refused an event's effects; dead-lettered");
                 let mut letter = batch::refused(self.target, item.clone(), reason);
-                letter.claimed_by = self.claimed_by;
+                letter.checkpoint = letter.checkpoint.max(through);
+                letter.fence = self.fence.clone();
                 return Ok(Committed {
                     counts: [0, 1, 0],
                     notifications: letter.commit(self.pool).await?,
                     unknown_codes: Vec::new(),
                 });
             }
+            // The first half moves the checkpoints only as far as its own
+            // events, or the second would find them past its first.
             let first: Vec<Item> = second.drain(..second.len() / 2).collect();
-            let mut done = self.commit(first).await?;
-            done.add(self.commit(second).await?);
+            let mut done = self.commit(first, 0).await?;
+            done.add(self.commit(second, through).await?);
             Ok(done)
         })
     }

@@ -8,6 +8,7 @@ use projector_events::{Envelope, Event, UnknownCode};
 use serde_json::Value;
 use sqlx::PgPool;
 
+use crate::cluster::partition;
 use crate::runtime::{CallError, Plugin, PluginInstance};
 use crate::store::dead_letters::{self, Poisoned};
 use crate::store::{
@@ -26,6 +27,22 @@ pub struct Item {
     pub raw: Vec<u8>,
     /// Where it comes from.
     pub origin: Origin,
+    /// Its patient's partition (see [`crate::cluster::partition`]).
+    pub partition: u32,
+}
+
+impl Item {
+    /// A message of the stream, of the partition its `patientId` names
+    /// among `partitions`.
+    pub fn from_stream(seq: u64, subject: String, raw: Vec<u8>, partitions: u32) -> Self {
+        Self {
+            seq,
+            partition: partition::of_event(&raw, partitions),
+            subject,
+            raw,
+            origin: Origin::Stream,
+        }
+    }
 }
 
 /// Where an item comes from.
@@ -60,14 +77,11 @@ pub async fn project(
     items: Vec<Item>,
 ) -> anyhow::Result<Projected> {
     let mut batch = Batch::new(target);
-    let stream_seqs = || {
-        items
-            .iter()
-            .filter(|i| i.origin == Origin::Stream)
-            .map(|i| i.seq)
-    };
-    batch.checkpoint = stream_seqs().max().unwrap_or(0);
-    batch.first = stream_seqs().min();
+    for item in items.iter().filter(|i| i.origin == Origin::Stream) {
+        batch.checkpoint = batch.checkpoint.max(item.seq);
+        let first = &mut batch.partition(item.partition).first;
+        *first = Some(first.map_or(item.seq, |f| f.min(item.seq)));
+    }
     let events = checked_events(plugin, items, &mut batch);
     let events = not_yet_applied(target, pool, events, &mut batch).await?;
     let overlay = prefetch(plugin, target, pool, cache, &events).await?;
@@ -241,7 +255,7 @@ pub fn refused(target: &Target, item: Item, reason: String) -> Batch {
     let mut batch = Batch::new(target);
     if item.origin == Origin::Stream {
         batch.checkpoint = item.seq;
-        batch.first = Some(item.seq);
+        batch.partition(item.partition).first = Some(item.seq);
     }
     let event = Envelope::parse(&item.raw).ok();
     let letter = dead_letter(&item, event.as_ref().map(|e| &e.envelope), reason, 1);
@@ -346,6 +360,7 @@ fn record(
 ) {
     let envelope = &event.envelope;
     batch.processed.push(envelope.event_id.to_string());
+    batch.partition(item.partition).applied += 1;
     settle_origin(batch, item);
     if !effects {
         return;
@@ -404,6 +419,7 @@ fn bury(batch: &mut Batch, item: &Item, mut letter: NewDeadLetter, poisons: bool
     if item.origin == Origin::Parked {
         batch.released.push(item.seq);
     }
+    batch.partition(item.partition).dead_lettered += 1;
     batch.dead_letters.push(letter);
 }
 

@@ -1,14 +1,18 @@
-//! JetStream consumption: the stream, a durable pull consumer per plugin,
-//! batches applied in one transaction each, dead letters and their re-drive.
+//! JetStream consumption: the stream, a durable pull consumer per plugin
+//! and host, the partitions each host holds, batches applied in one
+//! transaction each, dead letters and their re-drive, and the lag.
 
 mod apply;
 mod batch;
+mod claims;
+mod lag;
 mod projection;
 mod state;
 mod stream;
 
 pub use apply::{Batcher, Committed};
 pub use batch::{Item, Origin};
+pub use lag::{backlog, partitions_behind, slowest};
 pub use projection::Projection;
 pub use state::{Controls, Progress, ProjectionState, VersionSlot};
 pub use stream::{

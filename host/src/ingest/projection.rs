@@ -1,48 +1,35 @@
-//! One plugin's projection: its consumer, its batches, its acks.
+//! One plugin's projection: the partitions it holds, its consumer, its
+//! batches, its acks.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 
 use async_nats::jetstream;
 use futures::StreamExt;
+use tokio::sync::watch;
 
 use super::apply::Batcher;
 use super::batch::{Item, Origin};
+use super::claims::{Claims, Plan};
 use super::state::ProjectionState;
-use super::stream::{ensure_consumer, has_pending, reposition};
-use crate::cluster::Counted;
+use super::stream::{consumer_name, ensure_consumer, has_pending, reposition};
 use crate::runtime::Plugin;
 use crate::shared::{NotificationSink, Shared};
-use crate::store::claim::{self, Claim};
-use crate::store::dead_letters::{self, Stored};
-use crate::store::{DocCache, StoredNotification, Target, checkpoints};
+use crate::store::dead_letters::{self, Held, Stored};
+use crate::store::{DocCache, Fence, StoredNotification, Target, checkpoints};
+use crate::sync::Locked;
 
 /// The first pause before a failed projection tries again; it doubles up to
 /// [`MAX_RETRY_PAUSE`] while failures go on.
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// The longest pause between two tries of a failed projection.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
-/// How often a projection that another host has claimed tries to take
-/// over, and how often a projecting one checks its host's share.
+/// How often a projection looks at who holds its partitions: to take free
+/// ones, and to give some up while its host is above its share.
 const STANDBY_POLL: Duration = Duration::from_secs(1);
-/// Standby polls in a row that must find a claim free before a host that
-/// has its share takes it anyway (a host below its share takes it at once).
-const FREE_POLLS_BEFORE_TAKING: u32 = 2;
-
-/// A claim this host holds for the projection.
-struct Holding {
-    claim: Claim,
-    /// Counts it in the host's share (`None`: a rebuild's, which does not
-    /// count).
-    counted: Option<Counted>,
-    /// When it was taken: a claim is not handed over before the hosts'
-    /// heartbeats (`LEASE_TTL`) have had time to say who is live, so one
-    /// taken from a host that just died is not passed around meanwhile.
-    taken_at: std::time::Instant,
-}
 
 /// Why [`Projection::consume`] stopped without failing.
 enum Stop {
@@ -50,11 +37,23 @@ enum Stop {
     Resubscribe,
     /// The consumer's messages ended (NATS reconnected, a leader changed):
     /// deliveries may have been lost at the end of it, where no later one
-    /// shows the gap, so the projection resumes after its checkpoint.
+    /// shows the gap, so the projection resumes after its checkpoints.
     Ended,
-    /// Its host holds more projections than its share: this one may be
-    /// handed over.
-    OverShare,
+    /// There are partitions to take: it starts again after the
+    /// checkpoints of all it will hold.
+    Rebalance(Plan),
+    /// It gave up every partition.
+    Idle,
+}
+
+/// The partitions held and how far each was committed, as this projection
+/// last read or wrote them: a stream event of a held partition at or below
+/// its checkpoint was handled already; one of another partition is another
+/// host's.
+#[derive(Debug, Clone, Default)]
+struct Scope {
+    fence: Fence,
+    committed: BTreeMap<u32, u64>,
 }
 
 /// Runs one plugin over the stream, into its live views or a rebuild's.
@@ -65,11 +64,9 @@ pub struct Projection {
     /// Where committed notifications go (`None`: a rebuild's, which has none).
     notifications: Option<NotificationSink>,
     cache: DocCache,
-    /// The committed checkpoint as this projection last read or wrote it:
-    /// a stream event at or below it was handled already.
-    committed: AtomicU64,
-    /// The backend holding this projection's claim (0: none).
-    claimed_by: AtomicI32,
+    scope: std::sync::Mutex<Scope>,
+    /// This host's consumer of the projection.
+    consumer: String,
 }
 
 impl Projection {
@@ -84,92 +81,85 @@ impl Projection {
     ) -> Self {
         Self {
             cache: DocCache::new(shared.config.doc_cache),
+            consumer: consumer_name(&target.key, shared.member),
             target,
             shared: shared.clone(),
             state,
             notifications,
-            committed: AtomicU64::new(0),
-            claimed_by: AtomicI32::new(0),
+            scope: std::sync::Mutex::default(),
         }
     }
 
     /// Consumes for ever: opens its consumer again when told to, and after
     /// any failure. After a failure the consumer is repositioned after the
-    /// committed checkpoint, so the next event applied is the next one in
+    /// committed checkpoints, so the next event applied is the next one in
     /// stream order whatever the failed pull had out; at start it is too
     /// when a host before it was killed holding messages (JetStream would
     /// otherwise hold them for the ack wait and deliver later events first).
     ///
-    /// Only the host that holds the projection's claim consumes; the others
-    /// stand by and take over when its claim goes. A live projection shares
-    /// in the deployment's work (see [`crate::cluster`]): it takes a free
-    /// claim while its host is below its share, and gives its claim up,
-    /// between two batches, while its host is above it.
+    /// It applies only the events of the partitions it holds; other hosts
+    /// apply the rest. A live projection shares its partitions with them
+    /// (see [`crate::cluster`]): it takes free ones while its host is below
+    /// its share, and gives some up, between two batches, while its host is
+    /// above it. A rebuild takes them all.
     pub async fn run(self) {
-        let _unit = self.target.is_live().then(|| self.shared.ownership.join());
-        let mut holding: Option<Holding> = None;
+        let _unit = self.target.is_live().then(|| {
+            self.shared
+                .ownership
+                .join(self.shared.config.partitions as usize)
+        });
+        let mut claims = Claims::new(&self.target, &self.shared);
+        let mut pending: Option<Plan> = None;
         let mut failed = false;
         let mut pause = FIRST_RETRY_PAUSE;
-        // The claim (by its backend) the consumer was last repositioned for.
-        let mut positioned_for = None;
-        // Standby polls in a row that found the claim free.
-        let mut free_polls = 0;
+        // The lease (by its backend) and partitions the consumer was last
+        // positioned for.
+        let mut positioned: Option<Fence> = None;
         loop {
-            let Some(current) = self.hold_claim(&mut holding, &mut free_polls).await else {
+            if claims.lapsed() {
+                tracing::warn!(plugin = %self.target.key, "the lease on this projection's partitions lapsed; claiming again");
+            }
+            if let Err(e) = self.rebalance(&mut claims, pending.take()).await {
+                claims.drop_all();
+                self.state
+                    .progress
+                    .set_failure(Some(format!("claiming partitions: {e}")));
+            }
+            self.report(&claims);
+            let Some(fence) = claims.fence() else {
                 tokio::time::sleep(STANDBY_POLL).await;
                 continue;
             };
-            // A claim just taken starts a fresh consumer after the
-            // checkpoint: a host that held it before and froze may still have
-            // pulls waiting on the old one, which would take the next
-            // messages and never ack them.
-            let taken_over = positioned_for != Some(current.claim.pid);
-            positioned_for = Some(current.claim.pid);
-            let may_hand_over_from = current.taken_at + self.shared.config.lease_ttl;
-            // Consumes until it fails, is told to start over or its host
-            // holds more than its share, or until the claim is found lost:
-            // then it stops at once.
-            let result = match self.resume(failed || taken_over).await {
-                Ok(()) => tokio::select! {
-                    result = self.consume(may_hand_over_from) => result,
-                    () = current.claim.lost() => Err(anyhow::anyhow!("the claim on this projection lapsed (LEASE_TTL)")),
-                },
+            // A partition just taken starts a fresh consumer after the
+            // checkpoints: its events before this host's position are still
+            // to apply, and a host that held it before and froze may still
+            // have pulls waiting on the old consumer, which would take the
+            // next messages and never ack them.
+            let taken = positioned.as_ref().is_none_or(|before| {
+                before.pid != fence.pid
+                    || !fence
+                        .partitions
+                        .iter()
+                        .all(|p| before.partitions.contains(p))
+            });
+            positioned = Some(fence.clone());
+            let lost = claims.lost_signal();
+            // Consumes until it fails, is told to start over, or has
+            // partitions to take, or until the lease is found lost: then it
+            // stops at once.
+            let result = match self.resume(fence, failed || taken).await {
+                Ok(()) => self.consume(&mut claims, lost).await,
                 Err(e) => Err(e),
             };
             // After a failure or an ended stream the consumer is
-            // repositioned after the checkpoint.
+            // repositioned after the checkpoints.
             failed = matches!(result, Err(_) | Ok(Stop::Ended));
             match result {
-                Ok(Stop::OverShare) => {
-                    let Some(mut current) = holding.take() else {
-                        continue;
-                    };
-                    match current
-                        .counted
-                        .take()
-                        .map(|c| self.shared.ownership.try_yield(c))
-                    {
-                        Some(Ok(())) => {
-                            drop(current);
-                            self.owned(false);
-                            free_polls = 0;
-                            tracing::info!(plugin = %self.target.key, "this host holds more than its share: handing this projection over");
-                            tokio::time::sleep(STANDBY_POLL).await;
-                        }
-                        Some(Err(kept)) => {
-                            // Another projection of this host gave its
-                            // claim up first. The pull was dropped: resume
-                            // after the checkpoint.
-                            failed = true;
-                            current.counted = Some(kept);
-                            holding = Some(current);
-                        }
-                        None => holding = Some(current),
-                    }
-                }
+                Ok(Stop::Rebalance(plan)) => pending = Some(plan),
+                Ok(Stop::Idle) => {}
                 Ok(stop @ (Stop::Ended | Stop::Resubscribe)) => {
                     if matches!(stop, Stop::Ended) {
-                        tracing::warn!(plugin = %self.target.key, "the consumer's messages ended; resuming after its checkpoint");
+                        tracing::warn!(plugin = %self.target.key, "the consumer's messages ended; resuming after its checkpoints");
                     }
                     pause = FIRST_RETRY_PAUSE;
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -180,7 +170,7 @@ impl Projection {
                         plugin = %self.target.key,
                         error = format!("{e:#}"),
                         retry_in = ?pause,
-                        "projection failed; resuming after its checkpoint"
+                        "projection failed; resuming after its checkpoints"
                     );
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(MAX_RETRY_PAUSE);
@@ -189,114 +179,52 @@ impl Projection {
         }
     }
 
-    /// Keeps or takes this projection's claim; `None` while another host
-    /// holds it, or while it is free and this host has its share
-    /// (`free_polls`: how many polls in a row found it so; at
-    /// [`FREE_POLLS_BEFORE_TAKING`] it is taken anyway).
-    async fn hold_claim<'c>(
-        &self,
-        holding: &'c mut Option<Holding>,
-        free_polls: &mut u32,
-    ) -> Option<&'c Holding> {
-        if holding.as_ref().is_some_and(|held| !held.claim.alive()) {
-            tracing::warn!(plugin = %self.target.key, "the claim on this projection lapsed; claiming again");
-            *holding = None;
-            self.owned(false);
-        }
-        if holding.is_some() {
-            return holding.as_ref();
-        }
-        self.claimed_by.store(0, Ordering::Release);
-        if !self.may_take(free_polls).await {
-            return None;
-        }
-        let ttl = self.shared.config.lease_ttl;
-        let member = self.shared.member;
-        match Claim::try_take(&self.shared.pool, &self.target.key, ttl, member).await {
-            Ok(Some(taken)) => {
-                tracing::info!(plugin = %self.target.key, "claimed this projection");
-                *free_polls = 0;
-                self.claimed_by.store(taken.pid, Ordering::Release);
-                self.state.progress.set_standby(false);
-                self.owned(true);
-                let counted = self.target.is_live().then(|| self.shared.ownership.hold());
-                Some(holding.insert(Holding {
-                    claim: taken,
-                    counted,
-                    taken_at: std::time::Instant::now(),
-                }))
-            }
-            Ok(None) => {
-                *free_polls = 0;
-                self.stand_by();
-                None
-            }
-            Err(e) => {
-                self.state
-                    .progress
-                    .set_failure(Some(format!("claiming the projection: {e}")));
-                None
-            }
-        }
+    /// Carries out `plan`, or the plan of a fresh look at who holds what.
+    async fn rebalance(&self, claims: &mut Claims, plan: Option<Plan>) -> anyhow::Result<()> {
+        let plan = match plan {
+            Some(plan) => plan,
+            None => claims.plan(self.state.controls.pinned()).await?,
+        };
+        claims.give(&plan).await?;
+        claims.take(&plan).await?;
+        Ok(())
     }
 
-    /// Whether to try for the claim now: always for a rebuild and for a
-    /// projection pinned here (a rebuild of it runs on this host), and for
-    /// a live projection while its host is below its share or once the
-    /// claim has been seen free for [`FREE_POLLS_BEFORE_TAKING`] polls in a
-    /// row.
-    async fn may_take(&self, free_polls: &mut u32) -> bool {
-        if !self.target.is_live()
-            || self.state.controls.pinned()
-            || self.shared.ownership.below_share()
-        {
-            return true;
-        }
-        let key = [self.target.key.clone()];
-        match claim::holders(&self.shared.pool, &key).await {
-            Ok(holders) if holders.iter().all(|(_, holder)| holder.is_none()) => {
-                *free_polls += 1;
-                *free_polls >= FREE_POLLS_BEFORE_TAKING
-            }
-            Ok(_) => {
-                *free_polls = 0;
-                self.stand_by();
-                false
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// Reports standing by while another host projects this plugin.
-    fn stand_by(&self) {
-        self.owned(false);
-        if self.state.progress.set_standby(true) {
-            tracing::info!(plugin = %self.target.key, "another host projects this plugin; standing by");
-        }
-    }
-
-    /// Records in the metrics whether this host projects the plugin.
-    fn owned(&self, owned: bool) {
+    /// Reports how many partitions this host holds, in the metrics and the
+    /// projection's state.
+    fn report(&self, claims: &Claims) {
+        let held = claims.held();
+        self.state.progress.set_held(held);
         if self.target.is_live() {
-            self.state.metrics.owned(&self.target.key, owned);
+            self.state.metrics.owned(&self.target.key, held);
+        }
+        if self.state.progress.set_standby(held == 0) {
+            tracing::info!(plugin = %self.target.key, partitions = held, "partitions held changed from none or to none");
         }
     }
 
-    /// Reads the committed checkpoint and repositions the consumer after it
-    /// when `anew` (after a failure, or a claim just taken), or when messages
-    /// are out that nobody will ack (a host before it was killed, or a pull
-    /// this host dropped).
-    async fn resume(&self, anew: bool) -> anyhow::Result<()> {
-        let checkpoint = checkpoints::of(&self.shared.pool, &self.target.key).await?;
-        self.committed.store(checkpoint, Ordering::Release);
-        if anew || has_pending(&self.shared.stream, &self.target.key).await {
+    /// Reads the committed checkpoints of the partitions of `fence` and
+    /// repositions the consumer after the lowest when `anew` (after a
+    /// failure, or a partition just taken), or when messages are out that
+    /// nobody will ack (a host before it was killed, or a pull this host
+    /// dropped).
+    async fn resume(&self, fence: Fence, anew: bool) -> anyhow::Result<()> {
+        let stored = checkpoints::by_partition(&self.shared.pool, &self.target.key).await?;
+        let committed: BTreeMap<u32, u64> = fence
+            .partitions
+            .iter()
+            .map(|p| (*p, stored.get(p).copied().unwrap_or(0)))
+            .collect();
+        let after = committed.values().min().copied().unwrap_or(0);
+        *self.scope.locked() = Scope { fence, committed };
+        if anew || has_pending(&self.shared.stream, &self.consumer).await {
             let subjects = self.state.plugin().info.subjects.clone();
             reposition(
                 &self.shared.stream,
                 &self.shared.config,
-                &self.target.key,
+                &self.consumer,
                 &subjects,
-                checkpoint,
+                after,
             )
             .await?;
         }
@@ -304,14 +232,22 @@ impl Projection {
     }
 
     /// Consumes until the stream ends or the consumer is replaced, or,
-    /// between two batches, until its host is found above its share (from
-    /// `may_hand_over_from` on, and unless the projection is pinned here).
-    async fn consume(&self, may_hand_over_from: std::time::Instant) -> anyhow::Result<Stop> {
+    /// between two batches, until there are partitions to take; gives
+    /// partitions up there while its host is above its share. Fails as soon
+    /// as `lost` says the lease is.
+    async fn consume(
+        &self,
+        claims: &mut Claims,
+        lost: Option<watch::Receiver<bool>>,
+    ) -> anyhow::Result<Stop> {
+        let Some(mut lost) = lost else {
+            return Ok(Stop::Idle);
+        };
         let subjects = self.state.plugin().info.subjects.clone();
         let consumer = ensure_consumer(
             &self.shared.stream,
             &self.shared.config,
-            &self.target.key,
+            &self.consumer,
             &subjects,
         )
         .await?;
@@ -323,7 +259,7 @@ impl Projection {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         self.redrive_dead_letters().await?;
         let mut last_delivery = None;
-        let mut share_check =
+        let mut poll =
             tokio::time::interval_at(tokio::time::Instant::now() + STANDBY_POLL, STANDBY_POLL);
         loop {
             tokio::select! {
@@ -337,17 +273,29 @@ impl Projection {
                 }
                 () = self.state.controls.redrive.notified() => self.redrive_dead_letters().await?,
                 () = self.state.controls.resubscribe.notified() => return Ok(Stop::Resubscribe),
-                _ = share_check.tick() => {
-                    if self.target.is_live()
-                        && !self.state.controls.pinned()
-                        && std::time::Instant::now() >= may_hand_over_from
-                        && self.shared.ownership.over_share()
-                    {
-                        return Ok(Stop::OverShare);
+                () = lapsed(&mut lost) => {
+                    anyhow::bail!("the lease on this projection's partitions lapsed (LEASE_TTL)");
+                }
+                _ = poll.tick() => {
+                    let plan = claims.plan(self.state.controls.pinned()).await?;
+                    claims.give(&plan).await?;
+                    self.report(claims);
+                    let Some(fence) = claims.fence() else { return Ok(Stop::Idle) };
+                    self.narrow(fence);
+                    if claims.would_take(&plan) {
+                        return Ok(Stop::Rebalance(plan));
                     }
                 }
             }
         }
+    }
+
+    /// Forgets the partitions given up: their later events are the new
+    /// owners'.
+    fn narrow(&self, fence: Fence) {
+        let mut scope = self.scope.locked();
+        scope.committed.retain(|p, _| fence.partitions.contains(p));
+        scope.fence = fence;
     }
 
     /// A batch: the first message, then what arrives within `BATCH_LINGER_MS`
@@ -375,12 +323,27 @@ impl Projection {
 
     /// Applies a batch of stream messages, then acks them. Nothing is
     /// acked before its commit; if the batch fails, the error makes the
-    /// projection resume after its checkpoint. Messages at or below the
-    /// checkpoint (a redelivery) were handled before and are only acked.
+    /// projection resume after its checkpoints. Messages at or below their
+    /// partition's checkpoint (a redelivery) were handled before, and
+    /// messages of partitions other hosts hold are theirs: both are only
+    /// acked.
     async fn apply_messages(&self, messages: Vec<jetstream::Message>) -> anyhow::Result<()> {
         let _batch = self.state.controls.hold().await;
         self.state.progress.started_batch();
-        let items = self.fresh_items(&messages);
+        let (items, scope) = self.fresh_items(&messages);
+        let read = messages
+            .iter()
+            .filter_map(|m| m.info().ok())
+            .map(|info| info.stream_sequence)
+            .max()
+            .unwrap_or(0);
+        // Read up to `read`: the partitions held move there, unless every
+        // one is there already.
+        let through = if scope.committed.values().all(|c| *c >= read) {
+            0
+        } else {
+            read
+        };
         let started = std::time::Instant::now();
         // The version in place now runs the whole batch; a swap takes
         // effect at the next one.
@@ -389,14 +352,14 @@ impl Projection {
             .target
             .clone()
             .at_generation(self.state.controls.generation());
-        let last = items.last().map(|i| i.seq);
+        let applied_any = !items.is_empty();
         let done = self
-            .batch(&plugin, &target)
-            .commit(items)
+            .batch(&plugin, &target, &scope)
+            .commit(items, through)
             .await
             .context("applying a batch")?;
-        if let Some(last) = last {
-            self.committed.fetch_max(last, Ordering::AcqRel);
+        self.committed_through(read);
+        if applied_any {
             let metrics = &self.state.metrics;
             metrics.batch(&self.target.key, done.counts, started.elapsed());
             metrics.cached(&self.target.key, self.cache.len());
@@ -418,6 +381,14 @@ impl Projection {
         Ok(())
     }
 
+    /// Records a commit through stream sequence `read` in every partition
+    /// held.
+    fn committed_through(&self, read: u64) {
+        for committed in self.scope.locked().committed.values_mut() {
+            *committed = (*committed).max(read);
+        }
+    }
+
     /// Hands committed notifications on to be pushed; never waits.
     fn hand_over(&self, notifications: Vec<StoredNotification>) {
         if let Some(sink) = &self.notifications {
@@ -426,72 +397,93 @@ impl Projection {
         }
     }
 
-    /// The messages above the committed checkpoint as items, in stream
-    /// order, each once.
-    fn fresh_items(&self, messages: &[jetstream::Message]) -> Vec<Item> {
+    /// The messages of the partitions held above their committed
+    /// checkpoints as items, in stream order, each once; with the scope
+    /// they were picked by.
+    fn fresh_items(&self, messages: &[jetstream::Message]) -> (Vec<Item>, Scope) {
         let prefix = self.shared.config.subject_prefix.as_str();
-        let committed = self.committed.load(Ordering::Acquire);
+        let partitions = self.shared.config.partitions;
+        let scope = self.scope.locked().clone();
         let mut items: Vec<Item> = messages
             .iter()
             .filter_map(|m| {
                 let info = m.info().ok()?;
-                Some(Item {
-                    seq: info.stream_sequence,
-                    subject: m
-                        .subject
-                        .strip_prefix(prefix)
-                        .unwrap_or(&m.subject)
-                        .to_owned(),
-                    raw: m.payload.to_vec(),
-                    origin: Origin::Stream,
-                })
+                let subject = m.subject.strip_prefix(prefix).unwrap_or(&m.subject);
+                Some(Item::from_stream(
+                    info.stream_sequence,
+                    subject.to_owned(),
+                    m.payload.to_vec(),
+                    partitions,
+                ))
             })
-            .filter(|item| item.seq > committed)
+            .filter(|item| {
+                scope
+                    .committed
+                    .get(&item.partition)
+                    .is_some_and(|committed| item.seq > *committed)
+            })
             .collect();
         items.sort_by_key(|i| i.seq);
         items.dedup_by_key(|i| i.seq);
-        items
+        (items, scope)
     }
 
     /// Re-applies the dead letters an operator asked to retry, then
     /// releases, in stream order, the parked events of patients who are
-    /// clear again (their dead letters resolved or discarded).
+    /// clear again (their dead letters resolved or discarded); those of
+    /// the partitions held.
     async fn redrive_dead_letters(&self) -> anyhow::Result<()> {
         self.retry_dead_letters().await?;
         loop {
             let limit = self.shared.config.batch_size as i64;
-            let parked =
-                dead_letters::releasable(&self.shared.pool, &self.target.key, limit).await?;
+            let scope = self.scope.locked().clone();
+            let parked = dead_letters::releasable(
+                &self.shared.pool,
+                &self.target.key,
+                self.held(&scope),
+                limit,
+            )
+            .await?;
             if parked.is_empty() {
                 return Ok(());
             }
-            self.apply_items(parked.into_iter().map(stored_item).collect())
+            self.apply_items(parked.into_iter().map(stored_item).collect(), &scope)
                 .await?;
         }
     }
 
-    /// How this projection's batches of `plugin` into `target` are made.
-    fn batch<'a>(&'a self, plugin: &'a Plugin, target: &'a Target) -> Batcher<'a> {
+    /// The partitions of `scope`, whose dead letters and parked events
+    /// this host applies again.
+    fn held<'s>(&self, scope: &'s Scope) -> Held<'s> {
+        Held {
+            partitions: self.shared.config.partitions,
+            held: &scope.fence.partitions,
+        }
+    }
+
+    /// How this projection's batches of `plugin` into `target` are made,
+    /// fenced by the partitions of `scope`.
+    fn batch<'a>(&'a self, plugin: &'a Plugin, target: &'a Target, scope: &Scope) -> Batcher<'a> {
         Batcher {
             plugin,
             target,
             pool: &self.shared.pool,
             cache: &self.cache,
             max_attempts: self.shared.config.max_attempts,
-            claimed_by: Some(self.claimed_by.load(Ordering::Acquire)).filter(|pid| *pid != 0),
+            fence: Some(scope.fence.clone()),
         }
     }
 
     /// Projects and commits items that are not fresh from the stream.
-    async fn apply_items(&self, items: Vec<Item>) -> anyhow::Result<()> {
+    async fn apply_items(&self, items: Vec<Item>, scope: &Scope) -> anyhow::Result<()> {
         let _batch = self.state.controls.hold().await;
         let target = self
             .target
             .clone()
             .at_generation(self.state.controls.generation());
         let done = self
-            .batch(&self.state.plugin(), &target)
-            .commit(items)
+            .batch(&self.state.plugin(), &target, scope)
+            .commit(items, 0)
             .await?;
         self.state
             .metrics
@@ -502,13 +494,20 @@ impl Projection {
 
     /// Re-applies the dead letters an operator asked to retry.
     async fn retry_dead_letters(&self) -> anyhow::Result<()> {
-        let letters = dead_letters::retrying(&self.shared.pool, &self.target.key).await?;
+        let scope = self.scope.locked().clone();
+        let letters =
+            dead_letters::retrying(&self.shared.pool, &self.target.key, self.held(&scope)).await?;
         if letters.is_empty() {
             return Ok(());
         }
-        self.apply_items(letters.into_iter().map(stored_item).collect())
+        self.apply_items(letters.into_iter().map(stored_item).collect(), &scope)
             .await
     }
+}
+
+/// Returns once `lost` says the lease is lost (or it is gone).
+async fn lapsed(lost: &mut watch::Receiver<bool>) {
+    let _ = lost.wait_for(|lost| *lost).await;
 }
 
 /// A dead letter being retried (with its id) or a released parked event
@@ -519,6 +518,7 @@ fn stored_item(stored: Stored) -> Item {
         subject: stored.subject,
         raw: stored.raw,
         origin: stored.id.map_or(Origin::Parked, Origin::DeadLetter),
+        partition: stored.partition.max(0) as u32,
     }
 }
 

@@ -2,7 +2,7 @@
 //! in three parts: the version slot (what runs), the controls (what the
 //! operator and the deployer ask of it) and the progress (how it fares).
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -125,6 +125,8 @@ impl Controls {
 pub struct Progress {
     failure: Mutex<Option<String>>,
     standby: AtomicBool,
+    /// Partitions this host holds of the projection.
+    held: AtomicUsize,
     /// Microseconds since the epoch; 0: never.
     last_batch: AtomicI64,
     /// Microseconds since the epoch; 0: never.
@@ -165,6 +167,16 @@ impl Progress {
     /// Whether another host projects it while this one stands by.
     pub fn standby(&self) -> bool {
         self.standby.load(Ordering::Acquire)
+    }
+
+    /// How many of the projection's partitions this host holds: all of
+    /// them for a rebuild's switch.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
+    pub(super) fn set_held(&self, partitions: usize) {
+        self.held.store(partitions, Ordering::Release);
     }
 
     /// Records standing by (or not); true if that changed.

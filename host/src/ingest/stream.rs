@@ -5,6 +5,8 @@ use std::time::Duration;
 use anyhow::Context;
 use async_nats::jetstream::{self, consumer, stream};
 
+use uuid::Uuid;
+
 use crate::config::Config;
 
 /// The domains whose subjects the stream captures.
@@ -35,12 +37,21 @@ pub async fn ensure_stream(
     .with_context(|| format!("creating or opening stream {}", config.stream_name))
 }
 
-/// The durable consumer name of a plugin.
-pub fn consumer_name(plugin: &str) -> String {
-    format!("projector-{plugin}")
+/// The durable consumer of projection `key` on host `member`: each host
+/// reads the stream for the partitions it holds on a consumer of its own.
+/// One a host left behind is deleted by the server after
+/// [`CONSUMER_IDLE_LIMIT`] without a pull.
+pub fn consumer_name(key: &str, member: Uuid) -> String {
+    format!("projector-{key}-{}", member.simple())
 }
 
-/// A plugin's durable pull consumer, filtered to the plugin's subjects
+/// How long a consumer may go without a pull before the server deletes it
+/// (nats-server 2.9 and later): one of a host that is gone, or of a
+/// projection that holds no partition here (it is repositioned when it
+/// takes one).
+const CONSUMER_IDLE_LIMIT: Duration = Duration::from_secs(15 * 60);
+
+/// A projection's durable pull consumer (named by [`consumer_name`]), filtered to the plugin's subjects
 /// (several filter subjects need nats-server 2.10; 2.9 ignores them and
 /// delivers the whole stream, and the host skips what the plugin did not
 /// ask for). Subjects that overlap, which nats-server refuses as filters,
@@ -48,13 +59,12 @@ pub fn consumer_name(plugin: &str) -> String {
 pub async fn ensure_consumer(
     stream: &stream::Stream,
     config: &Config,
-    plugin: &str,
+    name: &str,
     subjects: &[String],
 ) -> anyhow::Result<consumer::PullConsumer> {
-    let name = consumer_name(plugin);
-    let settings = consumer_config(config, &name, subjects, consumer::DeliverPolicy::All);
+    let settings = consumer_config(config, name, subjects, consumer::DeliverPolicy::All);
     stream
-        .get_or_create_consumer(&name, settings)
+        .get_or_create_consumer(name, settings)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("creating consumer {name}"))
@@ -67,15 +77,15 @@ pub async fn ensure_consumer(
 pub async fn replace_consumer(
     stream: &stream::Stream,
     config: &Config,
-    plugin: &str,
+    name: &str,
     subjects: &[String],
 ) -> anyhow::Result<()> {
     let floor = stream
-        .consumer_info(consumer_name(plugin))
+        .consumer_info(name)
         .await
         .map(|info| info.ack_floor.stream_sequence)
         .unwrap_or(0);
-    reposition(stream, config, plugin, subjects, floor).await
+    reposition(stream, config, name, subjects, floor).await
 }
 
 /// Replaces a plugin's consumer with one that delivers, in stream order,
@@ -86,36 +96,35 @@ pub async fn replace_consumer(
 pub async fn reposition(
     stream: &stream::Stream,
     config: &Config,
-    plugin: &str,
+    name: &str,
     subjects: &[String],
     after: u64,
 ) -> anyhow::Result<()> {
-    let name = consumer_name(plugin);
-    let _ = stream.delete_consumer(&name).await;
+    let _ = stream.delete_consumer(name).await;
     let start = consumer::DeliverPolicy::ByStartSequence {
         start_sequence: after + 1,
     };
     stream
-        .create_consumer(consumer_config(config, &name, subjects, start))
+        .create_consumer(consumer_config(config, name, subjects, start))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("repositioning consumer {name} after {after}"))?;
     Ok(())
 }
 
-/// Whether a plugin's consumer has messages out that nobody acknowledged
+/// Whether a consumer has messages out that nobody acknowledged
 /// (a host was killed holding them, or a pull this host dropped); when
 /// JetStream cannot say (a node down, a leader being elected), it may.
-pub async fn has_pending(stream: &stream::Stream, plugin: &str) -> bool {
+pub async fn has_pending(stream: &stream::Stream, name: &str) -> bool {
     stream
-        .consumer_info(consumer_name(plugin))
+        .consumer_info(name)
         .await
         .map_or(true, |info| info.num_ack_pending > 0)
 }
 
-/// Deletes a plugin's consumer, if it has one.
-pub async fn delete_consumer(stream: &stream::Stream, plugin: &str) {
-    let _ = stream.delete_consumer(&consumer_name(plugin)).await;
+/// Deletes a consumer, if it is there.
+pub async fn delete_consumer(stream: &stream::Stream, name: &str) {
+    let _ = stream.delete_consumer(name).await;
 }
 
 fn consumer_config(
@@ -144,6 +153,7 @@ fn consumer_config(
         ack_wait: config.ack_wait,
         max_ack_pending: (config.batch_size * 4) as i64,
         deliver_policy,
+        inactive_threshold: CONSUMER_IDLE_LIMIT,
         ..Default::default()
     }
 }
@@ -171,25 +181,25 @@ fn intersect(a: &str, b: &str) -> bool {
     }
 }
 
-/// Whether a plugin's consumer has had every message up to `seq`
+/// Whether a consumer has had every message up to `seq`
 /// acknowledged, or has nothing left at all.
 pub async fn acknowledged_through(
     stream: &stream::Stream,
-    plugin: &str,
+    name: &str,
     seq: u64,
 ) -> anyhow::Result<bool> {
     let info = stream
-        .consumer_info(consumer_name(plugin))
+        .consumer_info(name)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(info.ack_floor.stream_sequence >= seq
         || (info.num_pending == 0 && info.num_ack_pending == 0))
 }
 
-/// Messages a plugin's consumer has not had acknowledged yet.
-pub async fn lag(stream: &stream::Stream, plugin: &str) -> anyhow::Result<u64> {
+/// Messages a consumer has not had acknowledged yet.
+pub async fn lag(stream: &stream::Stream, name: &str) -> anyhow::Result<u64> {
     let info = stream
-        .consumer_info(consumer_name(plugin))
+        .consumer_info(name)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(info.num_pending + info.num_ack_pending as u64)

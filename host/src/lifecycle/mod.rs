@@ -396,11 +396,18 @@ impl Deployer {
             )));
         }
         // The switch replaces the live views under the live projection,
-        // which must be this host's: another host's would go on writing
-        // into the tables being replaced.
-        if running.progress.standby() {
+        // which then holds every partition here (the other hosts give them
+        // up to the pin): two hosts rebuilding would each wait for the
+        // other's.
+        let keys = [name.to_owned()];
+        let holders = store::claim::holders(&self.shared.pool, &keys).await?;
+        if let Some(other) = holders
+            .get(name)
+            .and_then(|held| held.get(&store::claim::PIN))
+            .filter(|member| **member != self.shared.member)
+        {
             return Err(DeployError::Conflict(format!(
-                "another host projects `{name}`: rebuild it there (GET /api/cluster names it)"
+                "host {other} is rebuilding `{name}`: wait for its switch (GET /api/cluster names it)"
             )));
         }
         let version = running.plugin();
@@ -436,7 +443,11 @@ impl Deployer {
         let generation = recorded.as_ref().map_or(0, |r| r.generation);
         // A rebuild a crash interrupted starts again from nothing.
         let rebuild = Target::rebuild(&name).at_generation(generation + 1);
-        ingest::delete_consumer(&self.shared.stream, &rebuild.key).await;
+        ingest::delete_consumer(
+            &self.shared.stream,
+            &ingest::consumer_name(&rebuild.key, self.shared.member),
+        )
+        .await;
         store::rebuild::discard(&self.shared.pool, &rebuild).await?;
         let state = Arc::new(ProjectionState::new(
             plugin.clone(),

@@ -47,7 +47,11 @@ impl Deployer {
     ) -> Result<RebuildStatus, DeployError> {
         let name = version.name().to_owned();
         let target = Target::rebuild(&name).at_generation(live.controls.generation() + 1);
-        ingest::delete_consumer(&self.shared.stream, &target.key).await;
+        ingest::delete_consumer(
+            &self.shared.stream,
+            &ingest::consumer_name(&target.key, self.shared.member),
+        )
+        .await;
         store::rebuild::prepare(&self.shared.pool, &target, &version.info).await?;
         let projection = Arc::new(ProjectionState::new(
             version.clone(),
@@ -106,7 +110,8 @@ impl Supervisor {
         self.held.take();
         self.live.controls.set_pinned(false);
         let deployer = &self.deployer;
-        ingest::delete_consumer(&deployer.shared.stream, &Target::rebuild(&name).key).await;
+        let consumer = ingest::consumer_name(&Target::rebuild(&name).key, deployer.shared.member);
+        ingest::delete_consumer(&deployer.shared.stream, &consumer).await;
         let dropped = store::rebuild::drop_other_generations(
             &deployer.shared.pool,
             &name,
@@ -124,9 +129,12 @@ impl Supervisor {
     async fn wait_until_near(&self, target: &Target) {
         let shared = &self.deployer.shared;
         loop {
-            let lag = ingest::lag(&shared.stream, &target.key)
-                .await
-                .unwrap_or(u64::MAX);
+            let lag = ingest::lag(
+                &shared.stream,
+                &ingest::consumer_name(&target.key, shared.member),
+            )
+            .await
+            .unwrap_or(u64::MAX);
             if lag < shared.config.batch_size as u64 {
                 return;
             }
@@ -139,9 +147,10 @@ impl Supervisor {
     async fn hold_when_level(&self, target: &Target) -> anyhow::Result<OwnedMutexGuard<()>> {
         let shared = &self.deployer.shared;
         loop {
-            let applied = store::checkpoints::of(&shared.pool, self.version.name()).await?;
+            let applied = store::checkpoints::furthest(&shared.pool, self.version.name()).await?;
             let rebuild = self.rebuild.controls.hold().await;
-            if ingest::acknowledged_through(&shared.stream, &target.key, applied).await? {
+            let consumer = ingest::consumer_name(&target.key, shared.member);
+            if ingest::acknowledged_through(&shared.stream, &consumer, applied).await? {
                 return Ok(rebuild);
             }
             drop(rebuild);
@@ -167,10 +176,12 @@ impl Supervisor {
             None => Some(self.live.controls.hold().await),
         };
         // Held here, the live projection commits nothing more; it must also
-        // be the one projecting, or another host's would.
+        // hold every partition, or another host would go on projecting.
+        let partitions = deployer.shared.config.partitions as usize;
         anyhow::ensure!(
-            !self.live.progress.standby(),
-            "another host projects `{name}`; the switch waits until this host does"
+            self.live.progress.held() == partitions,
+            "this host holds {} of `{name}`'s {partitions} partitions; the switch waits until it holds them all",
+            self.live.progress.held()
         );
         let recorded = store::recorded(&deployer.shared.pool, name).await?;
         let _rebuild = self.hold_when_level(&target).await?;
@@ -196,7 +207,7 @@ impl Supervisor {
             ingest::replace_consumer(
                 &deployer.shared.stream,
                 &deployer.shared.config,
-                name,
+                &ingest::consumer_name(name, deployer.shared.member),
                 &self.version.info.subjects,
             )
             .await?;

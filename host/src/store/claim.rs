@@ -1,161 +1,196 @@
-//! One consumer per projection across every host of a deployment. Hosts
-//! that read one durable consumer would each get part of the stream and
-//! commit over each other; so a projection first claims its plugin with a
-//! PostgreSQL advisory lock, held on a connection of its own for as long
-//! as it runs, and every commit checks, in its transaction, that the claim
-//! is still held (a claim whose connection died is gone, and another host
-//! may have taken it). A host without the claim stands by.
+//! One owner per (projection, partition) across every host of a
+//! deployment. Hosts that applied the same patient's events at once would
+//! commit over each other; so a projection first claims each partition it
+//! works on with a PostgreSQL advisory lock (keyed by the projection's name,
+//! hashed, and the partition), held on a connection of its own, its
+//! [`Lease`], for as long as it owns it; and every commit checks, in its
+//! transaction, that the partitions it moves are still held (a lease whose
+//! connection died is gone, and another host may have taken them).
 //!
-//! A claim is a lease of `LEASE_TTL`: its connection asks PostgreSQL to end
-//! it after that long idle (`idle_session_timeout`), and a keeper task
-//! renews it three times as often. A host that stops answering (SIGSTOP, a
-//! frozen VM, a cut network) stops renewing, PostgreSQL ends the session,
-//! the lock goes with it, and another host takes over; when the stopped host
-//! wakes, its commits find the claim gone and change nothing.
+//! A lease lasts `LEASE_TTL`: its connection asks PostgreSQL to end it
+//! after that long idle (`idle_session_timeout`), and a keeper task renews
+//! it three times as often. A host that stops answering (SIGSTOP, a frozen
+//! VM, a cut network) stops renewing, PostgreSQL ends the session, the
+//! locks go with it, and other hosts take them over; when the stopped host
+//! wakes, its commits find the partitions gone and change nothing.
+//!
+//! The same lease can hold a projection's *pin* ([`PIN`]): a host
+//! rebuilding a plugin pins its live projection, and the other hosts give
+//! that plugin's partitions up until the pin goes, so the switch happens
+//! where every partition is.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, PgPool, Postgres};
-use tokio::sync::watch;
+use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-/// The first key of the host's advisory locks (`PRJ`): the second is the
-/// projection's name, hashed.
-const LOCK_CLASS: i32 = 0x0050_524a;
+/// The pseudo-partition a lease holds to pin a projection to its host.
+pub const PIN: i32 = -1;
 
-/// A held claim: the backend holding its lock, by which commits check it,
-/// and the task keeping its connection alive.
-pub struct Claim {
-    /// The backend process holding the lock.
+/// A connection holding some partitions' locks of one projection: the
+/// backend, by which commits check them, and the task keeping it alive.
+pub struct Lease {
+    /// The backend process holding the locks.
     pub pid: i32,
-    /// Turns true once a renewal failed: the session, and the lock, are
+    key: String,
+    connection: Arc<Mutex<PoolConnection<Postgres>>>,
+    /// Turns true once a renewal failed: the session, and the locks, are
     /// gone.
     lost: watch::Receiver<bool>,
     keeper: JoinHandle<()>,
 }
 
-impl Claim {
-    /// Takes the claim on projection `key` for host `member` if no one
-    /// holds it, as a lease of `ttl`.
-    pub async fn try_take(
+impl Lease {
+    /// Opens a lease for projection `key` of host `member`, holding nothing
+    /// yet, lasting `ttl` unrenewed.
+    pub async fn open(
         pool: &PgPool,
         key: &str,
         ttl: Duration,
         member: Uuid,
-    ) -> Result<Option<Self>, sqlx::Error> {
+    ) -> Result<Self, sqlx::Error> {
         let mut connection = pool.acquire().await?;
-        // The lock belongs to the session: the connection must never go
-        // back to the pool holding it.
+        // The locks belong to the session: the connection must never go
+        // back to the pool holding them.
         connection.close_on_drop();
-        let (taken, pid): (bool, i32) =
-            sqlx::query_as("SELECT pg_try_advisory_lock($1, hashtext($2)), pg_backend_pid()")
-                .bind(LOCK_CLASS)
-                .bind(key)
-                .fetch_one(&mut *connection)
-                .await?;
-        if !taken {
-            return Ok(None);
-        }
         // The session names its host, so the cluster view can tell who
-        // holds each claim from the locks themselves.
+        // holds each partition from the locks themselves.
         sqlx::raw_sql(AssertSqlSafe(format!(
             "SET idle_session_timeout = {}; SET application_name = 'projector-{member}'",
             ttl.as_millis()
         )))
         .execute(&mut *connection)
         .await?;
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *connection)
+            .await?;
+        let connection = Arc::new(Mutex::new(connection));
         let (report, lost) = watch::channel(false);
-        let keeper = tokio::spawn(keep(connection, ttl / 3, report));
-        Ok(Some(Self { pid, lost, keeper }))
+        let keeper = tokio::spawn(keep(connection.clone(), ttl / 3, report));
+        Ok(Self {
+            pid,
+            key: key.to_owned(),
+            connection,
+            lost,
+            keeper,
+        })
     }
 
-    /// Whether the claim is still held, as far as its last renewal knows
+    /// Takes `partition` if no one holds it; whether it is held now.
+    pub async fn try_take(&self, partition: i32) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1), $2)")
+            .bind(&self.key)
+            .bind(partition)
+            .fetch_one(&mut **self.connection.lock().await)
+            .await
+    }
+
+    /// Gives `partition` up, for another host to take.
+    pub async fn give_up(&self, partition: i32) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_advisory_unlock(hashtext($1), $2)")
+            .bind(&self.key)
+            .bind(partition)
+            .execute(&mut **self.connection.lock().await)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the lease is still held, as far as its last renewal knows
     /// (commits check for certain).
     pub fn alive(&self) -> bool {
         !*self.lost.borrow()
     }
 
-    /// Returns once a renewal finds the claim lost, so the projection stops
-    /// at once rather than at its next commit.
-    pub async fn lost(&self) {
-        let _ = self.lost.clone().wait_for(|lost| *lost).await;
+    /// Turns true once a renewal finds the lease lost (or the lease is
+    /// dropped), so the projection stops at once rather than at its next
+    /// commit.
+    pub fn lost_signal(&self) -> watch::Receiver<bool> {
+        self.lost.clone()
     }
 }
 
-impl Drop for Claim {
-    /// Gives the claim up: the keeper ends, closing the connection.
+impl Drop for Lease {
+    /// Gives everything up: the keeper ends, and the connection closes
+    /// once nothing else uses it.
     fn drop(&mut self) {
         self.keeper.abort();
     }
 }
 
 /// Renews the lease every `every` until a renewal fails (the session was
-/// ended: the lock is gone), then marks it lost and closes the connection.
+/// ended: the locks are gone), then marks it lost.
 async fn keep(
-    mut connection: PoolConnection<Postgres>,
+    connection: Arc<Mutex<PoolConnection<Postgres>>>,
     every: Duration,
     lost: watch::Sender<bool>,
 ) {
     loop {
         tokio::time::sleep(every).await;
-        if sqlx::query("SELECT 1")
-            .execute(&mut *connection)
-            .await
-            .is_err()
-        {
+        let renewed = sqlx::query("SELECT 1")
+            .execute(&mut **connection.lock().await)
+            .await;
+        if renewed.is_err() {
             let _ = lost.send(true);
             return;
         }
     }
 }
 
-/// The host holding each projection's claim of `keys`, by the id it
-/// claimed with (`None`: nobody holds it).
+/// Who holds what of each projection of `keys`: partition (or [`PIN`]) →
+/// the host, by the id it claimed with. A partition nobody holds is absent.
 pub async fn holders(
     pool: &PgPool,
     keys: &[String],
-) -> Result<Vec<(String, Option<Uuid>)>, sqlx::Error> {
-    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT k.key, a.application_name FROM unnest($2::text[]) AS k(key)
-         LEFT JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted
-              AND l.classid = $1::int4::oid AND l.objid = hashtext(k.key)::oid AND l.objsubid = 2
+) -> Result<HashMap<String, HashMap<i32, Uuid>>, sqlx::Error> {
+    let rows: Vec<(String, i32, Option<String>)> = sqlx::query_as(
+        "SELECT k.key,
+            (l.objid::int8 - CASE WHEN l.objid::int8 > 2147483647 THEN 4294967296 ELSE 0 END)::int4,
+            a.application_name FROM unnest($1::text[]) AS k(key)
+         JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted
+              AND l.classid = hashtext(k.key)::oid AND l.objsubid = 2
               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-         LEFT JOIN pg_stat_activity a ON a.pid = l.pid
-         ORDER BY k.key",
+         JOIN pg_stat_activity a ON a.pid = l.pid",
     )
-    .bind(LOCK_CLASS)
     .bind(keys)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(key, name)| {
-            let member = name
-                .as_deref()
-                .and_then(|n| n.strip_prefix("projector-"))
-                .and_then(|id| id.parse().ok());
-            (key, member)
-        })
-        .collect())
+    let mut held: HashMap<String, HashMap<i32, Uuid>> = HashMap::new();
+    for (key, partition, name) in rows {
+        let member = name
+            .as_deref()
+            .and_then(|n| n.strip_prefix("projector-"))
+            .and_then(|id| id.parse().ok());
+        if let Some(member) = member {
+            held.entry(key).or_default().insert(partition, member);
+        }
+    }
+    Ok(held)
 }
 
-/// Whether backend `pid` holds the claim on projection `key`: run inside a
-/// commit's transaction, it fences off a host whose claim was lost.
+/// Whether backend `pid` holds every one of `partitions` of projection
+/// `key`: run inside a commit's transaction, it fences off a host whose
+/// lease was lost.
 pub async fn held(
     tx: &mut sqlx::Transaction<'_, Postgres>,
     key: &str,
     pid: i32,
+    partitions: &[i32],
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_locks
+    let count: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks
          WHERE locktype = 'advisory' AND granted AND pid = $1
-           AND classid = $2::int4::oid AND objid = hashtext($3)::oid AND objsubid = 2)",
+           AND classid = hashtext($2)::oid AND objsubid = 2
+           AND objid = ANY(ARRAY(SELECT p::oid FROM unnest($3::int4[]) AS p))",
     )
     .bind(pid)
-    .bind(LOCK_CLASS)
     .bind(key)
+    .bind(partitions)
     .fetch_one(&mut **tx)
-    .await
+    .await?;
+    Ok(count == partitions.len() as i64)
 }

@@ -3,10 +3,12 @@
 //! commit together or not at all. Each kind is one statement (UNNEST arrays),
 //! so round trips grow with the tables touched, not the events.
 
+use std::collections::BTreeMap;
+
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
 use super::audit::{self, NewAudit};
-use super::checkpoints::{self, Advance};
+use super::checkpoints::{self, Advance, Moved};
 use super::dead_letters::{self, NewDeadLetter, NewParked};
 use super::notifications::{self, NewNotification, StoredNotification};
 use super::overlay::{Overlay, ViewWrites};
@@ -26,16 +28,21 @@ pub enum CommitError {
     /// batch would fail again.
     #[error("the batch's content cannot be stored: {0}")]
     Refused(String),
-    /// The projection's claim (see [`super::claim`]) is no longer held:
-    /// another host may be projecting; this one must claim it again first.
-    #[error("the projection's claim is lost")]
+    /// A partition the batch moves is no longer held (see
+    /// [`super::claim`]): another host may be projecting it; this one must
+    /// claim it again first.
+    #[error("the projection's claim on its partitions is lost")]
     Unclaimed,
-    /// The checkpoint is already at or past the batch's first event:
-    /// another commit got there first, and the projection must resume
-    /// after it rather than apply events out of order.
-    #[error("checkpoint is at {checkpoint}, at or past the batch's first event {first}")]
+    /// A partition's checkpoint is already at or past the batch's first
+    /// event of it: another commit got there first, and the projection must
+    /// resume after it rather than apply events out of order.
+    #[error(
+        "partition {partition}'s checkpoint is at {checkpoint}, at or past the batch's first event of it {first}"
+    )]
     Behind {
-        /// The committed checkpoint.
+        /// The partition.
+        partition: u32,
+        /// Its committed checkpoint.
         checkpoint: u64,
         /// The batch's first stream sequence.
         first: u64,
@@ -79,14 +86,24 @@ pub struct Batch {
     pub notifications: Vec<NewNotification>,
     /// Audit-log entries.
     pub audits: Vec<NewAudit>,
-    /// Highest stream sequence covered by the batch.
+    /// Highest stream sequence covered by the batch: the partitions it
+    /// moves have been handled up to here.
     pub checkpoint: u64,
-    /// Lowest stream sequence in the batch: the checkpoint must be below
-    /// it, or the batch is out of order (`None`: no stream events).
-    pub first: Option<u64>,
-    /// The backend holding the projection's claim, checked in the
-    /// transaction (`None`: unclaimed use, as a replay's).
-    pub claimed_by: Option<i32>,
+    /// What the batch did in each partition of its events.
+    pub partitions: BTreeMap<u32, Moved>,
+    /// The partitions the projection holds, checked in the transaction and
+    /// all moved to [`Batch::checkpoint`] (`None`: unclaimed use, as a
+    /// replay's).
+    pub fence: Option<Fence>,
+}
+
+/// The partitions a projection holds, and the backend holding their locks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fence {
+    /// The backend holding the locks (see [`super::claim::Lease`]).
+    pub pid: i32,
+    /// The partitions.
+    pub partitions: Vec<u32>,
 }
 
 impl Batch {
@@ -103,9 +120,17 @@ impl Batch {
             notifications: Vec::new(),
             audits: Vec::new(),
             checkpoint: 0,
-            first: None,
-            claimed_by: None,
+            partitions: BTreeMap::new(),
+            fence: None,
         }
+    }
+
+    /// What the batch did in `partition`, to count in.
+    pub fn partition(&mut self, partition: u32) -> &mut Moved {
+        self.partitions.entry(partition).or_insert_with(|| Moved {
+            partition,
+            ..Moved::default()
+        })
     }
 
     /// Commits the batch in one transaction; returns the notifications it
@@ -118,10 +143,11 @@ impl Batch {
             None => Vec::new(),
         };
         let mut tx = pool.begin().await?;
-        if let Some(pid) = self.claimed_by
-            && !super::claim::held(&mut tx, key, pid).await?
-        {
-            return Err(CommitError::Unclaimed);
+        if let Some(fence) = &self.fence {
+            let partitions: Vec<i32> = fence.partitions.iter().map(|p| *p as i32).collect();
+            if !super::claim::held(&mut tx, key, fence.pid, &partitions).await? {
+                return Err(CommitError::Unclaimed);
+            }
         }
         for (writes, docs) in finished.iter().flat_map(|f| &f.writes).zip(&serialised) {
             write_view(&mut tx, writes, docs).await?;
@@ -133,20 +159,27 @@ impl Batch {
         dead_letters::release(&mut tx, key, &self.released).await?;
         let notifications = notifications::insert(&mut tx, self.notifications).await?;
         audit::insert(&mut *tx, &self.audits).await?;
-        // No event is applied out of stream order, whatever redelivered it.
+        // No event is applied out of stream order, whatever redelivered it;
+        // every partition held has been read up to the batch's end.
+        let mut partitions = self.partitions;
+        for held in self.fence.iter().flat_map(|f| &f.partitions) {
+            partitions.entry(*held).or_insert_with(|| Moved {
+                partition: *held,
+                ..Moved::default()
+            });
+        }
         let advance = Advance {
             key,
             to: self.checkpoint,
-            applied: self.processed.len() as i64,
-            dead_lettered: self.dead_letters.len() as i64,
-            first: self.first,
+            partitions: partitions.into_values().collect(),
         };
         let version = match checkpoints::advance(&mut tx, &advance).await? {
             Ok(version) => version,
-            Err(checkpoint) => {
+            Err(behind) => {
                 return Err(CommitError::Behind {
-                    checkpoint,
-                    first: self.first.unwrap_or_default(),
+                    partition: behind.partition,
+                    checkpoint: behind.checkpoint,
+                    first: behind.first,
                 });
             }
         };

@@ -167,6 +167,27 @@ pub struct Stored {
     pub subject: String,
     /// The message bytes as received.
     pub raw: Vec<u8>,
+    /// Its patient's partition.
+    pub partition: i32,
+}
+
+/// The partitions of a projection one host holds: whose dead letters and
+/// parked events it may apply again.
+#[derive(Debug, Clone, Copy)]
+pub struct Held<'a> {
+    /// How many partitions there are (`PARTITIONS`).
+    pub partitions: u32,
+    /// Those held.
+    pub held: &'a [u32],
+}
+
+impl Held<'_> {
+    fn bind(&self) -> (i32, Vec<i32>) {
+        (
+            self.partitions as i32,
+            self.held.iter().map(|p| *p as i32).collect(),
+        )
+    }
 }
 
 /// Of a batch's patients, those whose later events must wait.
@@ -371,33 +392,53 @@ pub async fn poisoned(
 }
 
 /// A plugin's parked events whose patients are clear again (no open dead
-/// letter), oldest first.
+/// letter), oldest first, of the partitions `held`.
 pub async fn releasable(
     pool: &PgPool,
     plugin: &str,
+    held: Held<'_>,
     limit: i64,
 ) -> Result<Vec<Stored>, sqlx::Error> {
+    let (partitions, held) = held.bind();
     sqlx::query_as(
-        "SELECT NULL::bigint AS id, p.stream_seq, p.subject, p.raw FROM parked_events p
-         WHERE p.plugin = $1 AND NOT EXISTS (
-            SELECT 1 FROM dead_letters d
-            WHERE d.plugin = p.plugin AND d.patient_id = p.patient_id
-              AND d.poisons AND d.status IN ('dead', 'retrying'))
-         ORDER BY p.stream_seq LIMIT $2",
+        "SELECT * FROM (
+            SELECT NULL::bigint AS id, p.stream_seq, p.subject, p.raw,
+                   projector_partition(p.patient_id, $3) AS partition
+            FROM parked_events p
+            WHERE p.plugin = $1 AND NOT EXISTS (
+               SELECT 1 FROM dead_letters d
+               WHERE d.plugin = p.plugin AND d.patient_id = p.patient_id
+                 AND d.poisons AND d.status IN ('dead', 'retrying'))) AS clear
+         WHERE partition = ANY($4)
+         ORDER BY stream_seq LIMIT $2",
     )
     .bind(plugin)
     .bind(limit)
+    .bind(partitions)
+    .bind(held)
     .fetch_all(pool)
     .await
 }
 
-/// The dead letters an operator asked to retry, in stream order.
-pub async fn retrying(pool: &PgPool, plugin: &str) -> Result<Vec<Stored>, sqlx::Error> {
+/// The dead letters an operator asked to retry, in stream order, of the
+/// partitions `held`.
+pub async fn retrying(
+    pool: &PgPool,
+    plugin: &str,
+    held: Held<'_>,
+) -> Result<Vec<Stored>, sqlx::Error> {
+    let (partitions, held) = held.bind();
     sqlx::query_as(
-        "SELECT id, stream_seq, subject, raw FROM dead_letters
-         WHERE plugin = $1 AND status = 'retrying' ORDER BY stream_seq",
+        "SELECT * FROM (
+            SELECT id, stream_seq, subject, raw,
+                   projector_partition(patient_id, $2) AS partition
+            FROM dead_letters WHERE plugin = $1 AND status = 'retrying') AS letters
+         WHERE partition = ANY($3)
+         ORDER BY stream_seq",
     )
     .bind(plugin)
+    .bind(partitions)
+    .bind(held)
     .fetch_all(pool)
     .await
 }

@@ -11,6 +11,7 @@ mod commit;
 pub mod dead_letters;
 pub mod deployments;
 pub mod documents;
+pub mod layout;
 pub mod members;
 pub mod notifications;
 mod overlay;
@@ -23,7 +24,7 @@ mod views;
 
 pub use audit::NewAudit;
 pub use cache::DocCache;
-pub use commit::{Batch, CommitError, MAX_BATCH_BYTES, MAX_DOCUMENT_BYTES};
+pub use commit::{Batch, CommitError, Fence, MAX_BATCH_BYTES, MAX_DOCUMENT_BYTES};
 pub use dead_letters::{NewDeadLetter, NewParked};
 pub use notifications::{NewNotification, StoredNotification};
 pub use overlay::{ApplyFailure, Overlay};

@@ -11,10 +11,11 @@ use std::path::PathBuf;
 
 use patient::PatientPlugin;
 use projector::config::Config;
-use projector::ingest::{Batcher, Item, Origin};
+use projector::ingest::{Batcher, Item};
 use projector::runtime::{Plugin, Runtime};
 use projector::sim::Simulator;
-use projector::store::claim::Claim;
+use projector::store::Fence;
+use projector::store::claim::Lease;
 use projector::store::{self, CommitError, DocCache, Target};
 use projector_events::{Envelope, Event};
 use projector_sdk::Plugin as _;
@@ -188,8 +189,9 @@ fn messages(case: &Case) -> Vec<Message> {
 /// The database, the runtime and the patient plugin, made once.
 struct World {
     pool: PgPool,
-    /// The projection's claim, which every commit checks.
-    claim: Claim,
+    /// The lease on the projection's one partition, which every commit
+    /// checks.
+    claim: Lease,
     plugin: Plugin,
     database: String,
     admin_url: String,
@@ -214,15 +216,18 @@ async fn world() -> World {
         .await
         .unwrap();
     crate::common::faults::install(&pool, "checkpoints").await;
-    let claim = Claim::try_take(
+    let claim = Lease::open(
         &pool,
         "patient",
         std::time::Duration::from_secs(10),
         uuid::Uuid::new_v4(),
     )
     .await
-    .unwrap()
-    .expect("nobody else claims this database's projection");
+    .unwrap();
+    assert!(
+        claim.try_take(0).await.unwrap(),
+        "nobody else claims this database's projection"
+    );
     World {
         claim,
         pool,
@@ -272,12 +277,8 @@ async fn run(world: &World, case: &Case) {
     let items: Vec<Item> = messages
         .iter()
         .enumerate()
-        .map(|(i, m)| Item {
-            seq: i as u64 + 1,
-            subject: m.subject.clone(),
-            raw: m.raw.clone(),
-            origin: Origin::Stream,
-        })
+        // One partition: every event is this projection's.
+        .map(|(i, m)| Item::from_stream(i as u64 + 1, m.subject.clone(), m.raw.clone(), 1))
         .collect();
     let cache = DocCache::new(64);
     let target = Target::live("patient");
@@ -287,7 +288,10 @@ async fn run(world: &World, case: &Case) {
         pool,
         cache: &cache,
         max_attempts: 1,
-        claimed_by: Some(world.claim.pid),
+        fence: Some(Fence {
+            pid: world.claim.pid,
+            partitions: vec![0],
+        }),
     };
     let (mut at, mut b) = (0, 0);
     while at < items.len() {
@@ -295,7 +299,7 @@ async fn run(world: &World, case: &Case) {
         let batch: Vec<Item> = items[at..end].to_vec();
         if case.failures[b % case.failures.len()] {
             crate::common::faults::arm(pool).await;
-            let failed = batcher.commit(batch.clone()).await;
+            let failed = batcher.commit(batch.clone(), 0).await;
             assert!(
                 failed.is_err(),
                 "batch {b}: the injected failure is reported"
@@ -306,11 +310,11 @@ async fn run(world: &World, case: &Case) {
                 "a failed batch moves nothing"
             );
         }
-        let done = batcher.commit(batch.clone()).await;
+        let done = batcher.commit(batch.clone(), 0).await;
         assert!(done.is_ok(), "batch {b}: {:?}", done.err());
         assert_eq!(checkpoint(pool).await, end as u64);
         if case.replays[b % case.replays.len()] {
-            let again = batcher.commit(batch).await;
+            let again = batcher.commit(batch, 0).await;
             let behind = again
                 .as_ref()
                 .err()
@@ -389,7 +393,7 @@ async fn run(world: &World, case: &Case) {
         parked
     );
     let counted: i64 =
-        sqlx::query_scalar("SELECT applied FROM checkpoints WHERE plugin = 'patient'")
+        sqlx::query_scalar("SELECT sum(applied)::bigint FROM checkpoints WHERE plugin = 'patient'")
             .fetch_one(pool)
             .await
             .unwrap();

@@ -1,55 +1,70 @@
-//! Hosts on one database and stream: one projects each plugin, the others
-//! stand by, and when the one projecting goes away another takes over
-//! where it stopped; the hosts share the plugins fairly, a joining host
-//! taking its share and a leaving one handing its plugins over. A host
-//! whose claim was lost cannot commit.
+//! Hosts on one database and stream: each partition of each plugin has
+//! one owner, and when the owner goes away another host takes over where
+//! it stopped; the hosts share the partitions fairly, a joining host taking
+//! its share and a leaving one handing its partitions over; a rebuild
+//! gathers a plugin's partitions on its host until it switches. A host
+//! whose lease was lost cannot commit.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::common::{HostProcess, SEED, TestEnv, assert_seed_chart, eventually, own_plugins};
 use projector::serve::Host;
-use projector::store::claim::{self, Claim};
+use projector::store::claim::{self, Lease};
 use serde_json::Value;
 
 /// The lease of the claims these tests take themselves.
 const LEASE: Duration = Duration::from_secs(1);
 
-fn states(host: &Host) -> Vec<&'static str> {
+/// How many partitions a host holds, over its plugins.
+fn held(host: &Host) -> usize {
     host.registry
-        .names()
+        .projections()
         .iter()
-        .map(|name| host.registry.get(name).unwrap().describe().0)
-        .collect()
+        .map(|p| p.progress.held())
+        .sum()
 }
 
-/// How many of a host's plugins are in each state: (running, standby).
-fn split(host: &Host) -> (usize, usize) {
-    let states = states(host);
-    let running = states.iter().filter(|s| **s == "running").count();
-    (running, states.len() - running)
+/// The seed's events again for another patient, with their own ids.
+fn for_jane(events: &str) -> String {
+    events
+        .replace("seed-", "jane-")
+        .replace("p-john-doe", "p-jane-roe")
+}
+
+/// Checks the chart of the seed's patient, or of Jane's copy of it.
+fn assert_chart(patient: &str, chart: &Value) {
+    let as_john = chart
+        .to_string()
+        .replace(patient, "p-john-doe")
+        .replace("jane-", "seed-");
+    assert_seed_chart(&serde_json::from_str(&as_john).unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_joining_host_takes_its_share_and_a_leaving_one_hands_its_plugins_over() {
+async fn a_joining_host_takes_its_share_and_a_leaving_one_hands_its_partitions_over() {
     let mut env = TestEnv::new("claims").await;
     env.config.plugins_dir = own_plugins(&env.tag, &["patient", "lab"]);
+    env.config.partitions = 4;
     // Long enough that a hand-over seen before it lapses was not a lapse.
     env.config.lease_ttl = Duration::from_secs(10);
     let (seed_first, seed_rest) = SEED.split_at(SEED.find("\n{\"eventId\":\"seed-0009\"").unwrap());
     let a = env.start().await;
-    eventually("host a claims both plugins", || async {
-        (split(&a) == (2, 0)).then_some(())
+    eventually("host a claims every partition of both plugins", || async {
+        (held(&a) == 8).then_some(())
     })
     .await;
     let b = env.start().await;
-    eventually("host b takes its share: one plugin each", || async {
-        (split(&a) == (1, 1) && split(&b) == (1, 1)).then_some(())
+    eventually("host b takes its share: four partitions each", || async {
+        (held(&a) == 4 && held(&b) == 4).then_some(())
     })
     .await;
     env.publish(seed_first).await;
+    env.publish(&for_jane(seed_first)).await;
     env.settle(&a).await;
     env.settle(&b).await;
-    // The cluster view, from either host: both live, one plugin each.
+    // The cluster view, from either host: both live, every partition
+    // owned, four each, none behind.
     let admin = env.token("u-admin-1", "admin");
     let (status, view) = env.get(&b, "/api/cluster", Some(&admin)).await;
     assert_eq!(status, 200, "{view}");
@@ -57,37 +72,31 @@ async fn a_joining_host_takes_its_share_and_a_leaving_one_hands_its_plugins_over
         members(&view),
         [(a.member.to_string(), true), (b.member.to_string(), true)]
     );
-    let mut owners_now = owners(&view);
-    owners_now.sort();
-    let mut both = [a.member.to_string(), b.member.to_string()];
-    both.sort();
-    assert_eq!(owners_now, both);
-
-    // A rebuild replaces the live views under the live projection: a host
-    // that stands by for the plugin refuses it and says where to ask.
-    let standby = a
-        .registry
-        .names()
-        .into_iter()
-        .find(|name| a.registry.get(name).unwrap().describe().0 == "standby")
-        .expect("a stands by for one plugin");
-    let (status, refused) = env
-        .post(&a, &format!("/api/plugins/{standby}/rebuild"), &admin)
-        .await;
-    assert_eq!(status, 409, "{refused}");
-    assert!(
-        refused["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("another host projects")),
-        "{refused}"
+    assert_eq!(
+        owned(&view),
+        BTreeMap::from([(a.member.to_string(), 4), (b.member.to_string(), 4)]),
+        "{view}"
     );
+    assert!(lags(&view).iter().all(|lag| *lag == Some(0)), "{view}");
 
-    // A graceful stop: a leaves the members and its plugin goes to b at
+    // A rebuild on a: the other host gives the plugin's partitions up to
+    // the pin, the switch happens with all of them here, and then they are
+    // shared again.
+    let (status, started) = env.post(&a, "/api/plugins/patient/rebuild", &admin).await;
+    assert!((200..300).contains(&status), "{started}");
+    eventually("the rebuild switches in", || async {
+        a.deployer.rebuild_status("patient").is_none().then_some(())
+    })
+    .await;
+    let patient = a.registry.get("patient").unwrap();
+    assert_eq!(patient.controls.generation(), 1, "switched to the rebuild");
+
+    // A graceful stop: a leaves the members and its partitions go to b at
     // once, long before a's lease could have lapsed.
     let left = std::time::Instant::now();
     a.leave().await;
     eventually("host b takes over", || async {
-        (split(&b) == (2, 0)).then_some(())
+        (held(&b) == 8).then_some(())
     })
     .await;
     assert!(
@@ -95,81 +104,100 @@ async fn a_joining_host_takes_its_share_and_a_leaving_one_hands_its_plugins_over
         "handed over in {:?}, not at once",
         left.elapsed()
     );
-    eventually("the view shows b projecting and a gone", || async {
+    eventually("the view shows b owning everything and a gone", || async {
         let (_, view) = env.get(&b, "/api/cluster", Some(&admin)).await;
-        (owners(&view) == [b.member.to_string(), b.member.to_string()]
+        (owned(&view) == BTreeMap::from([(b.member.to_string(), 8)])
             && members(&view) == [(b.member.to_string(), true)])
         .then_some(())
     })
     .await;
     env.publish(seed_rest.trim_start()).await;
+    env.publish(&for_jane(seed_rest.trim_start())).await;
     env.settle(&b).await;
-    let (_, chart) = env
-        .get(
-            &b,
-            "/api/aggregate/patients/p-john-doe",
-            Some(&env.token("u-dr", "provider")),
-        )
-        .await;
-    assert_seed_chart(&chart);
-    // The alerts of the plugins loaded here: lab's critical potassium and
-    // the penicillin allergy (radiology and pharmacy raise the others).
-    assert_eq!(chart["criticalAlerts"], 2);
+    let provider = env.token("u-dr", "provider");
+    for patient in ["p-john-doe", "p-jane-roe"] {
+        let (_, chart) = env
+            .get(
+                &b,
+                &format!("/api/aggregate/patients/{patient}"),
+                Some(&provider),
+            )
+            .await;
+        assert_chart(patient, &chart);
+        if patient == "p-john-doe" {
+            // The alerts of the plugins loaded here: lab's critical
+            // potassium and the penicillin allergy (radiology and pharmacy
+            // raise the others). Jane's copy reuses John's report ids, so
+            // her alerts count as his.
+            assert_eq!(chart["criticalAlerts"], 2);
+        }
+    }
     let applied: i64 =
-        sqlx::query_scalar("SELECT applied FROM checkpoints WHERE plugin = 'patient'")
+        sqlx::query_scalar("SELECT sum(applied)::bigint FROM checkpoints WHERE plugin = 'patient'")
             .fetch_one(&env.pool().await)
             .await
             .unwrap();
     assert_eq!(
         applied as usize,
-        SEED.lines().count(),
+        2 * SEED.lines().count(),
         "each event applied once"
     );
     b.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claim_whose_connection_died_no_longer_fences_in() {
+async fn a_lease_whose_connection_died_no_longer_fences_in() {
     let env = TestEnv::new("fence").await;
     let pool = projector::store::connect(&env.config.database_url, env.config.db_connections)
         .await
         .unwrap();
-    let held = Claim::try_take(&pool, "lab", LEASE, uuid::Uuid::new_v4())
+    let lease = Lease::open(&pool, "lab", LEASE, uuid::Uuid::new_v4())
         .await
-        .unwrap()
-        .expect("free");
+        .unwrap();
+    assert!(lease.try_take(0).await.unwrap(), "free");
+    assert!(lease.try_take(1).await.unwrap(), "free");
+    let other = Lease::open(&pool, "lab", LEASE, uuid::Uuid::new_v4())
+        .await
+        .unwrap();
+    assert!(!other.try_take(1).await.unwrap(), "one holder");
+    assert!(other.try_take(2).await.unwrap(), "another partition");
+    assert!(lease.alive());
+    let mut tx = pool.begin().await.unwrap();
     assert!(
-        Claim::try_take(&pool, "lab", LEASE, uuid::Uuid::new_v4())
+        claim::held(&mut tx, "lab", lease.pid, &[0, 1])
             .await
             .unwrap()
-            .is_none(),
-        "one holder"
     );
-    assert!(held.alive());
-    let mut tx = pool.begin().await.unwrap();
-    assert!(claim::held(&mut tx, "lab", held.pid).await.unwrap());
-    assert!(!claim::held(&mut tx, "patient", held.pid).await.unwrap());
+    assert!(
+        !claim::held(&mut tx, "lab", lease.pid, &[0, 2])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !claim::held(&mut tx, "patient", lease.pid, &[0])
+            .await
+            .unwrap()
+    );
     drop(tx);
+    lease.give_up(1).await.unwrap();
+    assert!(other.try_take(1).await.unwrap(), "given up, taken");
     sqlx::query("SELECT pg_terminate_backend($1)")
-        .bind(held.pid)
+        .bind(lease.pid)
         .execute(&pool)
         .await
         .unwrap();
     eventually("the lock is gone with its connection", || async {
         let mut tx = pool.begin().await.unwrap();
-        (!claim::held(&mut tx, "lab", held.pid).await.unwrap()).then_some(())
+        (!claim::held(&mut tx, "lab", lease.pid, &[0]).await.unwrap()).then_some(())
     })
     .await;
-    eventually("the claim's next renewal finds it lost", || async {
-        (!held.alive()).then_some(())
+    eventually("the lease's next renewal finds it lost", || async {
+        (!lease.alive()).then_some(())
     })
     .await;
-    let again = Claim::try_take(&pool, "lab", LEASE, uuid::Uuid::new_v4())
-        .await
-        .unwrap();
-    assert!(again.is_some(), "free again");
-    // A claim is a pool connection held for good: closing waits for it.
-    drop((held, again));
+    assert!(other.try_take(0).await.unwrap(), "free again");
+    // A lease is a pool connection held for good: closing waits for it.
+    drop((lease, other));
     pool.close().await;
 }
 
@@ -188,13 +216,27 @@ fn members(view: &Value) -> Vec<(String, bool)> {
         .collect()
 }
 
-/// The cluster view's owner of each plugin, by plugin name.
-fn owners(view: &Value) -> Vec<String> {
+/// How many partitions each member owns in the cluster view, over its
+/// plugins; `none` counts those nobody owns.
+fn owned(view: &Value) -> BTreeMap<String, usize> {
+    let mut owned = BTreeMap::new();
+    for plugin in view["plugins"].as_array().unwrap() {
+        for partition in plugin["partitions"].as_array().unwrap() {
+            let owner = partition["owner"].as_str().unwrap_or("none").to_owned();
+            *owned.entry(owner).or_default() += 1;
+        }
+    }
+    owned
+}
+
+/// Every partition's lag in the cluster view.
+fn lags(view: &Value) -> Vec<Option<u64>> {
     view["plugins"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p["owner"].as_str().unwrap_or("none").to_owned())
+        .flat_map(|p| p["partitions"].as_array().unwrap())
+        .map(|p| p["lag"].as_u64())
         .collect()
 }
 
@@ -224,11 +266,12 @@ fn all_in(states: &[(String, String)], state: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_stopped_past_its_lease_loses_its_claims_and_commits_nothing_when_it_wakes() {
     let mut env = TestEnv::new("lease").await;
-    // One plugin, so that its one host has its share and keeps it when the
-    // other wakes (with more, the woken host would rightly get one back).
+    // One plugin in one partition, so that its one host has its share and
+    // keeps it when the other wakes (with more, the woken host would rightly
+    // get some back).
     env.config.plugins_dir = own_plugins(&env.tag, &["patient"]);
     let (seed_first, seed_rest) = SEED.split_at(SEED.find("\n{\"eventId\":\"seed-0009\"").unwrap());
-    let lease = [("LEASE_TTL", "2s")];
+    let lease = [("LEASE_TTL", "2s"), ("PARTITIONS", "1")];
     let a = env.spawn_host_with(&lease).await;
     eventually("host a claims the plugin", || async {
         all_in(&process_states(&env, &a).await, "running").then_some(())
@@ -244,12 +287,14 @@ async fn a_host_stopped_past_its_lease_loses_its_claims_and_commits_nothing_when
     let applied = |plugin: &'static str| {
         let pool = pool.clone();
         async move {
-            sqlx::query_scalar::<_, i64>("SELECT applied FROM checkpoints WHERE plugin = $1")
-                .bind(plugin)
-                .fetch_optional(&pool)
-                .await
-                .unwrap()
-                .unwrap_or(0)
+            sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT sum(applied)::bigint FROM checkpoints WHERE plugin = $1",
+            )
+            .bind(plugin)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .unwrap_or(0)
         }
     };
     let first_count = seed_first.lines().count() as i64;
@@ -311,4 +356,66 @@ async fn a_host_stopped_past_its_lease_loses_its_claims_and_commits_nothing_when
         .await
         .unwrap();
     assert_seed_chart(&chart);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_change_only_while_no_other_host_is_live_and_nothing_is_applied_twice() {
+    let mut env = TestEnv::new("layout").await;
+    env.config.plugins_dir = own_plugins(&env.tag, &["patient"]);
+    env.config.partitions = 4;
+    let a = env.start().await;
+    env.publish(SEED).await;
+    env.settle(&a).await;
+    let pool = env.pool().await;
+    let rows = || async {
+        sqlx::query_as::<_, (i64, i64, i64)>(
+            "SELECT count(*), min(seq), sum(applied)::bigint FROM checkpoints WHERE plugin = 'patient'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let (partitions, slowest, applied) = rows().await;
+    assert_eq!((partitions, applied as usize), (4, SEED.lines().count()));
+
+    // A host with another count refuses to start while a is live.
+    let mut eight = env.config.clone();
+    eight.partitions = 8;
+    let refused = Host::start(eight.clone())
+        .await
+        .err()
+        .map(|e| format!("{e:#}"))
+        .expect("a host with another PARTITIONS refuses to start");
+    assert!(refused.contains("PARTITIONS is 8 here but 4"), "{refused}");
+    assert_eq!(rows().await, (4, slowest, applied), "nothing moved");
+
+    // Alone, it moves the checkpoints to eight partitions at the slowest of
+    // the four, and reads again from there without applying anything twice.
+    a.leave().await;
+    let b = Host::start(eight).await.expect("alone, the host starts");
+    assert_eq!(rows().await, (8, slowest, applied));
+    env.publish(&for_jane(SEED)).await;
+    env.settle(&b).await;
+    eventually("b holds all eight partitions", || async {
+        (held(&b) == 8).then_some(())
+    })
+    .await;
+    let provider = env.token("u-dr", "provider");
+    for patient in ["p-john-doe", "p-jane-roe"] {
+        let (_, chart) = env
+            .get(
+                &b,
+                &format!("/api/aggregate/patients/{patient}"),
+                Some(&provider),
+            )
+            .await;
+        assert_chart(patient, &chart);
+    }
+    let (_, _, applied) = rows().await;
+    assert_eq!(
+        applied as usize,
+        2 * SEED.lines().count(),
+        "each event applied once"
+    );
+    b.stop();
 }

@@ -28,6 +28,7 @@ use projector_events::Event;
 use projector_sdk::Plugin;
 use projector_sdk::testing::Harness;
 use radiology::RadiologyPlugin;
+use serde_json::Value;
 use sqlx::PgPool;
 
 const PLUGINS: [&str; 5] = ["patient", "lab", "radiology", "pharmacy", "encounter"];
@@ -90,24 +91,30 @@ async fn spawn_host(env: &TestEnv) -> (HostProcess, u16) {
     (host, ws_port)
 }
 
-/// How many plugins a host projects now.
-async fn running(host: &HostProcess, admin: &str) -> usize {
-    host.plugin_states(admin)
-        .await
-        .iter()
-        .filter(|(_, state)| state == "running")
-        .count()
-}
-
-/// Waits until each of `hosts` projects at least one plugin and, together,
-/// every plugin once.
+/// Waits until, in the cluster view, every partition of every plugin is
+/// owned and each of `hosts` owns some.
 async fn each_projects_a_share(hosts: &[&HostProcess], admin: &str) {
-    eventually("each host projects a share", || async {
-        let mut shares = Vec::new();
-        for host in hosts {
-            shares.push(running(host, admin).await);
+    eventually("each host owns a share of the partitions", || async {
+        let view: Value = reqwest::Client::new()
+            .get(format!("{}/api/cluster", hosts[0].base))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let mut owned: BTreeMap<String, usize> = BTreeMap::new();
+        for plugin in view["plugins"].as_array()? {
+            for partition in plugin["partitions"].as_array()? {
+                let owner = partition["owner"].as_str().unwrap_or("none");
+                *owned.entry(owner.to_owned()).or_default() += 1;
+            }
         }
-        (shares.iter().all(|n| *n >= 1) && shares.iter().sum::<usize>() == PLUGINS.len())
+        let partitions = view["partitions"].as_u64()? as usize;
+        (!owned.contains_key("none")
+            && owned.len() == hosts.len()
+            && owned.values().sum::<usize>() == PLUGINS.len() * partitions)
             .then_some(())
     })
     .await;
@@ -244,13 +251,14 @@ async fn hosts_on_a_nats_cluster_lose_nothing_through_a_host_kill_a_node_restart
     let pool = env.pool().await;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let handled: BTreeMap<String, i64> =
-            sqlx::query_as("SELECT plugin, applied + dead_lettered FROM checkpoints")
-                .fetch_all(&pool)
-                .await
-                .unwrap()
-                .into_iter()
-                .collect();
+        let handled: BTreeMap<String, i64> = sqlx::query_as(
+            "SELECT plugin, sum(applied + dead_lettered)::bigint FROM checkpoints GROUP BY plugin",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
         if handled == subscribed {
             break;
         }
@@ -265,9 +273,10 @@ async fn hosts_on_a_nats_cluster_lose_nothing_through_a_host_kill_a_node_restart
     }
     let stream = env.js.get_stream(&env.config.stream_name).await.unwrap();
     for name in PLUGINS {
-        eventually(&format!("{name}'s consumer has nothing left"), || async {
-            (projector::ingest::lag(&stream, name).await.ok()? == 0).then_some(())
-        })
+        eventually(
+            &format!("every partition of {name} is caught up"),
+            || async { (env.backlog(&pool, &stream, name).await == 0).then_some(()) },
+        )
         .await;
     }
     println!(
@@ -314,20 +323,21 @@ async fn hosts_on_a_nats_cluster_lose_nothing_through_a_host_kill_a_node_restart
     each_projects_a_share(&[&b, &c, &d], &admin).await;
 
     // On nats-server 2.12 a plugin of several subjects reads only those:
-    // the encounter plugin's consumer is filtered to its three.
-    let encounter = stream
-        .consumer_info("projector-encounter")
-        .await
-        .expect("the encounter consumer");
+    // the encounter plugin's consumers are filtered to its three.
     let prefix = &env.config.subject_prefix;
-    assert_eq!(
-        encounter.config.filter_subjects,
-        EncounterPlugin::describe()
-            .subjects
-            .iter()
-            .map(|s| format!("{prefix}{s}"))
-            .collect::<Vec<_>>()
-    );
+    let encounter = env.consumers(&stream, "encounter").await;
+    assert!(!encounter.is_empty(), "hosts read encounter on consumers");
+    for name in encounter {
+        let info = stream.consumer_info(&name).await.expect("the consumer");
+        assert_eq!(
+            info.config.filter_subjects,
+            EncounterPlugin::describe()
+                .subjects
+                .iter()
+                .map(|s| format!("{prefix}{s}"))
+                .collect::<Vec<_>>()
+        );
+    }
     for device in devices {
         device.abort();
     }

@@ -12,7 +12,7 @@ use projector::store::retention::{sweep_notifications, sweep_processed, sweep_se
 use sqlx::PgPool;
 
 async fn applied(pool: &PgPool, plugin: &str) -> i64 {
-    sqlx::query_scalar("SELECT applied FROM checkpoints WHERE plugin = $1")
+    sqlx::query_scalar("SELECT sum(applied)::bigint FROM checkpoints WHERE plugin = $1")
         .bind(plugin)
         .fetch_one(pool)
         .await

@@ -169,6 +169,7 @@ impl TestEnv {
             .env("WS_ADDR", "127.0.0.1:0")
             .env("ACK_WAIT_SECS", "1")
             .env("BATCH_SIZE", self.config.batch_size.to_string())
+            .env("PARTITIONS", self.config.partitions.to_string())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true);
@@ -197,6 +198,34 @@ impl TestEnv {
         HostProcess { child, base }
     }
 
+    /// How far behind plugin `name` is (see [`ingest::backlog`]); 1 while
+    /// that cannot be read yet.
+    pub async fn backlog(
+        &self,
+        pool: &sqlx::PgPool,
+        stream: &async_nats::jetstream::stream::Stream,
+        name: &str,
+    ) -> u64 {
+        ingest::backlog(pool, stream, &self.config, name)
+            .await
+            .unwrap_or(1)
+    }
+
+    /// The consumers hosts read plugin `name` on, one per host.
+    pub async fn consumers(
+        &self,
+        stream: &async_nats::jetstream::stream::Stream,
+        name: &str,
+    ) -> Vec<String> {
+        use futures::TryStreamExt;
+        let prefix = format!("projector-{name}-");
+        let names: Vec<String> = stream.consumer_names().try_collect().await.unwrap();
+        names
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .collect()
+    }
+
     /// Waits until every plugin of the host has nothing left to apply.
     pub async fn settle(&self, host: &Host) {
         let stream = self
@@ -208,7 +237,7 @@ impl TestEnv {
         loop {
             let mut lag = 0;
             for name in host.registry.names() {
-                lag += ingest::lag(&stream, &name).await.unwrap_or(1);
+                lag += self.backlog(&host.pool, &stream, &name).await;
             }
             if lag == 0 {
                 return;

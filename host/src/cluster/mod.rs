@@ -1,14 +1,18 @@
-//! How the hosts of a deployment share the projections: each host holds at
-//! most its fair share of them, so a host that joins gets work within a few
-//! seconds and a host that goes leaves its projections to the others.
+//! How the hosts of a deployment share the work: every plugin's patients
+//! are split into partitions ([`partition`]), and each host owns at most
+//! its fair share of all the (plugin, partition) pairs, so a host that
+//! joins gets work within a few seconds and a host that goes leaves its
+//! partitions to the others.
 //!
-//! Which host projects what is decided by the claims themselves (see
-//! [`crate::store::claim`]): a claim nobody holds goes to the first host
-//! that tries. This module only tells a host when to try and when to give
-//! one up: a host below its share takes free claims; a host above it gives
-//! one up between two batches; a claim left free longer than one standby
-//! poll is taken by whoever sees it, share or not, so nothing stays
-//! unprojected while membership is being learnt.
+//! Which host owns what is decided by the claims themselves (see
+//! [`crate::store::claim`]): a partition nobody holds goes to the first
+//! host that tries. This module only tells a host when to try and when to
+//! give one up: a host below its share takes free partitions; a host above
+//! it gives some up between two batches; a partition left free longer than
+//! one standby poll is taken by whoever sees it, share or not, so nothing
+//! stays unprojected while membership is being learnt.
+
+pub mod partition;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,8 +28,8 @@ use crate::store::members;
 /// shared by its projections.
 #[derive(Debug, Default)]
 pub struct Ownership {
-    /// Live projections on this host that take part in sharing (a plugin's
-    /// live views; rebuilds do not count).
+    /// Partitions of the live projections on this host, which take part in
+    /// sharing (a plugin's live views; rebuilds do not count).
     units: AtomicUsize,
     /// Of those, how many this host holds the claim of.
     held: AtomicUsize,
@@ -35,14 +39,18 @@ pub struct Ownership {
 }
 
 impl Ownership {
-    /// A projection that shares in the work has started on this host; the
-    /// guard counts it until the projection ends.
-    pub fn join(self: &Arc<Self>) -> Unit {
-        self.units.fetch_add(1, Ordering::AcqRel);
-        Unit(self.clone())
+    /// A projection that shares in the work, with its `partitions`, has
+    /// started on this host; the guard counts them until the projection
+    /// ends.
+    pub fn join(self: &Arc<Self>, partitions: usize) -> Unit {
+        self.units.fetch_add(partitions, Ordering::AcqRel);
+        Unit {
+            ownership: self.clone(),
+            partitions,
+        }
     }
 
-    /// This host now holds a claim; the guard counts it in the share until
+    /// This host now holds a partition's claim; the guard counts it in the share until
     /// dropped with the claim.
     pub fn hold(self: &Arc<Self>) -> Counted {
         self.held.fetch_add(1, Ordering::AcqRel);
@@ -50,6 +58,21 @@ impl Ownership {
             ownership: self.clone(),
             counted: true,
         }
+    }
+
+    /// Counts one more partition in this host's share if it is below its
+    /// share; `None` if it has its share already.
+    pub fn try_hold(self: &Arc<Self>) -> Option<Counted> {
+        let share = self.share();
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < share).then_some(held + 1)
+            })
+            .ok()
+            .map(|_| Counted {
+                ownership: self.clone(),
+                counted: true,
+            })
     }
 
     /// Records how many hosts are live now.
@@ -62,15 +85,16 @@ impl Ownership {
         self.live.load(Ordering::Acquire).max(1)
     }
 
-    /// How many projections each host should hold: the projections divided
-    /// by the live hosts, rounded up.
+    /// How many partitions each host should hold: all of them divided by
+    /// the live hosts, rounded up.
     pub fn share(&self) -> usize {
         self.units.load(Ordering::Acquire).div_ceil(self.live())
     }
 
-    /// Whether this host may take one more free claim now.
-    pub fn below_share(&self) -> bool {
-        self.held.load(Ordering::Acquire) < self.share()
+    /// How many more free partitions this host may take now.
+    pub fn room(&self) -> usize {
+        self.share()
+            .saturating_sub(self.held.load(Ordering::Acquire))
     }
 
     /// Whether this host holds more than its share now.
@@ -100,16 +124,22 @@ impl Ownership {
     }
 }
 
-/// A projection that shares in the work, counted while it lives.
-pub struct Unit(Arc<Ownership>);
+/// A projection's partitions that share in the work, counted while it
+/// lives.
+pub struct Unit {
+    ownership: Arc<Ownership>,
+    partitions: usize,
+}
 
 impl Drop for Unit {
     fn drop(&mut self) {
-        self.0.units.fetch_sub(1, Ordering::AcqRel);
+        self.ownership
+            .units
+            .fetch_sub(self.partitions, Ordering::AcqRel);
     }
 }
 
-/// A claim this host holds, counted in its share while it is held.
+/// A partition's claim this host holds, counted in its share while it is held.
 pub struct Counted {
     ownership: Arc<Ownership>,
     /// Whether dropping it still counts it off.
@@ -159,30 +189,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_share_is_the_projections_over_the_live_hosts_rounded_up() {
+    fn the_share_is_the_partitions_over_the_live_hosts_rounded_up() {
         let ownership = Arc::new(Ownership::default());
-        let _units: Vec<Unit> = (0..5).map(|_| ownership.join()).collect();
-        assert_eq!(ownership.share(), 5, "alone until others are heard of");
-        ownership.set_live(2);
-        assert_eq!(ownership.share(), 3);
+        let _units: Vec<Unit> = (0..5).map(|_| ownership.join(4)).collect();
+        assert_eq!(ownership.share(), 20, "alone until others are heard of");
+        ownership.set_live(3);
+        assert_eq!(ownership.share(), 7);
         ownership.set_live(4);
-        assert_eq!(ownership.share(), 2);
+        assert_eq!(ownership.share(), 5);
     }
 
     #[test]
     fn a_host_gives_up_exactly_what_it_holds_above_its_share() {
         let ownership = Arc::new(Ownership::default());
-        let _units: Vec<Unit> = (0..5).map(|_| ownership.join()).collect();
+        let _units: Vec<Unit> = (0..5).map(|_| ownership.join(1)).collect();
         let held: Vec<Counted> = (0..5).map(|_| ownership.hold()).collect();
-        assert!(!ownership.below_share());
+        assert_eq!(ownership.room(), 0);
         ownership.set_live(2);
         let (given_up, kept): (Vec<_>, Vec<_>) = held
             .into_iter()
             .map(|h| ownership.try_yield(h))
             .partition(Result::is_ok);
         assert_eq!((given_up.len(), kept.len()), (2, 3));
-        assert!(!ownership.below_share());
+        assert_eq!(ownership.room(), 0);
         drop(kept);
-        assert!(ownership.below_share(), "a claim lost counts off");
+        assert_eq!(ownership.room(), 3, "a claim lost counts off");
     }
 }
