@@ -28,7 +28,6 @@ use projector_events::Event;
 use projector_sdk::Plugin;
 use projector_sdk::testing::Harness;
 use radiology::RadiologyPlugin;
-use serde_json::Value;
 use sqlx::PgPool;
 
 const PLUGINS: [&str; 5] = ["patient", "lab", "radiology", "pharmacy", "encounter"];
@@ -95,15 +94,7 @@ async fn spawn_host(env: &TestEnv) -> (HostProcess, u16) {
 /// owned and each of `hosts` owns some.
 async fn each_projects_a_share(hosts: &[&HostProcess], admin: &str) {
     eventually("each host owns a share of the partitions", || async {
-        let view: Value = reqwest::Client::new()
-            .get(format!("{}/api/cluster", hosts[0].base))
-            .bearer_auth(admin)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let view = hosts[0].get_json("/api/cluster", admin).await?;
         let mut owned: BTreeMap<String, usize> = BTreeMap::new();
         for plugin in view["plugins"].as_array()? {
             for partition in plugin["partitions"].as_array()? {

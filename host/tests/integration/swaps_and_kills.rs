@@ -28,15 +28,7 @@ const BURST: usize = RATE / 10;
 
 /// The lab plugin's running hash, as `GET /api/plugins` shows it.
 async fn lab_hash(host: &HostProcess, admin: &str) -> Option<String> {
-    let plugins: Value = reqwest::Client::new()
-        .get(format!("{}/api/plugins", host.base))
-        .bearer_auth(admin)
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let plugins = host.get_json("/api/plugins", admin).await?;
     plugins.as_array()?.iter().find(|p| p["name"] == "lab")?["hash"]
         .as_str()
         .map(str::to_owned)

@@ -502,6 +502,20 @@ impl HostProcess {
         self.child.wait().await.expect("the host exits");
     }
 
+    /// What `GET path` answers with `token`; `None` while the host cannot
+    /// answer it (restarting, say).
+    pub async fn get_json(&self, path: &str, token: &str) -> Option<Value> {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    }
+
     /// Each plugin's state on it (`running`, `standby`…), by name, as
     /// `GET /api/plugins` tells an admin (`admin`: a token).
     pub async fn plugin_states(&self, admin: &str) -> Vec<(String, String)> {
