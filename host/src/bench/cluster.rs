@@ -1,6 +1,7 @@
 //! `projector bench cluster --hosts N`: N host processes on one stream and
-//! database share the plugins (one host per plugin at a time, each host
-//! its fair share); once they have split them, a backlog of simulated
+//! database share the plugins' partitions (one host per partition at a
+//! time, each host its fair share); once they have split them, a backlog of
+//! simulated
 //! traffic is published and projected. Prints events per second end to end
 //! and each host's share of the plugin deliveries.
 
@@ -77,22 +78,23 @@ pub async fn run(mut config: Config, hosts: usize, events: usize) -> anyhow::Res
         processes.push(start_host(&executable, &config, free_address()?, Some(http)).await?);
         addresses.push(http);
     }
-    // The hosts split the plugins before the load: each projects some (as
-    // many as there are plugins to go round) and all are projected.
+    // The hosts split the plugins' partitions before the load: each owns
+    // some and every one is owned.
+    let units = plugins.len() * config.partitions as usize;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut owned = Vec::new();
         for &http in &addresses {
             owned.push(sum_of(&metrics(http).await?, "projector_projection_owned") as usize);
         }
-        let sharing = owned.iter().filter(|n| **n > 0).count() == hosts.min(plugins.len());
-        if sharing && owned.iter().sum::<usize>() == plugins.len() {
-            println!("plugins per host: {owned:?}");
+        let sharing = owned.iter().filter(|n| **n > 0).count() == hosts.min(units);
+        if sharing && owned.iter().sum::<usize>() == units {
+            println!("partitions per host: {owned:?}");
             break;
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "the hosts did not share the plugins within 60 s: {owned:?}"
+            "the hosts did not share the partitions within 60 s: {owned:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -134,7 +136,7 @@ pub async fn run(mut config: Config, hosts: usize, events: usize) -> anyhow::Res
         let text = metrics(http).await?;
         let applied = sum_of(&text, "projector_events_applied_total");
         println!(
-            "  host {}: {} plugins, {applied:.0} deliveries ({:.0}%)",
+            "  host {}: {} partitions, {applied:.0} deliveries ({:.0}%)",
             i + 1,
             sum_of(&text, "projector_projection_owned"),
             100.0 * applied / deliveries.max(1) as f64
