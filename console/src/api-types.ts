@@ -657,8 +657,9 @@ export interface components {
             previous?: null | components["schemas"]["Version"];
             rebuild?: null | components["schemas"]["RebuildProgress"];
             /**
-             * @description `running`, `paused`, `standby` (another host projects it) or
-             *     `retrying` (with `error`).
+             * @description `running`, `paused`, `standby` (other hosts project it; with
+             *     `error` when this host's version is out of step with views another
+             *     host rebuilt) or `retrying` (with `error`).
              */
             state: string;
             subjects: string[];

@@ -69,8 +69,9 @@ struct PluginStatus {
     version: Version,
     subjects: Vec<String>,
     views: Vec<String>,
-    /// `running`, `paused`, `standby` (another host projects it) or
-    /// `retrying` (with `error`).
+    /// `running`, `paused`, `standby` (other hosts project it; with
+    /// `error` when this host's version is out of step with views another
+    /// host rebuilt) or `retrying` (with `error`).
     state: &'static str,
     error: Option<String>,
     checkpoint: i64,

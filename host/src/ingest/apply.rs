@@ -77,35 +77,9 @@ impl Batcher<'_> {
                 }
                 return Ok(Committed::default());
             }
-            let batch::Projected {
-                mut batch,
-                unknown_codes,
-            } = batch::project(
-                self.plugin,
-                self.target,
-                self.pool,
-                self.cache,
-                self.max_attempts,
-                items.clone(),
-            )
-            .await?;
-            batch.checkpoint = batch.checkpoint.max(through);
-            batch.fence = self.fence.clone();
-            let counts = [
-                batch.processed.len(),
-                batch.dead_letters.len(),
-                batch.parked.len(),
-            ];
-            let reason = match batch.commit(self.pool).await {
-                Ok(notifications) => {
-                    return Ok(Committed {
-                        counts,
-                        notifications,
-                        unknown_codes,
-                    });
-                }
-                Err(CommitError::Refused(reason)) => reason,
-                Err(e) => return Err(e.into()),
+            let reason = match self.project_and_commit(&items, through).await? {
+                Ok(committed) => return Ok(committed),
+                Err(reason) => reason,
             };
             let mut second = items;
             if let [item] = second.as_slice() {
@@ -128,4 +102,56 @@ impl Batcher<'_> {
             Ok(done)
         })
     }
+
+    /// Projects `items` and commits them, projecting them again from what
+    /// is there now while another writer changes a document under the
+    /// batch (a few times; then the projection resumes after its
+    /// checkpoints). `Ok(Err(reason))`: the database refused the content.
+    async fn project_and_commit(
+        &self,
+        items: &[Item],
+        through: u64,
+    ) -> anyhow::Result<Result<Committed, String>> {
+        let mut tries = 1;
+        loop {
+            let batch::Projected {
+                mut batch,
+                unknown_codes,
+            } = batch::project(
+                self.plugin,
+                self.target,
+                self.pool,
+                self.cache,
+                self.max_attempts,
+                items.to_vec(),
+            )
+            .await?;
+            batch.checkpoint = batch.checkpoint.max(through);
+            batch.fence = self.fence.clone();
+            let counts = [
+                batch.processed.len(),
+                batch.dead_letters.len(),
+                batch.parked.len(),
+            ];
+            match batch.commit(self.pool).await {
+                Ok(notifications) => {
+                    return Ok(Ok(Committed {
+                        counts,
+                        notifications,
+                        unknown_codes,
+                    }));
+                }
+                Err(CommitError::Refused(reason)) => return Ok(Err(reason)),
+                Err(CommitError::Changed { view }) if tries < CHANGED_TRIES => {
+                    tracing::debug!(plugin = %self.target.key, view, tries, "a document changed under the batch; projecting it again");
+                    tries += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
 }
+
+/// How many times a batch is projected while documents change under it
+/// before the projection resumes after its checkpoints instead.
+const CHANGED_TRIES: u32 = 5;

@@ -15,6 +15,10 @@ use crate::shared::Shared;
 use crate::store::claim::{self, Lease, PIN};
 use crate::store::{Fence, Target};
 
+/// How many `LEASE_TTL`s a projection keeps partitions above its share
+/// after ones it gave up came back unclaimed.
+const UNWANTED_PAUSE_TTLS: u32 = 3;
+
 /// A partition this host holds.
 struct Held {
     /// Counts it in the host's share (`None`: a rebuild's, which does not
@@ -64,6 +68,16 @@ pub(super) struct Claims {
     holding: Option<Holding>,
     /// The partitions found free at the last look.
     free_seen: BTreeSet<u32>,
+    /// Partitions given up for the share that no other host has taken yet.
+    handed: BTreeSet<u32>,
+    /// Until when no partition is given up for the share: some came back
+    /// unclaimed (the other hosts run a version out of step with the
+    /// views, see [`Claims::plan`]), and would otherwise go round
+    /// unprojected every `LEASE_TTL`.
+    unwanted_until: Option<Instant>,
+    /// Whether the last look found this host's version out of step with
+    /// the live views.
+    out_of_step: bool,
 }
 
 impl Claims {
@@ -79,6 +93,9 @@ impl Claims {
             ownership: shared.ownership.clone(),
             holding: None,
             free_seen: BTreeSet::new(),
+            handed: BTreeSet::new(),
+            unwanted_until: None,
+            out_of_step: false,
         }
     }
 
@@ -117,9 +134,23 @@ impl Claims {
         self.holding = None;
     }
 
+    /// Whether the last look found this host's version out of step with
+    /// the live views.
+    pub fn out_of_step(&self) -> bool {
+        self.out_of_step
+    }
+
     /// Looks at who holds the projection's partitions and decides what to
-    /// take and give up (`pinned`: a rebuild of it runs on this host).
-    pub async fn plan(&mut self, pinned: bool) -> Result<Plan, sqlx::Error> {
+    /// take and give up (`pinned`: a rebuild of it runs on this host;
+    /// `in_step`: this host runs the definition the live views were built
+    /// with, which `step` says after the holders are read, so that a
+    /// partition a host gave up after switching the views is not taken by
+    /// one that did not see the switch).
+    pub async fn plan(
+        &mut self,
+        pinned: bool,
+        step: impl Future<Output = Result<bool, sqlx::Error>>,
+    ) -> Result<Plan, sqlx::Error> {
         let keys = [self.key.clone()];
         let holders = claim::holders(&self.pool, &keys)
             .await?
@@ -149,7 +180,26 @@ impl Claims {
             plan.give_all = true;
             return Ok(plan);
         }
+        let in_step = step.await?;
+        if in_step == self.out_of_step {
+            self.out_of_step = !in_step;
+            if in_step {
+                tracing::info!(plugin = %self.key, "this host runs the version the live views were built with again: it takes its share of their partitions");
+            } else {
+                tracing::warn!(plugin = %self.key, "the live views were rebuilt with another version of the plugin (by another host): this host projects none of their partitions until it runs that version");
+            }
+        }
+        if !in_step {
+            plan.give = held;
+            plan.give_all = true;
+            return Ok(plan);
+        }
         plan.forced = free.intersection(&seen_before).copied().collect();
+        self.handed.retain(|p| free.contains(p));
+        if plan.forced.intersection(&self.handed).next().is_some() {
+            self.unwanted_until = Some(Instant::now() + UNWANTED_PAUSE_TTLS * self.ttl);
+        }
+        self.handed.retain(|p| !plan.forced.contains(p));
         let room = self.ownership.room();
         plan.take = free
             .iter()
@@ -159,7 +209,10 @@ impl Claims {
             .collect::<BTreeSet<u32>>()
             .into_iter()
             .collect();
-        if self.ownership.over_share() {
+        let wanted = self
+            .unwanted_until
+            .is_none_or(|until| Instant::now() >= until);
+        if self.ownership.over_share() && wanted {
             let now = Instant::now();
             let holding = self.holding.as_ref();
             plan.give = held
@@ -208,6 +261,9 @@ impl Claims {
                 }
             }
             holding.lease.give_up(*partition as i32).await?;
+            if !plan.give_all {
+                self.handed.insert(*partition);
+            }
             tracing::info!(plugin = %self.key, partition, "handing this partition over");
         }
         if holding.pinned && !plan.pin {

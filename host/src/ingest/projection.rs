@@ -19,7 +19,7 @@ use super::stream::{consumer_name, ensure_consumer, has_pending, reposition};
 use crate::runtime::Plugin;
 use crate::shared::{NotificationSink, Shared};
 use crate::store::dead_letters::{self, Held, Stored};
-use crate::store::{DocCache, Fence, StoredNotification, Target, checkpoints};
+use crate::store::{self, DocCache, Fence, StoredNotification, Target, checkpoints};
 use crate::sync::Locked;
 
 /// The first pause before a failed projection tries again; it doubles up to
@@ -112,9 +112,9 @@ impl Projection {
         let mut pending: Option<Plan> = None;
         let mut failed = false;
         let mut pause = FIRST_RETRY_PAUSE;
-        // The lease (by its backend) and partitions the consumer was last
-        // positioned for.
-        let mut positioned: Option<Fence> = None;
+        // The lease (by its backend), partitions and subjects the consumer
+        // was last positioned for.
+        let mut positioned: Option<(Fence, Vec<String>)> = None;
         loop {
             if claims.lapsed() {
                 tracing::warn!(plugin = %self.target.key, "the lease on this projection's partitions lapsed; claiming again");
@@ -134,15 +134,19 @@ impl Projection {
             // checkpoints: its events before this host's position are still
             // to apply, and a host that held it before and froze may still
             // have pulls waiting on the old consumer, which would take the
-            // next messages and never ack them.
-            let taken = positioned.as_ref().is_none_or(|before| {
+            // next messages and never ack them. So does a version swapped
+            // in with other subjects: the consumer's filter is set when it
+            // is made.
+            let subjects = self.state.plugin().info.subjects.clone();
+            let taken = positioned.as_ref().is_none_or(|(before, read)| {
                 before.pid != fence.pid
                     || !fence
                         .partitions
                         .iter()
                         .all(|p| before.partitions.contains(p))
+                    || *read != subjects
             });
-            positioned = Some(fence.clone());
+            positioned = Some((fence.clone(), subjects));
             let lost = claims.lost_signal();
             // Consumes until it fails, is told to start over, or has
             // partitions to take, or until the lease is found lost: then it
@@ -183,16 +187,47 @@ impl Projection {
     async fn rebalance(&self, claims: &mut Claims, plan: Option<Plan>) -> anyhow::Result<()> {
         let plan = match plan {
             Some(plan) => plan,
-            None => claims.plan(self.state.controls.pinned()).await?,
+            None => self.look(claims).await?,
         };
         claims.give(&plan).await?;
         claims.take(&plan).await?;
         Ok(())
     }
 
+    /// Looks at who holds what and plans what to take and give up.
+    async fn look(&self, claims: &mut Claims) -> Result<Plan, sqlx::Error> {
+        claims
+            .plan(self.state.controls.pinned(), self.in_step())
+            .await
+    }
+
+    /// Whether this host runs the definition the live views were last
+    /// built with (a rebuild's projection always does). Another host may
+    /// have rebuilt them with another version: until this one runs it,
+    /// it must not write them, nor read the stream with the old version's
+    /// subjects. One that runs the same definition takes the generation
+    /// they were rebuilt at.
+    async fn in_step(&self) -> Result<bool, sqlx::Error> {
+        if !self.target.is_live() {
+            return Ok(true);
+        }
+        let Some(recorded) = store::recorded(&self.shared.pool, &self.target.plugin).await? else {
+            return Ok(true);
+        };
+        if recorded.definition != store::definition(&self.state.plugin().info) {
+            return Ok(false);
+        }
+        if recorded.generation != self.state.controls.generation() {
+            tracing::info!(plugin = %self.target.key, generation = recorded.generation, "the live views were rebuilt by another host with this definition: moving to their generation");
+            self.state.controls.set_generation(recorded.generation);
+        }
+        Ok(true)
+    }
+
     /// Reports how many partitions this host holds, in the metrics and the
-    /// projection's state.
+    /// projection's state, and why it holds none when out of step.
     fn report(&self, claims: &Claims) {
+        self.state.progress.set_out_of_step(claims.out_of_step());
         let held = claims.held();
         self.state.progress.set_held(held);
         if self.target.is_live() {
@@ -277,7 +312,7 @@ impl Projection {
                     anyhow::bail!("the lease on this projection's partitions lapsed (LEASE_TTL)");
                 }
                 _ = poll.tick() => {
-                    let plan = claims.plan(self.state.controls.pinned()).await?;
+                    let plan = self.look(claims).await?;
                     claims.give(&plan).await?;
                     self.report(claims);
                     let Some(fence) = claims.fence() else { return Ok(Stop::Idle) };

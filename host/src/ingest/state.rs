@@ -125,6 +125,10 @@ impl Controls {
 pub struct Progress {
     failure: Mutex<Option<String>>,
     standby: AtomicBool,
+    /// Whether this host runs another definition than the live views were
+    /// last built with (another host rebuilt them), so projects none of
+    /// their partitions.
+    out_of_step: AtomicBool,
     /// Partitions this host holds of the projection.
     held: AtomicUsize,
     /// Microseconds since the epoch; 0: never.
@@ -177,6 +181,16 @@ impl Progress {
 
     pub(super) fn set_held(&self, partitions: usize) {
         self.held.store(partitions, Ordering::Release);
+    }
+
+    /// Whether this host stands by because its version is out of step
+    /// with the live views.
+    pub fn out_of_step(&self) -> bool {
+        self.out_of_step.load(Ordering::Acquire)
+    }
+
+    pub(super) fn set_out_of_step(&self, out_of_step: bool) {
+        self.out_of_step.store(out_of_step, Ordering::Release);
     }
 
     /// Records standing by (or not); true if that changed.
@@ -233,14 +247,21 @@ impl ProjectionState {
         self.version.current()
     }
 
-    /// `running`, `paused`, `standby` (another host projects it), or
+    /// `running`, `paused`, `standby` (other hosts project it; with why,
+    /// when this host's version is out of step with the live views), or
     /// `retrying` with the error that stopped the last batch.
     pub fn describe(&self) -> (&'static str, Option<String>) {
         if self.controls.paused() {
             return ("paused", None);
         }
         if self.progress.standby() {
-            return ("standby", None);
+            let why = self.progress.out_of_step().then(|| {
+                format!(
+                    "the live views were rebuilt with another version of `{}` (by another host): this host projects none of their partitions until it runs that version",
+                    self.plugin().name()
+                )
+            });
+            return ("standby", why);
         }
         match self.progress.failure() {
             None => ("running", None),

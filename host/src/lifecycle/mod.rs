@@ -212,6 +212,11 @@ impl Deployer {
             return Ok((plugin, Deployed::Rebuilding));
         }
         running.version.swap(plugin.clone());
+        if current.info.subjects != plugin.info.subjects {
+            // Views another host rebuilt for these subjects: the consumer
+            // is made again with them.
+            running.controls.resubscribe();
+        }
         tracing::info!(plugin = plugin.name(), from = %current.hash, to = %plugin.hash, version = %plugin.info.version, "plugin swapped");
         Ok((plugin, Deployed::Swapped))
     }

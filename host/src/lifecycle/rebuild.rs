@@ -38,7 +38,9 @@ impl Deployer {
     /// holds the live projection from the start (its views were built by
     /// another definition and must not be written until the switch). The
     /// shadow tables are set up before this returns, so a view another
-    /// plugin owns is refused here.
+    /// plugin owns is refused here, and so is a rebuild on a host whose
+    /// live projection is out of step with the views (another host rebuilt
+    /// them with another version): it would switch in over theirs.
     pub(super) async fn rebuild_with(
         self: &Arc<Self>,
         live: Arc<ProjectionState>,
@@ -46,7 +48,19 @@ impl Deployer {
         held: Option<OwnedMutexGuard<()>>,
     ) -> Result<RebuildStatus, DeployError> {
         let name = version.name().to_owned();
-        let target = Target::rebuild(&name).at_generation(live.controls.generation() + 1);
+        let recorded = store::recorded(&self.shared.pool, &name).await?;
+        let running = live.plugin();
+        if held.is_none()
+            && let Some(recorded) = &recorded
+            && recorded.definition != store::definition(&running.info)
+        {
+            return Err(DeployError::Conflict(format!(
+                "the live views of `{name}` were rebuilt by another host with another version than this host runs ({}): deploy that version here first, or ask a host that runs it",
+                running.info.version
+            )));
+        }
+        let generation = recorded.map_or(live.controls.generation(), |r| r.generation);
+        let target = Target::rebuild(&name).at_generation(generation + 1);
         ingest::delete_consumer(
             &self.shared.stream,
             &ingest::consumer_name(&target.key, self.shared.member),

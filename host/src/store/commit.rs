@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
 use super::audit::{self, NewAudit};
@@ -12,7 +13,7 @@ use super::checkpoints::{self, Advance, Moved};
 use super::dead_letters::{self, NewDeadLetter, NewParked};
 use super::notifications::{self, NewNotification, StoredNotification};
 use super::overlay::{Overlay, ViewWrites};
-use super::{Target, processed};
+use super::{Target, processed, views};
 
 /// The largest document a view holds, serialised, in bytes.
 pub const MAX_DOCUMENT_BYTES: usize = 4 << 20;
@@ -33,6 +34,27 @@ pub enum CommitError {
     /// claim it again first.
     #[error("the projection's claim on its partitions is lost")]
     Unclaimed,
+    /// The live views were rebuilt by another version since this
+    /// projection's started (another host switched them): it must not
+    /// write them with what it runs.
+    #[error(
+        "the live views are at generation {recorded}, rebuilt since this projection's {running}: it must run the version they were rebuilt with"
+    )]
+    Superseded {
+        /// The live views' generation.
+        recorded: i32,
+        /// The projection's.
+        running: i32,
+    },
+    /// A document the batch writes changed since the batch read it (another
+    /// host wrote it: a document that is not one patient's, as a count over
+    /// all patients, is written by the owners of every partition): the
+    /// batch is projected again from what is there now.
+    #[error("a document of view `{view}` changed since the batch read it")]
+    Changed {
+        /// The view.
+        view: String,
+    },
     /// A partition's checkpoint is already at or past the batch's first
     /// event of it: another commit got there first, and the projection must
     /// resume after it rather than apply events out of order.
@@ -92,8 +114,8 @@ pub struct Batch {
     /// What the batch did in each partition of its events.
     pub partitions: BTreeMap<u32, Moved>,
     /// The partitions the projection holds, checked in the transaction and
-    /// all moved to [`Batch::checkpoint`] (`None`: unclaimed use, as a
-    /// replay's).
+    /// all moved to [`Batch::checkpoint`]; for live views, the generation
+    /// is checked too (`None`: unclaimed use, as a replay's).
     pub fence: Option<Fence>,
 }
 
@@ -147,6 +169,13 @@ impl Batch {
             let partitions: Vec<i32> = fence.partitions.iter().map(|p| *p as i32).collect();
             if !super::claim::held(&mut tx, key, fence.pid, &partitions).await? {
                 return Err(CommitError::Unclaimed);
+            }
+            if self.target.is_live() {
+                let running = self.target.generation;
+                let recorded = views::live_generation(&mut tx, &self.target.plugin).await?;
+                if let Some(recorded) = recorded.filter(|g| *g != running) {
+                    return Err(CommitError::Superseded { recorded, running });
+                }
             }
         }
         for (writes, docs) in finished.iter().flat_map(|f| &f.writes).zip(&serialised) {
@@ -230,30 +259,56 @@ fn serialise(writes: &[ViewWrites]) -> Result<Vec<Vec<String>>, CommitError> {
         .collect()
 }
 
+/// Writes one view's changed documents, each only over the row version
+/// the batch read it as (or where there was none): a document another
+/// writer changed meanwhile makes it fail with [`CommitError::Changed`].
 async fn write_view(
     tx: &mut Transaction<'_, Postgres>,
     writes: &ViewWrites,
     docs: &[String],
-) -> Result<(), sqlx::Error> {
+) -> Result<(), CommitError> {
     let table = &writes.table;
+    let read = Value::Object(writes.read_versions.clone());
+    let changed = || CommitError::Changed {
+        view: writes.view.clone(),
+    };
     if !writes.upsert_keys.is_empty() {
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {table} (key, doc, updated_at)
+        // A row that is not at its read version (or is there when there
+        // was none) is left alone, and the count comes out short.
+        let written = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {table} AS t (key, doc, updated_at)
              SELECT k, d::jsonb, now() FROM UNNEST($1::text[], $2::text[]) AS u(k, d)
-             ON CONFLICT (key) DO UPDATE SET doc = EXCLUDED.doc, updated_at = now()"
+             ON CONFLICT (key) DO UPDATE SET doc = EXCLUDED.doc, updated_at = now()
+             WHERE t.xmin::text = ($3::jsonb ->> t.key)"
         )))
         .bind(&writes.upsert_keys)
         .bind(docs)
+        .bind(&read)
         .execute(&mut **tx)
         .await?;
+        if written.rows_affected() != writes.upsert_keys.len() as u64 {
+            return Err(changed());
+        }
     }
     if !writes.delete_keys.is_empty() {
-        sqlx::query(AssertSqlSafe(format!(
-            "DELETE FROM {table} WHERE key = ANY($1)"
+        let deleted: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE key = ANY($1) RETURNING key, xmin::text"
         )))
         .bind(&writes.delete_keys)
-        .execute(&mut **tx)
+        .fetch_all(&mut **tx)
         .await?;
+        let as_read = writes
+            .delete_keys
+            .iter()
+            .filter(|k| writes.read_versions.contains_key(*k))
+            .count();
+        let same = deleted.len() == as_read
+            && deleted.iter().all(|(key, version)| {
+                writes.read_versions.get(key).and_then(Value::as_str) == Some(version)
+            });
+        if !same {
+            return Err(changed());
+        }
     }
     Ok(())
 }

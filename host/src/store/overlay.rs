@@ -61,6 +61,11 @@ pub struct ViewWrites {
     pub upsert_docs: Vec<Value>,
     /// Keys to delete.
     pub delete_keys: Vec<String>,
+    /// The row version each written or deleted document that existed was
+    /// read as, by key: the write checks the row is still that version, so
+    /// a document another host changed meanwhile (one that is not one
+    /// patient's, as a count over all patients) is not overwritten.
+    pub read_versions: serde_json::Map<String, Value>,
 }
 
 /// What a batch hands its commit: the writes, the documents it read and
@@ -306,11 +311,17 @@ impl Overlay {
     }
 
     /// Ends the batch: the changed documents, grouped by view, and the
-    /// unchanged ones with the cache to keep them in.
+    /// unchanged ones with the cache to keep them in. Views and keys come
+    /// in order, so two hosts writing the same documents lock their rows
+    /// in the same order and one waits for the other rather than deadlock.
     pub fn finish(self) -> Finished {
         let mut writes = Vec::new();
         let mut unchanged = Vec::new();
-        for (view, slots) in self.views {
+        let mut views: Vec<_> = self.views.into_iter().collect();
+        views.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (view, slots) in views {
+            let mut slots: Vec<_> = slots.into_iter().collect();
+            slots.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             let mut w = ViewWrites {
                 table: self.target.table(&view),
                 view: view.clone(),
@@ -325,11 +336,18 @@ impl Overlay {
                         ..
                     } => unchanged.push((view.clone(), key, version, doc)),
                     Slot { dirty: false, .. } => {}
-                    Slot { doc: Some(doc), .. } => {
-                        w.upsert_keys.push(key);
-                        w.upsert_docs.push(doc);
+                    Slot { doc, version, .. } => {
+                        if let Some(version) = version {
+                            w.read_versions.insert(key.clone(), Value::String(version));
+                        }
+                        match doc {
+                            Some(doc) => {
+                                w.upsert_keys.push(key);
+                                w.upsert_docs.push(doc);
+                            }
+                            None => w.delete_keys.push(key),
+                        }
                     }
-                    Slot { doc: None, .. } => w.delete_keys.push(key),
                 }
             }
             if !w.upsert_keys.is_empty() || !w.delete_keys.is_empty() {

@@ -146,6 +146,20 @@ pub async fn recorded(pool: &PgPool, plugin: &str) -> Result<Option<Recorded>, s
     Ok(row.map(|(definition, generation)| Recorded::new(definition, generation)))
 }
 
+/// The generation of a plugin's live views, read in a commit's transaction
+/// and share-locked until it ends: a switch that rebuilt the views (and so
+/// moved the generation) waits for the commit, and a commit after the switch
+/// sees the new generation. `None`: nothing recorded yet.
+pub async fn live_generation(
+    tx: &mut Transaction<'_, Postgres>,
+    plugin: &str,
+) -> Result<Option<i32>, sqlx::Error> {
+    sqlx::query_scalar("SELECT generation FROM plugin_definitions WHERE plugin = $1 FOR SHARE")
+        .bind(plugin)
+        .fetch_optional(&mut **tx)
+        .await
+}
+
 /// Records what a plugin's live views are built from, with the generation
 /// of processed events they go with.
 pub async fn record_definition(

@@ -2,13 +2,18 @@
 //! one owner, and when the owner goes away another host takes over where
 //! it stopped; the hosts share the partitions fairly, a joining host taking
 //! its share and a leaving one handing its partitions over; a rebuild
-//! gathers a plugin's partitions on its host until it switches. A host
-//! whose lease was lost cannot commit.
+//! gathers a plugin's partitions on its host until it switches, and a host
+//! whose version is out of step with the views it switched in projects
+//! none of them until it runs that version. A host whose lease was lost
+//! cannot commit.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::common::{HostProcess, SEED, TestEnv, assert_seed_chart, eventually, own_plugins};
+use crate::common::{
+    HostProcess, SEED, TestEnv, assert_seed_chart, eventually, own_plugins, plugins_dir,
+    put_plugin, seed_tally, view_documents,
+};
 use projector::serve::Host;
 use projector::store::claim::{self, Lease};
 use serde_json::Value;
@@ -140,6 +145,148 @@ async fn a_joining_host_takes_its_share_and_a_leaving_one_hands_its_partitions_o
         "each event applied once"
     );
     b.stop();
+}
+
+/// Patient `i`'s copy of `events` (the seed's), with ids of its own.
+fn for_patient(events: &str, i: usize) -> String {
+    events
+        .replace("seed-", &format!("s{i}-"))
+        .replace("p-john-doe", &format!("p-{i}"))
+}
+
+/// The state and error `GET /api/plugins` on `host` gives `plugin`.
+async fn plugin_state(env: &TestEnv, host: &Host, plugin: &str) -> (String, Option<String>) {
+    let admin = env.token("u-admin", "admin");
+    let (_, plugins) = env.get(host, "/api/plugins", Some(&admin)).await;
+    let plugin = plugins
+        .as_array()
+        .and_then(|all| all.iter().find(|p| p["name"] == plugin))
+        .cloned()
+        .unwrap_or_default();
+    (
+        plugin["state"].as_str().unwrap_or_default().to_owned(),
+        plugin["error"].as_str().map(str::to_owned),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_out_of_step_with_rebuilt_views_projects_none_of_them_until_it_runs_their_version() {
+    let mut env = TestEnv::new("claims_step").await;
+    env.config.partitions = 4;
+    env.config.lease_ttl = Duration::from_secs(2);
+    // A folder per host and no object store: a version uploaded to one
+    // host does not reach the other.
+    let dir_a = own_plugins(&format!("{}-a", env.tag), &["testing/tally"]);
+    let dir_b = own_plugins(&format!("{}-b", env.tag), &["testing/tally"]);
+    env.config.plugins_dir = dir_a.clone();
+    let a = env.start().await;
+    let mut config_b = env.config.clone();
+    config_b.plugins_dir = dir_b.clone();
+    let b = Host::start(config_b).await.expect("host b starts");
+    eventually("the hosts share the partitions", || async {
+        (held(&a) == 2 && held(&b) == 2).then_some(())
+    })
+    .await;
+    let patients = 16;
+    let everyone = |events: &str| {
+        (0..patients)
+            .map(|i| for_patient(events, i))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    env.publish(&everyone(SEED)).await;
+    env.settle(&a).await;
+    env.settle(&b).await;
+
+    // Version 2 counts radiology events too: uploaded to a, it rebuilds
+    // the views there and switches them in.
+    let admin = env.token("u-admin", "admin");
+    let v2 = std::fs::read(plugins_dir().join("testing/tally-v2.wasm")).unwrap();
+    let (status, _) = put_plugin(
+        &format!("http://{}", a.http_addr),
+        "tally",
+        &admin,
+        v2.clone(),
+    )
+    .await;
+    assert_eq!(status, 202);
+    eventually("the rebuild switches in on a", || async {
+        a.deployer.rebuild_status("tally").is_none().then_some(())
+    })
+    .await;
+
+    // b still runs version 1, which reads no radiology events. Once it
+    // has taken partitions back, or said why it will not, every patient's
+    // later study must be counted, whichever partition the patient is in.
+    let out_of_step = || async {
+        let (state, error) = plugin_state(&env, &b, "tally").await;
+        state == "standby" && error.is_some_and(|e| e.contains("rebuilt"))
+    };
+    eventually(
+        "b takes partitions back or says why it does not",
+        || async { (held(&b) > 0 || out_of_step().await).then_some(()) },
+    )
+    .await;
+    let study = SEED
+        .lines()
+        .find(|l| l.contains("radiology.study.complete"))
+        .unwrap();
+    env.publish(&everyone(&study.replace("seed-0015", "seed-later")))
+        .await;
+    let pool = env.pool().await;
+    let all_counted = |later: usize| {
+        let expected = seed_tally(
+            &["lab.", "radiology."],
+            &vec!["radiology.study.complete"; later],
+        );
+        let pool = pool.clone();
+        async move {
+            let tallies = view_documents(&pool, "tallies").await;
+            (0..patients)
+                .all(|i| tallies.get(&format!("p-{i}")) == Some(&expected))
+                .then_some(())
+        }
+    };
+    eventually("every patient's later study counted", || all_counted(1)).await;
+    assert_eq!(held(&b), 0, "b projects nothing with version 1");
+    assert!(out_of_step().await, "b says why");
+
+    // Given version 2, b takes its share again, on the rebuilt views'
+    // generation, and reads radiology events for its partitions.
+    let (status, deployed) =
+        put_plugin(&format!("http://{}", b.http_addr), "tally", &admin, v2).await;
+    assert_eq!(
+        (status, deployed["deployed"].as_str()),
+        (200, Some("swapped")),
+        "{deployed}"
+    );
+    eventually("the hosts share the partitions again", || async {
+        (held(&a) == 2 && held(&b) == 2).then_some(())
+    })
+    .await;
+    let generation = |host: &Host| host.registry.get("tally").unwrap().controls.generation();
+    assert_eq!(generation(&b), generation(&a));
+    assert_eq!(
+        plugin_state(&env, &b, "tally").await,
+        ("running".to_owned(), None)
+    );
+    env.publish(&everyone(&study.replace("seed-0015", "seed-again")))
+        .await;
+    eventually("every patient's second later study counted once", || {
+        all_counted(2)
+    })
+    .await;
+    let kinds = view_documents(&pool, "tally_kinds").await;
+    assert_eq!(
+        kinds["radiology_study_complete"]["count"],
+        3 * patients,
+        "each study counted once (the count is over all patients: both hosts write it)"
+    );
+    a.stop();
+    b.stop();
+    for dir in [dir_a, dir_b] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,14 +5,13 @@
 //! views or subjects changed rebuilds on deploy, on rollback and on a
 //! restart that finds it in the plugins folder.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::common::{
     SEED, TestEnv, as_sent, assert_same_documents, eventually, own_plugins, plugins_dir,
-    put_plugin, view_documents,
+    put_plugin, seed_tally, view_documents,
 };
 use lab::LabPlugin;
 use patient::PatientPlugin;
@@ -20,7 +19,7 @@ use projector::serve::Host;
 use projector::sim::Simulator;
 use projector_sdk::Plugin;
 use projector_sdk::testing::Harness;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::PgPool;
 
 /// The table a view's name resolves to now: a switch replaces it.
@@ -201,26 +200,6 @@ async fn a_rebuild_under_load_serves_whole_charts_and_ends_as_the_events_imply()
 
     host.stop();
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// The tally plugin's counts for the seed patient: version 1 counts lab
-/// events, version 2 radiology events too.
-fn seed_tally(prefixes: &[&str], extra: &[&str]) -> Value {
-    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
-    let types = SEED
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["eventType"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .chain(extra.iter().map(|t| (*t).to_owned()));
-    for kind in types.filter(|t| prefixes.iter().any(|p| t.starts_with(p))) {
-        *counts.entry(kind.replace('.', "_")).or_default() += 1;
-    }
-    json!(counts)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use projector::ingest;
 use projector::publish::Publisher;
 use projector::serve::Host;
 use projector_events::{Envelope, Event};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
 
 /// The HS256 key of every test's host.
@@ -738,4 +738,24 @@ pub fn assert_seed_chart(chart: &Value) {
     assert_eq!(chart["pendingOrders"]["imaging"], 0);
     assert_eq!(chart["unreadResults"], 1);
     assert_eq!(chart["lastEventId"], "seed-0025");
+}
+
+/// The tally plugin's counts for the seed patient: version 1 counts lab
+/// events, version 2 radiology events too.
+pub fn seed_tally(prefixes: &[&str], extra: &[&str]) -> Value {
+    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    let types = SEED
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["eventType"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .chain(extra.iter().map(|t| (*t).to_owned()));
+    for kind in types.filter(|t| prefixes.iter().any(|p| t.starts_with(p))) {
+        *counts.entry(kind.replace('.', "_")).or_default() += 1;
+    }
+    json!(counts)
 }
