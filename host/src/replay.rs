@@ -98,7 +98,7 @@ fn read_items(events: &Path) -> anyhow::Result<Vec<Item>> {
         .enumerate()
         // One partition: a replay projects every event itself.
         .map(|(n, line)| {
-            Item::from_stream(n as u64 + 1, event_type(line), line.as_bytes().to_vec(), 1)
+            Item::from_stream(n as u64 + 1, event_type(line), line.as_bytes().to_vec(), 0)
         })
         .collect())
 }

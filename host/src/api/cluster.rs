@@ -2,7 +2,7 @@
 //! plugin which host owns each partition (from the claims' locks), how far
 //! each partition has come and how far behind it is.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::routing::get;
@@ -92,22 +92,23 @@ async fn cluster(State(state): State<AppState>) -> Result<Json<Cluster>, ApiErro
         let name = plugin.name();
         let held = holders.remove(name).unwrap_or_default();
         let committed = checkpoints::by_partition(pool, name).await?;
-        let behind: HashMap<u32, u64> = ingest::partitions_behind(
-            pool,
+        // Without an answer from JetStream the lag is unknown, not 0.
+        let head = ingest::head(
             &shared.stream,
-            &shared.config,
-            name,
+            &shared.config.subject_prefix,
             &plugin.info.subjects,
         )
         .await
-        .map(|b| b.into_iter().collect())
-        .unwrap_or_default();
+        .ok();
         let partitions: Vec<Partition> = (0..shared.config.partitions)
-            .map(|p| Partition {
-                partition: p,
-                owner: held.get(&(p as i32)).copied(),
-                checkpoint: committed.get(&p).copied().unwrap_or(0),
-                lag: behind.get(&p).copied(),
+            .map(|p| {
+                let checkpoint = committed.get(&p).copied().unwrap_or(0);
+                Partition {
+                    partition: p,
+                    owner: held.get(&(p as i32)).copied(),
+                    checkpoint,
+                    lag: head.map(|head| head.saturating_sub(checkpoint)),
+                }
             })
             .collect();
         let mut owners: BTreeMap<Uuid, usize> = BTreeMap::new();
@@ -122,7 +123,7 @@ async fn cluster(State(state): State<AppState>) -> Result<Json<Cluster>, ApiErro
                 .collect(),
             pinned_to: held.get(&PIN).copied(),
             checkpoint: totals.get(name).map_or(0, |c| c.seq),
-            lag: (!behind.is_empty()).then(|| behind.values().copied().max().unwrap_or(0)),
+            lag: partitions.iter().filter_map(|p| p.lag).max(),
             partitions,
         });
     }

@@ -8,7 +8,6 @@ use projector_events::{Envelope, Event, UnknownCode};
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::cluster::partition;
 use crate::runtime::{CallError, Plugin, PluginInstance};
 use crate::store::dead_letters::{self, Poisoned};
 use crate::store::{
@@ -32,12 +31,12 @@ pub struct Item {
 }
 
 impl Item {
-    /// A message of the stream, of the partition its `patientId` names
-    /// among `partitions`.
-    pub fn from_stream(seq: u64, subject: String, raw: Vec<u8>, partitions: u32) -> Self {
+    /// A message of the stream, of `partition` (the one its `patientId`
+    /// names: [`crate::cluster::partition::of_event`]).
+    pub fn from_stream(seq: u64, subject: String, raw: Vec<u8>, partition: u32) -> Self {
         Self {
             seq,
-            partition: partition::of_event(&raw, partitions),
+            partition,
             subject,
             raw,
             origin: Origin::Stream,

@@ -201,14 +201,9 @@ impl Claims {
         }
         self.handed.retain(|p| !plan.forced.contains(p));
         let room = self.ownership.room();
-        plan.take = free
-            .iter()
-            .copied()
-            .filter(|p| plan.forced.contains(p))
-            .chain(free.iter().copied().take(room))
-            .collect::<BTreeSet<u32>>()
-            .into_iter()
-            .collect();
+        let mut take: BTreeSet<u32> = free.iter().copied().take(room).collect();
+        take.extend(&plan.forced);
+        plan.take = take.into_iter().collect();
         let wanted = self
             .unwanted_until
             .is_none_or(|until| Instant::now() >= until);

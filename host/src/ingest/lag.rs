@@ -11,8 +11,13 @@ use crate::config::Config;
 use crate::store::{self, checkpoints};
 
 /// The stream sequence of the newest message on any of `subjects` (without
-/// the deployment's `prefix`); 0 when there is none.
-async fn head(stream: &stream::Stream, prefix: &str, subjects: &[String]) -> anyhow::Result<u64> {
+/// the deployment's `prefix`); 0 when there is none. A partition whose
+/// checkpoint is there is caught up.
+pub async fn head(
+    stream: &stream::Stream,
+    prefix: &str,
+    subjects: &[String],
+) -> anyhow::Result<u64> {
     let mut head = 0;
     for subject in subjects {
         match stream

@@ -12,7 +12,7 @@ mod stream;
 
 pub use apply::{Batcher, Committed};
 pub use batch::{Item, Origin};
-pub use lag::{backlog, partitions_behind, slowest};
+pub use lag::{backlog, head, partitions_behind, slowest};
 pub use projection::Projection;
 pub use state::{Controls, Progress, ProjectionState, VersionSlot};
 pub use stream::{

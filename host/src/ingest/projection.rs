@@ -16,6 +16,7 @@ use super::batch::{Item, Origin};
 use super::claims::{Claims, Plan};
 use super::state::ProjectionState;
 use super::stream::{consumer_name, ensure_consumer, has_pending, reposition};
+use crate::cluster::partition;
 use crate::runtime::Plugin;
 use crate::shared::{NotificationSink, Shared};
 use crate::store::dead_letters::{self, Held, Stored};
@@ -52,8 +53,20 @@ enum Stop {
 /// host's.
 #[derive(Debug, Clone, Default)]
 struct Scope {
-    fence: Fence,
+    /// The backend holding the partitions' locks.
+    pid: i32,
+    /// Each partition held, with its checkpoint.
     committed: BTreeMap<u32, u64>,
+}
+
+impl Scope {
+    /// The partitions held, as a commit checks them.
+    fn fence(&self) -> Fence {
+        Fence {
+            pid: self.pid,
+            partitions: self.committed.keys().copied().collect(),
+        }
+    }
 }
 
 /// Runs one plugin over the stream, into its live views or a rebuild's.
@@ -251,7 +264,10 @@ impl Projection {
             .map(|p| (*p, stored.get(p).copied().unwrap_or(0)))
             .collect();
         let after = committed.values().min().copied().unwrap_or(0);
-        *self.scope.locked() = Scope { fence, committed };
+        *self.scope.locked() = Scope {
+            pid: fence.pid,
+            committed,
+        };
         if anew || has_pending(&self.shared.stream, &self.consumer).await {
             let subjects = self.state.plugin().info.subjects.clone();
             reposition(
@@ -330,7 +346,7 @@ impl Projection {
     fn narrow(&self, fence: Fence) {
         let mut scope = self.scope.locked();
         scope.committed.retain(|p, _| fence.partitions.contains(p));
-        scope.fence = fence;
+        scope.pid = fence.pid;
     }
 
     /// A batch: the first message, then what arrives within `BATCH_LINGER_MS`
@@ -410,8 +426,11 @@ impl Projection {
             std::process::abort();
         }
         self.hand_over(done.notifications);
-        for m in &messages {
-            m.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+        // One ack for the batch: the consumer acknowledges every delivery
+        // up to the last (`AckPolicy::All`), and the batch is in delivery
+        // order.
+        if let Some(last) = messages.last() {
+            last.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
         }
         Ok(())
     }
@@ -442,20 +461,19 @@ impl Projection {
         let mut items: Vec<Item> = messages
             .iter()
             .filter_map(|m| {
-                let info = m.info().ok()?;
+                let seq = m.info().ok()?.stream_sequence;
+                let partition = partition::of_event(&m.payload, partitions);
+                // Only this host's events, not yet applied, are copied.
+                if scope.committed.get(&partition).is_none_or(|c| seq <= *c) {
+                    return None;
+                }
                 let subject = m.subject.strip_prefix(prefix).unwrap_or(&m.subject);
                 Some(Item::from_stream(
-                    info.stream_sequence,
+                    seq,
                     subject.to_owned(),
                     m.payload.to_vec(),
-                    partitions,
+                    partition,
                 ))
-            })
-            .filter(|item| {
-                scope
-                    .committed
-                    .get(&item.partition)
-                    .is_some_and(|committed| item.seq > *committed)
             })
             .collect();
         items.sort_by_key(|i| i.seq);
@@ -472,10 +490,11 @@ impl Projection {
         loop {
             let limit = self.shared.config.batch_size as i64;
             let scope = self.scope.locked().clone();
+            let fence = scope.fence();
             let parked = dead_letters::releasable(
                 &self.shared.pool,
                 &self.target.key,
-                self.held(&scope),
+                self.held(&fence),
                 limit,
             )
             .await?;
@@ -487,12 +506,12 @@ impl Projection {
         }
     }
 
-    /// The partitions of `scope`, whose dead letters and parked events
+    /// The partitions of `fence`, whose dead letters and parked events
     /// this host applies again.
-    fn held<'s>(&self, scope: &'s Scope) -> Held<'s> {
+    fn held<'f>(&self, fence: &'f Fence) -> Held<'f> {
         Held {
             partitions: self.shared.config.partitions,
-            held: &scope.fence.partitions,
+            held: &fence.partitions,
         }
     }
 
@@ -505,7 +524,7 @@ impl Projection {
             pool: &self.shared.pool,
             cache: &self.cache,
             max_attempts: self.shared.config.max_attempts,
-            fence: Some(scope.fence.clone()),
+            fence: Some(scope.fence()),
         }
     }
 
@@ -530,8 +549,9 @@ impl Projection {
     /// Re-applies the dead letters an operator asked to retry.
     async fn retry_dead_letters(&self) -> anyhow::Result<()> {
         let scope = self.scope.locked().clone();
+        let fence = scope.fence();
         let letters =
-            dead_letters::retrying(&self.shared.pool, &self.target.key, self.held(&scope)).await?;
+            dead_letters::retrying(&self.shared.pool, &self.target.key, self.held(&fence)).await?;
         if letters.is_empty() {
             return Ok(());
         }

@@ -149,7 +149,9 @@ fn consumer_config(
         durable_name: Some(name.to_owned()),
         filter_subject,
         filter_subjects,
-        ack_policy: consumer::AckPolicy::Explicit,
+        // A batch acknowledges its last delivery only: it commits every
+        // message before it too (see `Projection::apply_messages`).
+        ack_policy: consumer::AckPolicy::All,
         ack_wait: config.ack_wait,
         max_ack_pending: (config.batch_size * 4) as i64,
         deliver_policy,

@@ -33,16 +33,6 @@ pub struct PartitionCheckpoint {
     pub seq: i64,
 }
 
-/// The stream sequence a projection (a [`super::Target`]'s key) has
-/// handled every event up to, in every partition.
-pub async fn of(pool: &PgPool, key: &str) -> Result<u64, sqlx::Error> {
-    let seq: Option<i64> = sqlx::query_scalar("SELECT min(seq) FROM checkpoints WHERE plugin = $1")
-        .bind(key)
-        .fetch_one(pool)
-        .await?;
-    Ok(seq.unwrap_or(0).max(0) as u64)
-}
-
 /// The furthest any partition of a projection has come: a rebuild that
 /// has handled everything up to it has applied all the live one has.
 pub async fn furthest(pool: &PgPool, key: &str) -> Result<u64, sqlx::Error> {
