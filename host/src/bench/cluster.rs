@@ -78,17 +78,20 @@ pub async fn run(mut config: Config, hosts: usize, events: usize) -> anyhow::Res
         processes.push(start_host(&executable, &config, free_address()?, Some(http)).await?);
         addresses.push(http);
     }
-    // The hosts split the plugins' partitions before the load: each owns
-    // some and every one is owned.
+    // The hosts split the plugins' partitions before the load: every one
+    // is owned and no host holds more than its share (a host above it would
+    // still be handing partitions over during the load, and apply most of
+    // it first).
     let units = plugins.len() * config.partitions as usize;
+    let share = units.div_ceil(hosts);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut owned = Vec::new();
         for &http in &addresses {
             owned.push(sum_of(&metrics(http).await?, "projector_projection_owned") as usize);
         }
-        let sharing = owned.iter().filter(|n| **n > 0).count() == hosts.min(units);
-        if sharing && owned.iter().sum::<usize>() == units {
+        let shared = owned.iter().all(|n| *n <= share);
+        if shared && owned.iter().sum::<usize>() == units {
             println!("partitions per host: {owned:?}");
             break;
         }
