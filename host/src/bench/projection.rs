@@ -48,6 +48,7 @@ pub async fn run(mut config: Config, events: usize, poison_percent: f64) -> anyh
     );
 
     let started = Instant::now();
+    let cpu_before = cpu_time();
     let host = Host::start(config.clone()).await?;
     let plugins = host.registry.names();
     anyhow::ensure!(
@@ -78,6 +79,11 @@ pub async fn run(mut config: Config, events: usize, poison_percent: f64) -> anyh
         events as f64 / secs,
         checkpoints::handled(&host.pool, &plugins).await? as f64 / secs,
     );
+    let cpu = (cpu_time() - cpu_before).as_secs_f64();
+    println!(
+        "host CPU for it: {cpu:.1} s, {:.0} µs per event (varies less than the rate on a shared machine)",
+        cpu * 1e6 / events as f64
+    );
     host.stop();
 
     wasm_call_cost(&config, &traffic).await?;
@@ -88,6 +94,14 @@ pub async fn run(mut config: Config, events: usize, poison_percent: f64) -> anyh
         "# reproduce: scripts/build-plugins && cargo run --release -- bench projection --events {events} --poison-percent {poison_percent}"
     );
     Ok(())
+}
+
+/// The CPU time this process has used so far (every thread): what a
+/// build costs per event, which varies less than the wall-clock rate on a
+/// machine shared with others.
+fn cpu_time() -> Duration {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(now.tv_sec.unsigned_abs(), now.tv_nsec.unsigned_abs() as u32)
 }
 
 /// The event with U+0000 in its eventId: its subject, message id and bytes.
