@@ -15,6 +15,8 @@ use crate::shared::Shared;
 use crate::store::claim::{self, Lease, PIN};
 use crate::store::{Fence, Target};
 
+use super::state::OUT_OF_STEP;
+
 /// How many `LEASE_TTL`s a projection keeps partitions above its share
 /// after ones it gave up came back unclaimed.
 const UNWANTED_PAUSE_TTLS: u32 = 3;
@@ -186,7 +188,7 @@ impl Claims {
             if in_step {
                 tracing::info!(plugin = %self.key, "this host runs the version the live views were built with again: it takes its share of their partitions");
             } else {
-                tracing::warn!(plugin = %self.key, "the live views were rebuilt with another version of the plugin (by another host): this host projects none of their partitions until it runs that version");
+                tracing::warn!(plugin = %self.key, "{OUT_OF_STEP}");
             }
         }
         if !in_step {
@@ -195,11 +197,13 @@ impl Claims {
             return Ok(plan);
         }
         plan.forced = free.intersection(&seen_before).copied().collect();
-        self.handed.retain(|p| free.contains(p));
+        // Partitions handed over that come back forced (nobody took them):
+        // this host is not wanted to give any for a while.
         if plan.forced.intersection(&self.handed).next().is_some() {
             self.unwanted_until = Some(Instant::now() + UNWANTED_PAUSE_TTLS * self.ttl);
         }
-        self.handed.retain(|p| !plan.forced.contains(p));
+        self.handed
+            .retain(|p| free.contains(p) && !plan.forced.contains(p));
         let room = self.ownership.room();
         let mut take: BTreeSet<u32> = free.iter().copied().take(room).collect();
         take.extend(&plan.forced);

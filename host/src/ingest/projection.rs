@@ -227,7 +227,7 @@ impl Projection {
         let Some(recorded) = store::recorded(&self.shared.pool, &self.target.plugin).await? else {
             return Ok(true);
         };
-        if recorded.definition != store::definition(&self.state.plugin().info) {
+        if !recorded.built_for(&self.state.plugin().info) {
             return Ok(false);
         }
         if recorded.generation != self.state.controls.generation() {

@@ -12,6 +12,10 @@ use crate::metrics::Metrics;
 use crate::runtime::Plugin;
 use crate::sync::{Locked, ReadWrite};
 
+/// Why a host holds none of a plugin's partitions while its version is out
+/// of step with the live views: said in its log and in `GET /api/plugins`.
+pub const OUT_OF_STEP: &str = "the live views were rebuilt with another version of the plugin (by another host): this host projects none of their partitions until it runs that version";
+
 /// The plugin version a projection's next batch runs, and the one before it
 /// (for rollback); swapped at a batch boundary.
 pub struct VersionSlot {
@@ -255,12 +259,7 @@ impl ProjectionState {
             return ("paused", None);
         }
         if self.progress.standby() {
-            let why = self.progress.out_of_step().then(|| {
-                format!(
-                    "the live views were rebuilt with another version of `{}` (by another host): this host projects none of their partitions until it runs that version",
-                    self.plugin().name()
-                )
-            });
+            let why = self.progress.out_of_step().then(|| OUT_OF_STEP.to_owned());
             return ("standby", why);
         }
         match self.progress.failure() {

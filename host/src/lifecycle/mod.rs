@@ -204,10 +204,11 @@ impl Deployer {
         }
         // What the live views were built from: the running version's
         // definition, unless another host of the fleet has switched them.
-        let built_from = store::recorded(&self.shared.pool, plugin.name())
-            .await?
-            .map_or_else(|| store::definition(&current.info), |r| r.definition);
-        if built_from != store::definition(&plugin.info) {
+        let built_for_it = match store::recorded(&self.shared.pool, plugin.name()).await? {
+            Some(recorded) => recorded.built_for(&plugin.info),
+            None => store::definition(&current.info) == store::definition(&plugin.info),
+        };
+        if !built_for_it {
             self.rebuild_with(running, plugin.clone(), None).await?;
             return Ok((plugin, Deployed::Rebuilding));
         }
@@ -460,7 +461,7 @@ impl Deployer {
             self.shared.metrics.clone(),
         ));
         let deployed = match recorded {
-            Some(recorded) if recorded.definition != store::definition(&plugin.info) => {
+            Some(recorded) if !recorded.built_for(&plugin.info) => {
                 let held = state.controls.hold().await;
                 self.registry.insert(state.clone());
                 self.rebuild_with(state.clone(), plugin, Some(held)).await?;

@@ -52,7 +52,7 @@ impl Deployer {
         let running = live.plugin();
         if held.is_none()
             && let Some(recorded) = &recorded
-            && recorded.definition != store::definition(&running.info)
+            && !recorded.built_for(&running.info)
         {
             return Err(DeployError::Conflict(format!(
                 "the live views of `{name}` were rebuilt by another host with another version than this host runs ({}): deploy that version here first, or ask a host that runs it",

@@ -121,6 +121,13 @@ impl Recorded {
             generation,
         }
     }
+
+    /// Whether the views were built from `plugin`'s definition: a version
+    /// that differs must not write them or read the stream for them until
+    /// they are rebuilt for it.
+    pub fn built_for(&self, plugin: &PluginInfo) -> bool {
+        self.definition == definition(plugin)
+    }
 }
 
 /// The parts of a recorded definition the host reads back.

@@ -176,13 +176,8 @@ async fn a_host_out_of_step_with_rebuilt_views_projects_none_of_them_until_it_ru
     env.config.lease_ttl = Duration::from_secs(2);
     // A folder per host and no object store: a version uploaded to one
     // host does not reach the other.
-    let dir_a = own_plugins(&format!("{}-a", env.tag), &["testing/tally"]);
-    let dir_b = own_plugins(&format!("{}-b", env.tag), &["testing/tally"]);
-    env.config.plugins_dir = dir_a.clone();
-    let a = env.start().await;
-    let mut config_b = env.config.clone();
-    config_b.plugins_dir = dir_b.clone();
-    let b = Host::start(config_b).await.expect("host b starts");
+    let (a, dir_a) = env.start_with_own_plugins("a", &["testing/tally"]).await;
+    let (b, dir_b) = env.start_with_own_plugins("b", &["testing/tally"]).await;
     eventually("the hosts share the partitions", || async {
         (held(&a) == 2 && held(&b) == 2).then_some(())
     })

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::common::{SEED, TestEnv, eventually, own_plugins, plugins_dir, put_plugin};
+use crate::common::{SEED, TestEnv, eventually, plugins_dir, put_plugin};
 use projector::bench::lifecycle::rebuilt;
 use projector::objects::{ObjectStore, PLUGINS, plugin_key};
 use projector::serve::Host;
@@ -22,14 +22,9 @@ async fn a_version_deployed_on_one_host_reaches_the_others() {
     let mut env = TestEnv::new("fleet").await;
     let _s3 = env.with_s3().await;
     env.publish(SEED).await;
-    let dir_a = own_plugins(&format!("{}-a", env.tag), &["lab"]);
-    let dir_b = own_plugins(&format!("{}-b", env.tag), &["lab"]);
-    env.config.plugins_dir = dir_a.clone();
-    let a = env.start().await;
+    let (a, dir_a) = env.start_with_own_plugins("a", &["lab"]).await;
     env.settle(&a).await;
-    let mut config_b = env.config.clone();
-    config_b.plugins_dir = dir_b.clone();
-    let b = Host::start(config_b).await.expect("host b starts");
+    let (b, dir_b) = env.start_with_own_plugins("b", &["lab"]).await;
     let store = ObjectStore::new(&env.config);
     eventually("the plugins bucket made", || async {
         store

@@ -148,6 +148,16 @@ impl TestEnv {
         Host::start(self.config.clone()).await.expect("host starts")
     }
 
+    /// Starts a host whose plugins folder (`<tag>-<name>-plugins`) is its
+    /// own, with copies of `plugins`: a version put in one host's folder
+    /// reaches another only through the fleet. Returns the folder too.
+    pub async fn start_with_own_plugins(&self, name: &str, plugins: &[&str]) -> (Host, PathBuf) {
+        let dir = own_plugins(&format!("{}-{name}", self.tag), plugins);
+        let mut config = self.config.clone();
+        config.plugins_dir = dir.clone();
+        (Host::start(config).await.expect("host starts"), dir)
+    }
+
     /// A `projector serve` command on this test's stream, database and
     /// plugins, its HTTP API on `http_port`, without object storage.
     pub fn host_command(&self, http_port: u16) -> tokio::process::Command {
