@@ -262,9 +262,23 @@ enum Bench {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before the runtime and the allocator take their first memory: with
+    // transparent huge pages on ("always", as on many distributions),
+    // each first touch of fresh heap or plugin memory cleared a whole
+    // 2 MiB page, a tenth of the host's CPU (BENCHMARKS.md).
+    let small_pages = rustix::thread::disable_transparent_huge_pages(true);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(small_pages))
+}
+
+async fn run(small_pages: rustix::io::Result<()>) -> anyhow::Result<()> {
     init_tracing();
+    if let Err(e) = small_pages {
+        tracing::warn!(error = %e, "transparent huge pages stay on: the host spends more CPU on fresh memory");
+    }
     let cli = Cli::parse();
     let config = Config::from_env()?;
     match cli.command {

@@ -23,6 +23,7 @@ mod events_package;
 mod failure_matrix;
 mod failures;
 mod fleet;
+mod host_process;
 mod identity;
 mod lifecycle;
 mod limits;

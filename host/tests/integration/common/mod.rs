@@ -506,6 +506,19 @@ pub struct HostProcess {
 }
 
 impl HostProcess {
+    /// A line of its `/proc/<pid>/status` (`THP_enabled`, say), as the
+    /// kernel reports it: the value after the name.
+    pub fn status(&self, name: &str) -> String {
+        let pid = self.child.id().expect("the host runs");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("its status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .unwrap_or_else(|| panic!("no {name} in the host's status"))
+            .trim()
+            .to_owned()
+    }
+
     /// Kills it with SIGKILL, as a crash would, and waits until it is gone.
     pub async fn kill(mut self) {
         self.child.start_kill().expect("SIGKILL");
