@@ -1,7 +1,9 @@
 //! The envelope every event travels in, and parsing raw bytes into a checked [`Event`].
 
-use serde::{Deserialize, Serialize};
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::payloads::Timestamp;
 use crate::{EventError, Payload};
@@ -70,7 +72,90 @@ pub struct Envelope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fhir_resource_type: Option<String>,
     /// The event-specific fields; see [`Payload`].
-    pub payload: Value,
+    #[cfg_attr(feature = "schema", schemars(with = "Value"))]
+    pub payload: PayloadText,
+}
+
+/// A payload's JSON text exactly as published. The host reads the typed
+/// payload from this text and hands a plugin the same text, which the
+/// plugin kit reads the same way: host and plugin cannot see two
+/// different payloads in one event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PayloadText(Box<RawValue>);
+
+impl PayloadText {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The text of a payload built as a value (publishers, the simulator).
+    pub fn from_value(value: &Value) -> Self {
+        Self(serde_json::value::to_raw_value(value).expect("a JSON value always serialises"))
+    }
+
+    /// The top-level field `name` when it is a string (the first, should the
+    /// payload name it twice: the typed payload refuses that for its own
+    /// fields); read without building the rest of the payload.
+    pub fn field(&self, name: &str) -> Option<String> {
+        let mut reader = serde_json::Deserializer::from_str(self.as_str());
+        reader.deserialize_any(StringField { name }).ok().flatten()
+    }
+}
+
+impl PartialEq for PayloadText {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+/// Finds one top-level string field of a JSON object, skipping the rest.
+struct StringField<'n> {
+    name: &'n str,
+}
+
+impl<'de> Visitor<'de> for StringField<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(is_it) = map.next_key_seed(KeyIs(self.name))? {
+            if is_it && found.is_none() {
+                found = Some(map.next_value::<Value>()?.as_str().map(str::to_owned));
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found.flatten())
+    }
+}
+
+/// Whether a field name is the one sought, without allocating it.
+struct KeyIs<'n>(&'n str);
+
+impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<bool, E> {
+        Ok(key == self.0)
+    }
 }
 
 fn first_version() -> u32 {
@@ -123,7 +208,8 @@ pub struct Event {
 
 impl Envelope {
     /// Parses and checks raw bytes from the wire: UTF-8, a JSON object that
-    /// the read models can store ([`crate::storable`]), every required envelope field, a known `eventType` and a payload of its shape.
+    /// the read models can store ([`crate::storable`]), every required
+    /// envelope field once, a known `eventType` and a payload of its shape.
     pub fn parse(bytes: &[u8]) -> Result<Event, EventError> {
         let envelope = Self::read(bytes)?;
         let payload = envelope.typed_payload()?;
@@ -131,23 +217,37 @@ impl Envelope {
     }
 
     /// The first half of [`Envelope::parse`]: UTF-8, a storable JSON object,
-    /// every required envelope field; the payload is not read yet.
+    /// every required envelope field, none named twice (which of two
+    /// `patientId`s would be the patient?); the payload is not read yet.
     pub fn read(bytes: &[u8]) -> Result<Envelope, EventError> {
         let text = std::str::from_utf8(bytes).map_err(|e| EventError::NotUtf8(e.to_string()))?;
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| EventError::NotJson(e.to_string()))?;
-        if !value.is_object() {
-            return Err(EventError::NotJson("top level is not an object".to_owned()));
+        // One pass that builds nothing; only an event that fails it is read
+        // again, as a value, to say what is wrong and where.
+        if !crate::storable::fits(text) {
+            let value: Value =
+                serde_json::from_str(text).map_err(|e| EventError::NotJson(e.to_string()))?;
+            if !value.is_object() {
+                return Err(EventError::NotJson("top level is not an object".to_owned()));
+            }
+            crate::storable::check(&value).map_err(EventError::Unstorable)?;
         }
-        crate::storable::check(&value).map_err(EventError::Unstorable)?;
-        serde_json::from_value(value).map_err(|e| EventError::InvalidEnvelope(e.to_string()))
+        let envelope: Envelope =
+            serde_json::from_str(text).map_err(|e| EventError::InvalidEnvelope(e.to_string()))?;
+        for (field, id) in [
+            ("eventId", &envelope.event_id),
+            ("patientId", &envelope.patient_id),
+            ("userId", &envelope.user_id),
+        ] {
+            crate::storable::check_id(field, id.as_str()).map_err(EventError::Unstorable)?;
+        }
+        Ok(envelope)
     }
 
-    /// The second half: a known `eventType` and a payload of its shape. A
-    /// caller that keeps the envelope when this fails can still name the
-    /// event and its patient.
+    /// The second half: a known `eventType` and a payload of its shape, read
+    /// from the payload's text as a plugin reads it. A caller that keeps the
+    /// envelope when this fails can still name the event and its patient.
     pub fn typed_payload(&self) -> Result<Payload, EventError> {
-        Payload::from_json(&self.event_type, &self.payload)
+        Payload::from_json_str(&self.event_type, self.payload.as_str())
     }
 }
 
@@ -172,7 +272,7 @@ impl Event {
             portal_type,
             correlation_id: None,
             fhir_resource_type: Some(payload.fhir_resource_type().to_owned()),
-            payload: payload.to_json(),
+            payload: PayloadText::from_value(&payload.to_json()),
         };
         Ok(Self { envelope, payload })
     }
@@ -234,5 +334,36 @@ mod tests {
             Envelope::parse(empty_id.as_bytes()),
             Err(EventError::InvalidEnvelope(_))
         ));
+    }
+
+    #[test]
+    fn a_field_named_twice_is_refused_rather_than_guessed() {
+        let two_patients = GOOD.replace(r#""userId":"u1","#, r#""userId":"u1","patientId":"p2","#);
+        let err = Envelope::parse(two_patients.as_bytes()).unwrap_err();
+        assert!(matches!(err, EventError::InvalidEnvelope(_)), "{err}");
+        assert!(
+            err.to_string().contains("duplicate field `patientId`"),
+            "{err}"
+        );
+        let two_reports = GOOD.replace(r#""reportId":"r1""#, r#""reportId":"r1","reportId":"r2""#);
+        let err = Envelope::parse(two_reports.as_bytes()).unwrap_err();
+        assert!(matches!(err, EventError::InvalidPayload { .. }), "{err}");
+        assert!(
+            err.to_string().contains("duplicate field `reportId`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_payload_is_kept_as_published_and_its_fields_read_from_it() {
+        let published = r#"{ "viewedBy" : "u1", "reportId":"r\u0031", "n": 7 }"#;
+        let text = GOOD.replace(r#"{"reportId":"r1","viewedBy":"u1"}"#, published);
+        let event = Envelope::parse(text.as_bytes()).expect("valid");
+        assert_eq!(event.envelope.payload.as_str(), published);
+        let field = |name: &str| event.envelope.payload.field(name);
+        assert_eq!(field("reportId").as_deref(), Some("r1"));
+        assert_eq!(field("viewedBy").as_deref(), Some("u1"));
+        assert_eq!(field("n"), None, "not a string");
+        assert_eq!(field("missing"), None);
     }
 }

@@ -5,6 +5,7 @@
 //! could never be stored, so it is refused at the door rather than failing
 //! a whole batch later.
 
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 /// The longest `eventId`, `patientId` and `userId`, in bytes.
@@ -18,16 +19,105 @@ pub const MAX_EXACT_NUMBER: f64 = 9_007_199_254_740_991.0;
 pub fn check(value: &Value) -> Result<(), String> {
     walk(value, &mut String::from("$"), true)?;
     for id in ["eventId", "patientId", "userId"] {
-        if let Some(text) = value.get(id).and_then(Value::as_str)
-            && text.len() > MAX_ID_BYTES
-        {
-            return Err(format!(
-                "{id} is {} bytes, over the limit of {MAX_ID_BYTES}",
-                text.len()
-            ));
+        if let Some(text) = value.get(id).and_then(Value::as_str) {
+            check_id(id, text)?;
         }
     }
     Ok(())
+}
+
+/// Checks the length of id `field`.
+pub fn check_id(field: &str, id: &str) -> Result<(), String> {
+    if id.len() > MAX_ID_BYTES {
+        return Err(format!(
+            "{field} is {} bytes, over the limit of {MAX_ID_BYTES}",
+            id.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether JSON text is an object whose strings (keys too) and numbers all
+/// pass [`check`], read in one pass that builds nothing: false also for
+/// text that is not JSON. Ids are not looked at ([`check_id`]).
+pub fn fits(text: &str) -> bool {
+    let mut reader = serde_json::Deserializer::from_str(text);
+    matches!(Fits.deserialize(&mut reader), Ok(Shape::Object)) && reader.end().is_ok()
+}
+
+/// What a JSON value that fits is; only an object can be an event.
+#[derive(PartialEq)]
+enum Shape {
+    Object,
+    Other,
+}
+
+/// Visits a JSON value, failing at the first string or number that does not
+/// fit.
+struct Fits;
+
+impl<'de> DeserializeSeed<'de> for Fits {
+    type Value = Shape;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Shape, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Fits {
+    type Value = Shape;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON the read models can store")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
+        Ok(Shape::Other)
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Shape, E> {
+        exact(n as f64)
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Shape, E> {
+        exact(n as f64)
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Shape, E> {
+        exact(n)
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Shape, E> {
+        if s.contains('\0') {
+            Err(E::custom("U+0000"))
+        } else {
+            Ok(Shape::Other)
+        }
+    }
+
+    fn visit_unit<E>(self) -> Result<Shape, E> {
+        Ok(Shape::Other)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Shape, A::Error> {
+        while items.next_element_seed(Fits)?.is_some() {}
+        Ok(Shape::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut fields: A) -> Result<Shape, A::Error> {
+        while fields.next_key_seed(Fits)?.is_some() {
+            fields.next_value_seed(Fits)?;
+        }
+        Ok(Shape::Object)
+    }
+}
+
+fn exact<E: de::Error>(n: f64) -> Result<Shape, E> {
+    if n.abs() > MAX_EXACT_NUMBER {
+        Err(E::custom("beyond 2^53 - 1"))
+    } else {
+        Ok(Shape::Other)
+    }
 }
 
 /// Checks only that no string or field name holds U+0000: what PostgreSQL
@@ -94,5 +184,27 @@ mod tests {
         assert!(check(&json!({ "v": 9_007_199_254_740_993_u64 })).is_err());
         assert!(check(&json!({ "v": -1.0e300 })).is_err());
         assert!(check(&json!({ "v": 5.4 })).is_ok());
+    }
+
+    #[test]
+    fn the_one_pass_check_agrees_with_the_value_check() {
+        let texts = [
+            r#"{"payload":{"name":{"family":"a\u0000b"}}}"#,
+            r#"{"payload":{"list":["ok","\u0000"]}}"#,
+            r#"{"payload":{"a\u0000":1}}"#,
+            r#"{"v":9007199254740991}"#,
+            r#"{"v":9007199254740993}"#,
+            r#"{"v":-1.0e300}"#,
+            r#"{"v":-9007199254740993}"#,
+            r#"{"v":[5.4,null,true,{"w":"\u00e9"}]}"#,
+            r#"{"patientId":"p1","payload":{}}"#,
+        ];
+        for text in texts {
+            let value: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(fits(text), check(&value).is_ok(), "{text}");
+        }
+        for not_an_event in ["[1,2]", "\"text\"", "{\"a\":", "{} {}", "not json", ""] {
+            assert!(!fits(not_an_event), "{not_an_event}");
+        }
     }
 }

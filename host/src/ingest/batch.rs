@@ -1,11 +1,11 @@
 //! Turning a batch of raw messages into one committed [`Batch`]: checks,
 //! deduplication, prefetch, the plugin calls, retries and dead letters.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::time::Duration;
 
 use projector_events::{Envelope, Event, UnknownCode};
-use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::runtime::{CallError, Plugin, PluginInstance};
@@ -335,17 +335,18 @@ async fn not_yet_applied(
 fn key_hint(hint: &str, event: &Event) -> Option<String> {
     let envelope = &event.envelope;
     let parts = hint.split('/').map(|part| match part {
-        "patientId" => Some(envelope.patient_id.as_str()),
-        "eventId" => Some(envelope.event_id.as_str()),
-        "domain" => envelope.event_type.split('.').next(),
+        "patientId" => Some(Cow::Borrowed(envelope.patient_id.as_str())),
+        "eventId" => Some(Cow::Borrowed(envelope.event_id.as_str())),
+        "domain" => envelope.event_type.split('.').next().map(Cow::Borrowed),
         _ => envelope
             .payload
-            .get(part.strip_prefix("payload.")?)
-            .and_then(Value::as_str),
+            .field(part.strip_prefix("payload.")?)
+            .map(Cow::Owned),
     });
-    parts
-        .collect::<Option<Vec<&str>>>()
-        .map(|p| projector_contract::doc_key(&p))
+    let parts = parts.collect::<Option<Vec<Cow<str>>>>()?;
+    Some(projector_contract::doc_key(
+        &parts.iter().map(|p| p.as_ref()).collect::<Vec<&str>>(),
+    ))
 }
 
 /// Records an applied event; with `effects`, also its notifications and

@@ -189,7 +189,7 @@ impl PluginInstance {
             user_id: event.envelope.user_id.to_string(),
             portal_type: event.envelope.portal_type.as_str().to_owned(),
             sequence,
-            payload: event.envelope.payload.to_string(),
+            payload: event.envelope.payload.as_str().to_owned(),
         };
         self.start_call();
         let call = self.bindings.call_handle(&mut self.store, &wit_event);

@@ -99,6 +99,50 @@ async fn what_the_database_cannot_store_is_a_dead_letter_and_its_batch_applies()
     host.stop();
 }
 
+/// JSON lets a field be named twice, and readers disagree on which one
+/// counts: the partition read the first `patientId`, the envelope the
+/// last, so one host could apply a patient's event while another applied
+/// the rest of that patient's. Neither is a guess worth making with a chart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_names_a_field_twice_is_a_dead_letter_not_a_guess() {
+    let mut env = TestEnv::new("twice").await;
+    env.config.plugins_dir = own_plugins(&env.tag, &["patient"]);
+    let two_patients = patient_created("e-two-patients", "p-first", "Two", "MRN").replace(
+        r#""userId":"u-admin""#,
+        r#""userId":"u-admin","patientId":"p-second""#,
+    );
+    let two_mrns = patient_created("e-two-mrns", "p-mrns", "Mrns", "MRN-1")
+        .replace(r#""mrn":"MRN-1""#, r#""mrn":"MRN-1","mrn":"MRN-2""#);
+    let texts = [
+        patient_created("e-before", "p-before", "Before", "MRN"),
+        two_patients,
+        two_mrns,
+        patient_created("e-after", "p-after", "After", "MRN"),
+    ];
+    publish_patients(&env, &texts).await;
+
+    let host = env.start().await;
+    env.settle(&host).await;
+    let charts = view_documents(&env.pool().await, "patient_chart").await;
+    assert_eq!(
+        charts.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["p-after", "p-before"],
+        "no chart for a patient named in an ambiguous event"
+    );
+    let letters = dead_letters(&env, &host, "patient").await;
+    let reasons = reasons(&letters);
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("invalid envelope: duplicate field `patientId`"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].starts_with("invalid payload for patient.created: duplicate field `mrn`"),
+        "{reasons:?}"
+    );
+    host.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outcome_over_a_limit_is_a_dead_letter_that_names_the_limit() {
     let mut env = TestEnv::new("limits").await;
