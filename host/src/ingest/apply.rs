@@ -114,6 +114,7 @@ impl Batcher<'_> {
     ) -> anyhow::Result<Result<Committed, String>> {
         let mut tries = 1;
         loop {
+            let started = std::time::Instant::now();
             let batch::Projected {
                 mut batch,
                 unknown_codes,
@@ -133,7 +134,12 @@ impl Batcher<'_> {
                 batch.dead_letters.len(),
                 batch.parked.len(),
             ];
-            match batch.commit(self.pool).await {
+            let projected_in = started.elapsed();
+            let committed = batch.commit(self.pool).await;
+            // Where a batch's time goes: the plugin calls and folding, or
+            // the transaction.
+            tracing::debug!(plugin = %self.target.key, events = items.len(), ?projected_in, committed_in = ?started.elapsed() - projected_in, "batch projected and committed");
+            match committed {
                 Ok(notifications) => {
                     return Ok(Ok(Committed {
                         counts,
