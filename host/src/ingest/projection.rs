@@ -127,12 +127,16 @@ impl Projection {
             if claims.lapsed() {
                 tracing::warn!(plugin = %self.target.key, "the lease on this projection's partitions lapsed; claiming again");
             }
-            if let Err(e) = self.rebalance(&mut claims, pending.take()).await {
-                claims.drop_all();
-                self.state
-                    .progress
-                    .set_failure(Some(format!("claiming partitions: {e}")));
-            }
+            let took = match self.rebalance(&mut claims, pending.take()).await {
+                Ok(took) => took,
+                Err(e) => {
+                    claims.drop_all();
+                    self.state
+                        .progress
+                        .set_failure(Some(format!("claiming partitions: {e}")));
+                    0
+                }
+            };
             self.report(&claims);
             let Some(fence) = claims.fence() else {
                 tokio::time::sleep(STANDBY_POLL).await;
@@ -144,16 +148,19 @@ impl Projection {
             // have pulls waiting on the old consumer, which would take the
             // next messages and never ack them. So does a version swapped
             // in with other subjects: the consumer's filter is set when it
-            // is made.
+            // is made. A partition taken back that this projection gave up
+            // a moment ago counts as taken too: its consumer acked the
+            // partition's events meanwhile, as another host's.
             let subjects = self.state.plugin().info.subjects.clone();
-            let taken = positioned.as_ref().is_none_or(|(before, read)| {
-                before.pid != fence.pid
-                    || !fence
-                        .partitions
-                        .iter()
-                        .all(|p| before.partitions.contains(p))
-                    || *read != subjects
-            });
+            let taken = took > 0
+                || positioned.as_ref().is_none_or(|(before, read)| {
+                    before.pid != fence.pid
+                        || !fence
+                            .partitions
+                            .iter()
+                            .all(|p| before.partitions.contains(p))
+                        || *read != subjects
+                });
             positioned = Some((fence.clone(), subjects));
             let lost = claims.lost_signal();
             // Consumes until it fails, is told to start over, or has
@@ -191,15 +198,15 @@ impl Projection {
         }
     }
 
-    /// Carries out `plan`, or the plan of a fresh look at who holds what.
-    async fn rebalance(&self, claims: &mut Claims, plan: Option<Plan>) -> anyhow::Result<()> {
+    /// Carries out `plan`, or the plan of a fresh look at who holds what;
+    /// returns how many partitions it took.
+    async fn rebalance(&self, claims: &mut Claims, plan: Option<Plan>) -> anyhow::Result<usize> {
         let plan = match plan {
             Some(plan) => plan,
             None => self.look(claims).await?,
         };
         claims.give(&plan).await?;
-        claims.take(&plan).await?;
-        Ok(())
+        Ok(claims.take(&plan).await?)
     }
 
     /// Looks at who holds what and plans what to take and give up.

@@ -16,6 +16,7 @@ use crate::common::{
 };
 use projector::serve::Host;
 use projector::store::claim::{self, Lease};
+use projector::store::members;
 use serde_json::Value;
 
 /// The lease of the claims these tests take themselves.
@@ -159,6 +160,69 @@ async fn a_joining_host_takes_its_share_and_a_leaving_one_hands_its_partitions_o
         "each event applied once"
     );
     b.stop();
+}
+
+/// A projection gives partitions up while its host counts another as live
+/// (a host just killed is counted for up to `LEASE_TTL`), and takes them
+/// back before any other host does. Meanwhile its consumer passed their
+/// events over as another host's; taking them back must start again after
+/// their checkpoints, or those events are never applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_given_up_and_taken_back_lose_none_of_their_events() {
+    let mut env = TestEnv::new("retake").await;
+    env.config.plugins_dir = own_plugins(&env.tag, &["patient"]);
+    env.config.partitions = 4;
+    env.config.lease_ttl = Duration::from_secs(2);
+    let a = env.start().await;
+    eventually("host a claims every partition", || async {
+        (held(&a) == 4).then_some(())
+    })
+    .await;
+    // Another member, live while this beats for it: a's share is two.
+    let pool = env.pool().await;
+    let ghost = uuid::Uuid::new_v4();
+    let beating = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            loop {
+                let _ = members::beat(&pool, ghost, "127.0.0.1:1", chrono::Utc::now()).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    eventually("host a gives up the two above its share", || async {
+        (held(&a) == 2).then_some(())
+    })
+    .await;
+    let patients: Vec<String> = (0..24).map(|i| format!("p-retake-{i}")).collect();
+    let events: Vec<String> = patients
+        .iter()
+        .map(|patient| {
+            serde_json::json!({
+                "eventId": format!("e-{patient}"), "eventType": "patient.created",
+                "timestamp": "2026-11-26T08:00:00Z", "patientId": patient,
+                "userId": "u-admin", "portalType": "admin",
+                "payload": { "mrn": "MRN", "name": { "given": "Re", "family": "Take" },
+                             "birthDate": "1970-01-01", "gender": "female" },
+            })
+            .to_string()
+        })
+        .collect();
+    env.publish(&events.join("\n")).await;
+    eventually(
+        "nobody else takes them, so host a takes them back",
+        || async { (held(&a) == 4).then_some(()) },
+    )
+    .await;
+    beating.abort();
+    env.settle(&a).await;
+    let charts = view_documents(&pool, "patient_chart").await;
+    let missing: Vec<&String> = patients
+        .iter()
+        .filter(|p| !charts.contains_key(*p))
+        .collect();
+    assert!(missing.is_empty(), "events never applied for {missing:?}");
+    a.stop();
 }
 
 /// Patient `i`'s copy of `events` (the seed's), with ids of its own.
