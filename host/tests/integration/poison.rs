@@ -99,10 +99,11 @@ async fn what_the_database_cannot_store_is_a_dead_letter_and_its_batch_applies()
     host.stop();
 }
 
-/// JSON lets a field be named twice, and readers disagree on which one
-/// counts: the partition read the first `patientId`, the envelope the
-/// last, so one host could apply a patient's event while another applied
-/// the rest of that patient's. Neither is a guess worth making with a chart.
+/// JSON lets a field be named twice, and readers disagree on it: the
+/// partition read refused a second `patientId` (so the event went to the
+/// empty id's partition) while the envelope took the last, so one host
+/// could apply a patient's event while another applied the rest of that
+/// patient's. Neither is a guess worth making with a chart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_that_names_a_field_twice_is_a_dead_letter_not_a_guess() {
     let mut env = TestEnv::new("twice").await;
