@@ -95,7 +95,7 @@ impl Host {
             shared.pool.clone(),
             shared.member,
             http_addr.to_string(),
-            shared.membership.clone(),
+            shared.ownership.clone(),
             shared.metrics.clone(),
             config.lease_ttl,
         )));
@@ -167,7 +167,7 @@ async fn connect(config: Config) -> anyhow::Result<Shared> {
     let metrics = Arc::new(Metrics::default());
     Ok(Shared {
         member: uuid::Uuid::new_v4(),
-        membership: Arc::default(),
+        ownership: Arc::default(),
         objects: ObjectStore::new(&config),
         limits: Arc::new(RateLimits::new(
             config.api_rate_per_second,

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 use crate::auth::TokenVerifier;
-use crate::cluster::Membership;
+use crate::cluster::Ownership;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::objects::ObjectStore;
@@ -48,9 +48,9 @@ pub struct Shared {
     /// This host's id for this run: its claims and heartbeat name it, and
     /// its notification announcements carry it.
     pub member: uuid::Uuid,
-    /// How many hosts share the work, which sets each projection's fair
-    /// share of its plugin's partitions (see [`crate::cluster`]).
-    pub membership: Arc<Membership>,
+    /// How many projections this host holds against its fair share of the
+    /// deployment's (see [`crate::cluster`]).
+    pub ownership: Arc<Ownership>,
 }
 
 /// Where projections (and escalations and the sweep) hand the notifications

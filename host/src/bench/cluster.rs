@@ -83,8 +83,7 @@ pub async fn run(mut config: Config, hosts: usize, events: usize) -> anyhow::Res
     // still be handing partitions over during the load, and apply most of
     // it first).
     let units = plugins.len() * config.partitions as usize;
-    // Each host's share is per plugin (see `cluster`).
-    let share = plugins.len() * (config.partitions as usize).div_ceil(hosts);
+    let share = units.div_ceil(hosts);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut owned = Vec::new();

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::cluster::Membership;
+use crate::cluster::{Counted, Ownership};
 use crate::shared::Shared;
 use crate::store::claim::{self, Lease, PIN};
 use crate::store::{Fence, Target};
@@ -23,6 +23,9 @@ const UNWANTED_PAUSE_TTLS: u32 = 3;
 
 /// A partition this host holds.
 struct Held {
+    /// Counts it in the host's share (`None`: a rebuild's, which does not
+    /// count).
+    counted: Option<Counted>,
     /// When it was taken: a partition is not handed over before the hosts'
     /// heartbeats (`LEASE_TTL`) have had time to say who is live, so one
     /// taken from a host that just died is not passed around meanwhile.
@@ -42,7 +45,7 @@ struct Holding {
 pub(super) struct Plan {
     /// Free partitions to take, in order.
     take: Vec<u32>,
-    /// Of those, the ones taken whatever the share: free for two
+    /// Of those, the ones taken whatever this host's share: free for two
     /// polls in a row, or wanted by a pinned projection or a rebuild.
     forced: BTreeSet<u32>,
     /// Partitions held to give up, in order.
@@ -63,7 +66,7 @@ pub(super) struct Claims {
     member: Uuid,
     ttl: Duration,
     pool: PgPool,
-    membership: Arc<Membership>,
+    ownership: Arc<Ownership>,
     holding: Option<Holding>,
     /// The partitions found free at the last look.
     free_seen: BTreeSet<u32>,
@@ -89,7 +92,7 @@ impl Claims {
             member: shared.member,
             ttl: shared.config.lease_ttl,
             pool: shared.pool.clone(),
-            membership: shared.membership.clone(),
+            ownership: shared.ownership.clone(),
             holding: None,
             free_seen: BTreeSet::new(),
             handed: BTreeSet::new(),
@@ -106,12 +109,6 @@ impl Claims {
             pid: holding.lease.pid,
             partitions: holding.partitions.keys().copied().collect(),
         })
-    }
-
-    /// This projection's fair share of its plugin's partitions (see
-    /// [`crate::cluster`]).
-    fn share(&self) -> usize {
-        self.membership.share(self.partitions as usize)
     }
 
     /// How many partitions are held.
@@ -207,14 +204,14 @@ impl Claims {
         }
         self.handed
             .retain(|p| free.contains(p) && !plan.forced.contains(p));
-        let room = self.share().saturating_sub(self.held());
+        let room = self.ownership.room();
         let mut take: BTreeSet<u32> = free.iter().copied().take(room).collect();
         take.extend(&plan.forced);
         plan.take = take.into_iter().collect();
         let wanted = self
             .unwanted_until
             .is_none_or(|until| Instant::now() >= until);
-        if self.held() > self.share() && wanted {
+        if self.ownership.over_share() && wanted {
             let now = Instant::now();
             let holding = self.holding.as_ref();
             plan.give = held
@@ -239,18 +236,28 @@ impl Claims {
     }
 
     /// Gives up what `plan` says to, between two batches: as many as this
-    /// projection holds above its share (all of them with `give_all`).
+    /// host holds above its share (all of them with `give_all`).
     pub async fn give(&mut self, plan: &Plan) -> Result<(), sqlx::Error> {
-        let share = self.share();
         let Some(holding) = self.holding.as_mut() else {
             return Ok(());
         };
         for partition in &plan.give {
-            if !plan.give_all && holding.partitions.len() <= share {
-                break;
-            }
-            if holding.partitions.remove(partition).is_none() {
+            let Some(mut held) = holding.partitions.remove(partition) else {
                 continue;
+            };
+            if !plan.give_all {
+                match held.counted.take().map(|c| self.ownership.try_yield(c)) {
+                    Some(Ok(())) => {}
+                    Some(Err(kept)) => {
+                        held.counted = Some(kept);
+                        holding.partitions.insert(*partition, held);
+                        break;
+                    }
+                    None => {
+                        holding.partitions.insert(*partition, held);
+                        continue;
+                    }
+                }
             }
             holding.lease.give_up(*partition as i32).await?;
             if !plan.give_all {
@@ -268,13 +275,12 @@ impl Claims {
         Ok(())
     }
 
-    /// Takes what `plan` says to, within this projection's share but for the
+    /// Takes what `plan` says to, within this host's share but for the
     /// forced ones; returns how many partitions were taken.
     pub async fn take(&mut self, plan: &Plan) -> Result<usize, sqlx::Error> {
         if !self.would_take(plan) {
             return Ok(0);
         }
-        let share = self.share();
         let holding = match self.holding.as_mut() {
             Some(holding) => holding,
             None => {
@@ -294,14 +300,21 @@ impl Claims {
             if holding.partitions.contains_key(partition) {
                 continue;
             }
-            let within_share = !self.live || holding.partitions.len() < share;
-            if !within_share && !plan.forced.contains(partition) {
-                continue;
-            }
+            let counted = if !self.live {
+                None
+            } else if plan.forced.contains(partition) {
+                Some(self.ownership.hold())
+            } else {
+                match self.ownership.try_hold() {
+                    Some(counted) => Some(counted),
+                    None => continue,
+                }
+            };
             if holding.lease.try_take(*partition as i32).await? {
                 holding.partitions.insert(
                     *partition,
                     Held {
+                        counted,
                         taken_at: Instant::now(),
                     },
                 );

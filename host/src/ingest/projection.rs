@@ -112,10 +112,15 @@ impl Projection {
     ///
     /// It applies only the events of the partitions it holds; other hosts
     /// apply the rest. A live projection shares its partitions with them
-    /// (see [`crate::cluster`]): it takes free ones while it is below its
-    /// share, and gives some up, between two batches, while it is above
-    /// it. A rebuild takes them all.
+    /// (see [`crate::cluster`]): it takes free ones while its host is below
+    /// its share, and gives some up, between two batches, while its host is
+    /// above it. A rebuild takes them all.
     pub async fn run(self) {
+        let _unit = self.target.is_live().then(|| {
+            self.shared
+                .ownership
+                .join(self.shared.config.partitions as usize)
+        });
         let mut claims = Claims::new(&self.target, &self.shared);
         let mut pending: Option<Plan> = None;
         let mut failed = false;
