@@ -194,9 +194,11 @@ impl TestEnv {
     /// The same with more environment variables (`LEASE_TTL`, say).
     pub async fn spawn_host_with(&self, variables: &[(&str, &str)]) -> HostProcess {
         let port = free_port();
+        let log = std::env::temp_dir().join(format!("projector-{}-{port}.log", self.tag));
         let child = self
             .host_command(port)
             .envs(variables.iter().copied())
+            .stderr(std::fs::File::create(&log).expect("the host's log file"))
             .spawn()
             .expect("projector serve starts");
         let base = format!("http://127.0.0.1:{port}");
@@ -205,7 +207,7 @@ impl TestEnv {
             health.status().is_success().then_some(())
         })
         .await;
-        HostProcess { child, base }
+        HostProcess { child, base, log }
     }
 
     /// How far behind plugin `name` is (see [`ingest::backlog`]); 1 while
@@ -503,6 +505,29 @@ pub struct HostProcess {
     child: tokio::process::Child,
     /// `http://127.0.0.1:<port>` of its API.
     pub base: String,
+    /// Where its log goes: shown when the test fails, removed otherwise.
+    log: std::path::PathBuf,
+}
+
+/// The lines of a host's log a failing test shows, from its end.
+const LOG_TAIL_LINES: usize = 400;
+
+impl Drop for HostProcess {
+    /// Shows the end of the host's log when the test is failing (what the
+    /// hosts did is what explains a multi-host failure), and removes it.
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Ok(log) = std::fs::read_to_string(&self.log)
+        {
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            eprintln!("--- the end of the log of the host at {} ---", self.base);
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
 }
 
 impl HostProcess {
@@ -687,6 +712,21 @@ pub async fn view_documents(
 /// An event as the host receives it: through its JSON form.
 pub fn as_sent(event: &Event) -> Event {
     Envelope::parse(&event.to_json_bytes()).unwrap()
+}
+
+/// The `n`th allergy of `patient` whose reaction is 900 KiB of text (its
+/// eventId `big-<n>`): a chart holding five is over the 4 MiB a document
+/// may hold, so the database is never asked to store it.
+pub fn big_allergy(patient: &str, n: usize) -> Event {
+    let text = serde_json::json!({
+        "eventId": format!("big-{n}"), "eventType": "patient.allergy.added",
+        "timestamp": "2026-11-01T12:00:00Z", "patientId": patient, "userId": "u-test",
+        "portalType": "provider",
+        "payload": { "allergyId": format!("big-{n}"), "reaction": "x".repeat(900 << 10),
+                     "severity": "mild", "criticality": "low",
+                     "substance": { "system": "http://snomed.info/sct", "code": "387458008", "display": "Aspirin" } },
+    });
+    Envelope::parse(text.to_string().as_bytes()).unwrap()
 }
 
 /// A view's table holds exactly the documents expected; on failure, says
