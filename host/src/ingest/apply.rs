@@ -2,13 +2,16 @@
 //! when the database refuses its content, split until the event at fault
 //! stands alone and is dead-lettered while the rest commits.
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use projector_events::UnknownCode;
 use sqlx::PgPool;
 
-use super::batch::{self, Item};
+use super::batch::{self, Earlier, Item};
 use crate::runtime::Plugin;
-use crate::store::{Batch, CommitError, DocCache, Fence, StoredNotification, Target};
+use crate::store::{
+    Batch, CommitError, DocCache, Done, Fence, Prepared, StoredNotification, Target,
+};
 
 /// What a batch committed, for the metrics and the push.
 #[derive(Debug, Default)]
@@ -50,7 +53,159 @@ pub struct Batcher<'a> {
     pub fence: Option<Fence>,
 }
 
+/// A batch projected and ready for its transaction, which may run while
+/// the next batch projects from what this one leaves (see [`Earlier`]).
+pub struct Staged {
+    /// The transaction to run; an error when the documents cannot be
+    /// stored (one over its size).
+    prepared: Result<Prepared, CommitError>,
+    /// Events applied, dead-lettered, parked.
+    counts: [usize; 3],
+    /// Codes outside their extensible value set in the events applied.
+    unknown_codes: Vec<UnknownCode>,
+    /// What it leaves for the next batch.
+    earlier: Earlier,
+}
+
+impl Staged {
+    /// The batch it was staged behind committed at `version`: what it took
+    /// from that one's documents was that version.
+    pub fn resolve(&mut self, version: &str) {
+        if let Ok(prepared) = &mut self.prepared {
+            prepared.resolve(version);
+        }
+    }
+
+    /// Sets its transaction going; `Err` with why its documents cannot be
+    /// stored, when they cannot ([`Batcher::recover`] commits it then).
+    pub fn launch(self, pool: &PgPool) -> Result<Flight, CommitError> {
+        let prepared = self.prepared?;
+        let pool = pool.clone();
+        Ok(Flight {
+            commit: async move { prepared.commit(&pool).await }.boxed(),
+            earlier: self.earlier,
+            counts: self.counts,
+            unknown_codes: self.unknown_codes,
+        })
+    }
+}
+
+/// A staged batch whose transaction is running, while the next batch
+/// projects from what it leaves.
+pub struct Flight {
+    /// Its transaction.
+    commit: BoxFuture<'static, Result<Done, CommitError>>,
+    /// What it leaves for the next batch.
+    earlier: Earlier,
+    /// Events applied, dead-lettered, parked, as staged.
+    counts: [usize; 3],
+    /// Codes outside their extensible value set, as staged.
+    unknown_codes: Vec<UnknownCode>,
+}
+
+impl Flight {
+    /// Its transaction, to wait for, and what it leaves, to project the
+    /// next batch from meanwhile.
+    pub fn committing(&mut self) -> (&mut BoxFuture<'static, Result<Done, CommitError>>, &Earlier) {
+        (&mut self.commit, &self.earlier)
+    }
+}
+
 impl Batcher<'_> {
+    /// Projects `items` (after what `earlier` leaves, while it commits) and
+    /// prepares their transaction, moving the partitions held up to
+    /// `through` as [`Batcher::commit`] does; `None` when there is nothing
+    /// to commit.
+    pub async fn stage(
+        &self,
+        items: Vec<Item>,
+        through: u64,
+        earlier: Option<&Earlier>,
+    ) -> anyhow::Result<Option<Staged>> {
+        let (mut batch, unknown_codes) = if items.is_empty() {
+            if through == 0 || self.fence.is_none() {
+                return Ok(None);
+            }
+            // Only other hosts' events: the checkpoints move alone.
+            (Batch::new(self.target), Vec::new())
+        } else {
+            let projected = batch::project(
+                self.plugin,
+                self.target,
+                self.pool,
+                self.cache,
+                self.max_attempts,
+                items,
+                earlier,
+            )
+            .await?;
+            (projected.batch, projected.unknown_codes)
+        };
+        batch.checkpoint = batch.checkpoint.max(through);
+        batch.fence = self.fence.clone();
+        let counts = [
+            batch.processed.len(),
+            batch.dead_letters.len(),
+            batch.parked.len(),
+        ];
+        let mut earlier = Earlier::of(&batch, Default::default());
+        let prepared = batch.prepare().map(|mut prepared| {
+            earlier.ahead = prepared.ahead();
+            prepared
+        });
+        Ok(Some(Staged {
+            prepared,
+            counts,
+            unknown_codes,
+            earlier,
+        }))
+    }
+
+    /// Finishes `flight` once its transaction ended with `done`. Committed
+    /// as staged, what it wrote goes to the cache and its version comes
+    /// back: the one a batch staged behind it counted on. Otherwise `items`
+    /// and `through`, what it was staged from, commit the careful way (see
+    /// [`Batcher::recover`]) and no version comes back: a batch staged
+    /// behind it must be staged again.
+    pub async fn land(
+        &self,
+        flight: Flight,
+        done: Result<Done, CommitError>,
+        items: &[Item],
+        through: u64,
+    ) -> anyhow::Result<(Committed, Option<String>)> {
+        match done {
+            Ok(done) => {
+                self.cache.keep(flight.earlier.ahead.rest(&done.version));
+                let committed = Committed {
+                    counts: flight.counts,
+                    notifications: done.notifications,
+                    unknown_codes: flight.unknown_codes,
+                };
+                Ok((committed, Some(done.version)))
+            }
+            Err(e) => Ok((self.recover(items, through, e).await?, None)),
+        }
+    }
+
+    /// Commits `items` the careful way after their staged transaction
+    /// failed with `error`: refused for their content (split until the
+    /// event at fault stands alone) or a document changed under them
+    /// (projected again); any other failure is returned.
+    pub async fn recover(
+        &self,
+        items: &[Item],
+        through: u64,
+        error: CommitError,
+    ) -> anyhow::Result<Committed> {
+        match error {
+            CommitError::Refused(_) | CommitError::Changed { .. } => {
+                self.commit(items.to_vec(), through).await
+            }
+            e => Err(e.into()),
+        }
+    }
+
     /// Projects `items` and commits them in one transaction. When the
     /// database refuses the batch for its content, the batch is split in
     /// halves, each committed in turn, until the event at fault stands
@@ -125,6 +280,7 @@ impl Batcher<'_> {
                 self.cache,
                 self.max_attempts,
                 items.to_vec(),
+                None,
             )
             .await?;
             batch.checkpoint = batch.checkpoint.max(through);

@@ -11,8 +11,8 @@ use sqlx::PgPool;
 use crate::runtime::{CallError, Plugin, PluginInstance};
 use crate::store::dead_letters::{self, Poisoned};
 use crate::store::{
-    ApplyFailure, Batch, DocCache, NewAudit, NewDeadLetter, NewNotification, NewParked, Overlay,
-    Target, processed,
+    Ahead, ApplyFailure, Batch, DocCache, NewAudit, NewDeadLetter, NewNotification, NewParked,
+    Overlay, Target, processed,
 };
 
 /// One message to apply.
@@ -55,6 +55,38 @@ pub enum Origin {
     Parked,
 }
 
+/// What a batch that is still committing leaves for the next one to start
+/// from, which the database does not show yet: the documents it wrote,
+/// the events it applied, the patients it poisoned.
+#[derive(Default)]
+pub struct Earlier {
+    /// The documents it wrote.
+    pub ahead: Ahead,
+    /// The eventIds it applied.
+    processed: HashSet<String>,
+    /// The patients it dead-lettered an event of (`blocked`) or parked one
+    /// of (`waiting`).
+    poisoned: Poisoned,
+}
+
+impl Earlier {
+    /// What `batch` leaves besides its documents, which go into `ahead`.
+    pub fn of(batch: &Batch, ahead: Ahead) -> Self {
+        let mut poisoned = Poisoned::default();
+        for letter in batch.dead_letters.iter().filter(|l| l.poisons) {
+            poisoned.blocked.extend(letter.patient_id.clone());
+        }
+        for parked in &batch.parked {
+            poisoned.waiting.insert(parked.patient_id.clone());
+        }
+        Self {
+            ahead,
+            processed: batch.processed.iter().cloned().collect(),
+            poisoned,
+        }
+    }
+}
+
 /// A batch ready to commit, with what it applied that is worth counting.
 pub struct Projected {
     /// What the batch commits.
@@ -65,8 +97,9 @@ pub struct Projected {
 
 /// Builds and fills the batch for `items` into `target`, calling the plugin
 /// once per event; documents `cache` kept from earlier batches are used
-/// where still current. Errors are database failures: the caller retries
-/// the whole batch.
+/// where still current, and what the batch before leaves (`earlier`, while
+/// it commits) counts as committed. Errors are database failures: the
+/// caller retries the whole batch.
 pub async fn project(
     plugin: &Plugin,
     target: &Target,
@@ -74,6 +107,7 @@ pub async fn project(
     cache: &DocCache,
     max_attempts: u32,
     items: Vec<Item>,
+    earlier: Option<&Earlier>,
 ) -> anyhow::Result<Projected> {
     let mut batch = Batch::new(target);
     for item in items.iter().filter(|i| i.origin == Origin::Stream) {
@@ -82,14 +116,23 @@ pub async fn project(
         *first = Some(first.map_or(item.seq, |f| f.min(item.seq)));
     }
     let events = checked_events(plugin, items, &mut batch);
-    let events = not_yet_applied(target, pool, events, &mut batch).await?;
-    let overlay = prefetch(plugin, target, pool, cache, &events).await?;
+    let events = not_yet_applied(target, pool, events, earlier, &mut batch).await?;
+    let ahead = earlier.map(|e| e.ahead.clone());
+    let overlay = prefetch(plugin, target, pool, cache, ahead, &events).await?;
     let patients: HashSet<&str> = events
         .iter()
         .map(|(_, e)| e.envelope.patient_id.as_str())
         .collect();
     let patients: Vec<&str> = patients.into_iter().collect();
-    let poisoned = dead_letters::poisoned(pool, &target.key, &patients).await?;
+    let mut poisoned = dead_letters::poisoned(pool, &target.key, &patients).await?;
+    if let Some(earlier) = earlier {
+        poisoned
+            .blocked
+            .extend(earlier.poisoned.blocked.iter().cloned());
+        poisoned
+            .waiting
+            .extend(earlier.poisoned.waiting.iter().cloned());
+    }
     let mut run = Run {
         plugin,
         effects: target.effects,
@@ -121,6 +164,7 @@ async fn prefetch(
     target: &Target,
     pool: &PgPool,
     cache: &DocCache,
+    ahead: Option<Ahead>,
     events: &[(Item, Event)],
 ) -> anyhow::Result<Overlay> {
     let mut overlay = Overlay::new(
@@ -128,6 +172,7 @@ async fn prefetch(
         target.clone(),
         plugin.info.views.iter().map(|v| v.name.clone()),
         cache.clone(),
+        ahead,
     );
     for view in &plugin.info.views {
         let keys = events.iter().filter_map(|(_, e)| key_hint(&view.key, e));
@@ -301,12 +346,14 @@ fn checked_events(plugin: &Plugin, items: Vec<Item>, batch: &mut Batch) -> Vec<(
 }
 
 /// Drops events this plugin applied before (a redelivery, or the same
-/// eventId published again) and repeats within the batch. A re-driven dead
-/// letter whose event was applied meanwhile is resolved.
+/// eventId published again; `earlier`: applied by the batch still
+/// committing) and repeats within the batch. A re-driven dead letter whose
+/// event was applied meanwhile is resolved.
 async fn not_yet_applied(
     target: &Target,
     pool: &PgPool,
     events: Vec<(Item, Event)>,
+    earlier: Option<&Earlier>,
     batch: &mut Batch,
 ) -> Result<Vec<(Item, Event)>, sqlx::Error> {
     if events.is_empty() {
@@ -318,6 +365,13 @@ async fn not_yet_applied(
         .collect();
     let applied = processed::applied(pool, &target.processed_key(), &ids).await?;
     let mut seen: HashSet<String> = applied.into_iter().collect();
+    if let Some(earlier) = earlier {
+        seen.extend(
+            ids.iter()
+                .filter(|id| earlier.processed.contains(**id))
+                .map(|id| id.to_string()),
+        );
+    }
     let mut fresh = Vec::with_capacity(events.len());
     for (item, event) in events {
         if seen.insert(event.envelope.event_id.to_string()) {

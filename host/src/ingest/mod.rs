@@ -10,7 +10,7 @@ mod projection;
 mod state;
 mod stream;
 
-pub use apply::{Batcher, Committed};
+pub use apply::{Batcher, Committed, Flight, Staged};
 pub use batch::{Item, Origin};
 pub use lag::{backlog, head, partitions_behind, slowest};
 pub use projection::Projection;

@@ -91,8 +91,8 @@ pub async fn replace_consumer(
 /// Replaces a plugin's consumer with one that delivers, in stream order,
 /// everything after `after` (its committed checkpoint): nothing it had out
 /// (prefetched, nak'ed, held by a killed host until the ack wait) can then
-/// arrive after a later event. A projection repositions after every
-/// failure, and at start when messages are out.
+/// arrive after a later event. A projection repositions each time it
+/// starts consuming.
 pub async fn reposition(
     stream: &stream::Stream,
     config: &Config,
@@ -110,16 +110,6 @@ pub async fn reposition(
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("repositioning consumer {name} after {after}"))?;
     Ok(())
-}
-
-/// Whether a consumer has messages out that nobody acknowledged
-/// (a host was killed holding them, or a pull this host dropped); when
-/// JetStream cannot say (a node down, a leader being elected), it may.
-pub async fn has_pending(stream: &stream::Stream, name: &str) -> bool {
-    stream
-        .consumer_info(name)
-        .await
-        .map_or(true, |info| info.num_ack_pending > 0)
 }
 
 /// Deletes a consumer, if it is there.

@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
+use super::ahead::Ahead;
 use super::audit::{self, NewAudit};
 use super::checkpoints::{self, Advance, Moved};
 use super::dead_letters::{self, NewDeadLetter, NewParked};
 use super::notifications::{self, NewNotification, StoredNotification};
-use super::overlay::{Overlay, ViewWrites};
+use super::overlay::{Finished, Overlay, ViewWrites};
 use super::{Target, processed, views};
 
 /// The largest document a view holds, serialised, in bytes.
@@ -158,40 +159,124 @@ impl Batch {
     /// Commits the batch in one transaction; returns the notifications it
     /// stored, to push once committed.
     pub async fn commit(self, pool: &PgPool) -> Result<Vec<StoredNotification>, CommitError> {
-        let key = &self.target.key;
-        let finished = self.views.map(Overlay::finish);
+        Ok(self.prepare()?.commit(pool).await?.notifications)
+    }
+
+    /// Ends the batch's documents and writes the changed ones out as text,
+    /// each checked for size: what is left to do is the transaction.
+    pub fn prepare(mut self) -> Result<Prepared, CommitError> {
+        let finished = self.views.take().map(Overlay::finish);
         let serialised = match &finished {
             Some(f) => serialise(&f.writes)?,
             None => Vec::new(),
         };
+        Ok(Prepared {
+            batch: self,
+            finished,
+            serialised,
+            handed_ahead: false,
+        })
+    }
+}
+
+/// A batch ready for its transaction (see [`Batch::prepare`]).
+pub struct Prepared {
+    /// The batch, its documents taken out.
+    batch: Batch,
+    /// Its documents: those to write and those it left as they were.
+    finished: Option<Finished>,
+    /// The documents to write as text, parallel to `finished`'s writes.
+    serialised: Vec<Vec<String>>,
+    /// Whether the written documents went to the next batch
+    /// ([`Prepared::ahead`]) rather than to the cache after the commit.
+    handed_ahead: bool,
+}
+
+/// What a transaction committed.
+#[derive(Debug)]
+pub struct Done {
+    /// The row version every document it wrote is committed as (its
+    /// transaction's id).
+    pub version: String,
+    /// The notifications it stored, to push.
+    pub notifications: Vec<StoredNotification>,
+}
+
+impl Prepared {
+    /// Hands the documents the batch writes to the batch after it, which
+    /// projects while this one commits (see [`Ahead`]); what that one does
+    /// not take goes to the cache through [`Ahead::rest`] once this commit
+    /// is done.
+    pub fn ahead(&mut self) -> Ahead {
+        let mut docs = std::collections::HashMap::new();
+        for w in self.finished.iter_mut().flat_map(|f| &mut f.writes) {
+            let upserts = std::mem::take(&mut w.upsert_docs);
+            for (key, doc) in w.upsert_keys.iter().zip(upserts) {
+                docs.insert((w.view.clone(), key.clone()), Some(doc));
+            }
+            for key in &w.delete_keys {
+                docs.insert((w.view.clone(), key.clone()), None);
+            }
+        }
+        self.handed_ahead = true;
+        Ahead::new(docs)
+    }
+
+    /// The batch before this one committed at `version`: the documents
+    /// this one took from its [`Ahead`] were that version.
+    pub fn resolve(&mut self, version: &str) {
+        if let Some(finished) = &mut self.finished {
+            finished.resolve_ahead(version);
+        }
+    }
+
+    /// Keeps the documents the batch read and left as they were: they are
+    /// as committed whatever becomes of this batch.
+    pub fn keep_unchanged(&mut self) {
+        if let Some(finished) = &mut self.finished {
+            finished.cache.keep(std::mem::take(&mut finished.unchanged));
+        }
+    }
+
+    /// Runs the batch's transaction: the lease and generation checks, the
+    /// documents, the bookkeeping rows, the checkpoints.
+    pub async fn commit(mut self, pool: &PgPool) -> Result<Done, CommitError> {
+        self.keep_unchanged();
+        let batch = self.batch;
+        let key = &batch.target.key;
         let mut tx = pool.begin().await?;
-        if let Some(fence) = &self.fence {
+        if let Some(fence) = &batch.fence {
             let partitions: Vec<i32> = fence.partitions.iter().map(|p| *p as i32).collect();
             if !super::claim::held(&mut tx, key, fence.pid, &partitions).await? {
                 return Err(CommitError::Unclaimed);
             }
-            if self.target.is_live() {
-                let running = self.target.generation;
-                let recorded = views::live_generation(&mut tx, &self.target.plugin).await?;
+            if batch.target.is_live() {
+                let running = batch.target.generation;
+                let recorded = views::live_generation(&mut tx, &batch.target.plugin).await?;
                 if let Some(recorded) = recorded.filter(|g| *g != running) {
                     return Err(CommitError::Superseded { recorded, running });
                 }
             }
         }
-        for (writes, docs) in finished.iter().flat_map(|f| &f.writes).zip(&serialised) {
+        for (writes, docs) in self
+            .finished
+            .iter()
+            .flat_map(|f| &f.writes)
+            .zip(&self.serialised)
+        {
             write_view(&mut tx, writes, docs).await?;
         }
-        processed::insert(&mut tx, &self.target.processed_key(), &self.processed).await?;
-        dead_letters::insert(&mut tx, key, &self.dead_letters).await?;
-        dead_letters::resolve(&mut tx, &self.resolved).await?;
-        dead_letters::park(&mut tx, key, &self.parked).await?;
-        dead_letters::release(&mut tx, key, &self.released).await?;
-        let notifications = notifications::insert(&mut tx, self.notifications).await?;
-        audit::insert(&mut *tx, &self.audits).await?;
+        processed::insert(&mut tx, &batch.target.processed_key(), &batch.processed).await?;
+        dead_letters::insert(&mut tx, key, &batch.dead_letters).await?;
+        dead_letters::resolve(&mut tx, &batch.resolved).await?;
+        dead_letters::park(&mut tx, key, &batch.parked).await?;
+        dead_letters::release(&mut tx, key, &batch.released).await?;
+        let notifications = notifications::insert(&mut tx, batch.notifications).await?;
+        audit::insert(&mut *tx, &batch.audits).await?;
         // No event is applied out of stream order, whatever redelivered it;
         // every partition held has been read up to the batch's end.
-        let mut partitions = self.partitions;
-        for held in self.fence.iter().flat_map(|f| &f.partitions) {
+        let mut partitions = batch.partitions;
+        for held in batch.fence.iter().flat_map(|f| &f.partitions) {
             partitions.entry(*held).or_insert_with(|| Moved {
                 partition: *held,
                 ..Moved::default()
@@ -199,7 +284,7 @@ impl Batch {
         }
         let advance = Advance {
             key,
-            to: self.checkpoint,
+            to: batch.checkpoint,
             partitions: partitions.into_values().collect(),
         };
         let version = match checkpoints::advance(&mut tx, &advance).await? {
@@ -213,7 +298,7 @@ impl Batch {
             }
         };
         tx.commit().await?;
-        if let Some(finished) = finished {
+        if let Some(finished) = self.finished.filter(|_| !self.handed_ahead) {
             let written = finished.writes.into_iter().flat_map(|w| {
                 let view = w.view;
                 let version = &version;
@@ -222,9 +307,12 @@ impl Batch {
                     .zip(w.upsert_docs)
                     .map(move |(key, doc)| (view.clone(), key, version.clone(), doc))
             });
-            finished.cache.keep(written.chain(finished.unchanged));
+            finished.cache.keep(written);
         }
-        Ok(notifications)
+        Ok(Done {
+            version,
+            notifications,
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 //! events, the views plugins declare and their documents), and applying a
 //! batch to them in one transaction.
 
+mod ahead;
 pub mod audit;
 mod cache;
 pub mod checkpoints;
@@ -22,9 +23,10 @@ pub mod statistics;
 mod target;
 mod views;
 
+pub use ahead::Ahead;
 pub use audit::NewAudit;
 pub use cache::DocCache;
-pub use commit::{Batch, CommitError, Fence, MAX_BATCH_BYTES, MAX_DOCUMENT_BYTES};
+pub use commit::{Batch, CommitError, Done, Fence, MAX_BATCH_BYTES, MAX_DOCUMENT_BYTES, Prepared};
 pub use dead_letters::{NewDeadLetter, NewParked};
 pub use notifications::{NewNotification, StoredNotification};
 pub use overlay::{ApplyFailure, Overlay};

@@ -10,6 +10,7 @@ use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgPool};
 
 use super::Target;
+use super::ahead::{AHEAD_VERSION, Ahead};
 use super::cache::DocCache;
 
 /// Why an outcome could not be folded in.
@@ -45,6 +46,8 @@ pub struct Overlay {
     pool: PgPool,
     target: Target,
     cache: DocCache,
+    /// The documents the batch before leaves, while it commits.
+    ahead: Option<Ahead>,
     views: HashMap<String, HashMap<String, Slot>>,
 }
 
@@ -79,6 +82,26 @@ pub struct Finished {
     pub cache: DocCache,
 }
 
+impl Finished {
+    /// The batch before committed at `version`: documents read from its
+    /// [`Ahead`] were that version.
+    pub fn resolve_ahead(&mut self, version: &str) {
+        let ahead = Value::String(AHEAD_VERSION.to_owned());
+        for w in &mut self.writes {
+            for read in w.read_versions.values_mut() {
+                if *read == ahead {
+                    *read = Value::String(version.to_owned());
+                }
+            }
+        }
+        for (_, _, read, _) in &mut self.unchanged {
+            if read == AHEAD_VERSION {
+                version.clone_into(read);
+            }
+        }
+    }
+}
+
 /// How to undo one step of an outcome that turns out invalid; names are
 /// borrowed from the outcome's mutations.
 enum Undo<'m> {
@@ -106,17 +129,21 @@ enum Undo<'m> {
 
 impl Overlay {
     /// An empty overlay over the views a plugin owns, in `target`'s tables;
-    /// documents kept in `cache` are used when still current.
+    /// documents kept in `cache` are used when still current, and those
+    /// `ahead` holds (the batch before wrote them and is committing) as
+    /// that batch leaves them.
     pub fn new(
         pool: PgPool,
         target: Target,
         owned: impl IntoIterator<Item = String>,
         cache: DocCache,
+        ahead: Option<Ahead>,
     ) -> Self {
         Self {
             pool,
             target,
             cache,
+            ahead,
             views: owned.into_iter().map(|v| (v, HashMap::new())).collect(),
         }
     }
@@ -127,8 +154,9 @@ impl Overlay {
         })
     }
 
-    /// Loads the documents of `keys` not loaded yet: those the cache kept
-    /// at their current version from there, the rest in one query.
+    /// Loads the documents of `keys` not loaded yet: those the batch before
+    /// wrote as it leaves them, those the cache kept at their current
+    /// version from there, the rest in one query.
     pub async fn load(
         &mut self,
         view: &str,
@@ -141,6 +169,18 @@ impl Overlay {
             .collect();
         missing.sort_unstable();
         missing.dedup();
+        if let Some(ahead) = &self.ahead {
+            let taken = ahead.take(view, &missing);
+            if !taken.is_empty() {
+                missing.retain(|k| !taken.contains_key(k));
+                let slots = self.slots(view)?;
+                for (key, doc) in taken {
+                    // Deleted by the batch before: no row once it commits.
+                    let version = doc.is_some().then(|| AHEAD_VERSION.to_owned());
+                    slots.insert(key, clean(doc, version));
+                }
+            }
+        }
         if missing.is_empty() {
             return Ok(());
         }
@@ -405,7 +445,13 @@ mod tests {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy("postgres://unused@127.0.0.1:1/none")
             .expect("a lazy pool");
-        let mut overlay = Overlay::new(pool, Target::live("t"), ["v".to_owned()], DocCache::new(0));
+        let mut overlay = Overlay::new(
+            pool,
+            Target::live("t"),
+            ["v".to_owned()],
+            DocCache::new(0),
+            None,
+        );
         let slot = clean(Some(doc), Some("7".into()));
         overlay.slots("v").unwrap().insert("k".into(), slot);
         overlay

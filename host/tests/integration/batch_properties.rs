@@ -4,14 +4,16 @@
 //! every good event is applied exactly once in stream order (the views
 //! equal a native projection), every bad one is a dead letter, the events a
 //! poisoned patient has after its poison are parked, and the checkpoint
-//! ends at the last event. `PROPTEST_CASES` sets the number of cases (500).
+//! ends at the last event; so too when each batch projects while the one
+//! before commits, as a projection runs them. `PROPTEST_CASES` sets the
+//! number of cases (500).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use patient::PatientPlugin;
 use projector::config::Config;
-use projector::ingest::{Batcher, Item};
+use projector::ingest::{Batcher, Flight, Item};
 use projector::runtime::{Plugin, Runtime};
 use projector::sim::Simulator;
 use projector::store::Fence;
@@ -54,6 +56,11 @@ struct Case {
     sizes: Vec<usize>,
     failures: Vec<bool>,
     replays: Vec<bool>,
+    /// Each batch projected while the one before commits; an injected
+    /// serialization failure resumes after the checkpoint, an injected
+    /// refusal commits the batch the careful way and projects the next
+    /// again. No replays then.
+    overlapped: bool,
 }
 
 fn any_case() -> impl Strategy<Value = Case> {
@@ -72,9 +79,10 @@ fn any_case() -> impl Strategy<Value = Case> {
         prop::collection::vec(1..=12usize, 1..6),
         prop::collection::vec(prop::bool::weighted(0.25), 1..6),
         prop::collection::vec(prop::bool::weighted(0.2), 1..6),
+        any::<bool>(),
     )
         .prop_map(
-            |(seed, patients, bad, big, sizes, failures, replays)| Case {
+            |(seed, patients, bad, big, sizes, failures, replays, overlapped)| Case {
                 seed,
                 patients,
                 bad,
@@ -82,6 +90,7 @@ fn any_case() -> impl Strategy<Value = Case> {
                 sizes,
                 failures,
                 replays,
+                overlapped,
             },
         )
 }
@@ -105,19 +114,6 @@ impl Message {
             big,
         }
     }
-}
-
-/// An allergy whose reaction is 900 KiB of text.
-fn big_allergy(patient: &str, n: usize) -> Event {
-    let text = serde_json::json!({
-        "eventId": format!("big-{n}"), "eventType": "patient.allergy.added",
-        "timestamp": "2026-11-01T12:00:00Z", "patientId": patient, "userId": "u-test",
-        "portalType": "provider",
-        "payload": { "allergyId": format!("big-{n}"), "reaction": "x".repeat(900 << 10),
-                     "severity": "mild", "criticality": "low",
-                     "substance": { "system": "http://snomed.info/sct", "code": "387458008", "display": "Aspirin" } },
-    });
-    Envelope::parse(text.to_string().as_bytes()).unwrap()
 }
 
 fn bad_message(kind: Bad, next_to: &Event, n: usize) -> Message {
@@ -171,7 +167,10 @@ fn messages(case: &Case) -> Vec<Message> {
             .patient_id
             .to_string();
         for n in 0..count {
-            out.insert(at, Message::good(big_allergy(&patient, n), true));
+            out.insert(
+                at,
+                Message::good(crate::common::big_allergy(&patient, n), true),
+            );
         }
     }
     for (n, (at, kind)) in case.bad.iter().enumerate() {
@@ -242,6 +241,69 @@ async fn checkpoint(pool: &PgPool) -> u64 {
     all.get("patient").map_or(0, |c| c.seq.max(0) as u64)
 }
 
+/// The case's batches, each projected while the one before commits, as a
+/// projection runs them: once that one is done, the next is projected
+/// again unless it committed as projected; a failure resumes after the
+/// checkpoint.
+async fn run_overlapped(batcher: &Batcher<'_>, pool: &PgPool, items: &[Item], case: &Case) {
+    let mut flight: Option<(Flight, Vec<Item>)> = None;
+    let (mut at, mut b) = (0, 0);
+    // Where a failure was injected: once per place, so the run gets past.
+    let mut failed_at = HashSet::new();
+    while at < items.len() || flight.is_some() {
+        let end = (at + case.sizes[b % case.sizes.len()]).min(items.len());
+        let cut = items[at..end].to_vec();
+        if case.failures[b % case.failures.len()] && failed_at.insert(at) {
+            // In turn: a serialization failure, and a refusal of the
+            // content, which commits the batch the careful way.
+            let code = if failed_at.len() % 2 == 1 {
+                "40001"
+            } else {
+                "22000"
+            };
+            crate::common::faults::arm_as(pool, code).await;
+        }
+        b += 1;
+        let step: anyhow::Result<()> = async {
+            let (landed, staged) = match flight.take() {
+                Some((mut before, before_items)) => {
+                    let (commit, earlier) = before.committing();
+                    let stage = batcher.stage(cut.clone(), 0, Some(earlier));
+                    let (done, staged) = tokio::join!(commit.as_mut(), stage);
+                    let (_, version) = batcher.land(before, done, &before_items, 0).await?;
+                    (Some(version), staged?)
+                }
+                None => (None, batcher.stage(cut.clone(), 0, None).await?),
+            };
+            let mut staged = match landed {
+                Some(None) => batcher.stage(cut.clone(), 0, None).await?,
+                _ => staged,
+            };
+            if let (Some(Some(version)), Some(staged)) = (&landed, &mut staged) {
+                staged.resolve(version);
+            }
+            if let Some(staged) = staged {
+                match staged.launch(pool) {
+                    Ok(next) => flight = Some((next, cut)),
+                    Err(refused) => {
+                        batcher.recover(&cut, 0, refused).await?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match step {
+            Ok(()) => at = end,
+            Err(_) => {
+                flight = None;
+                at = checkpoint(pool).await as usize;
+            }
+        }
+    }
+    crate::common::faults::disarm(pool).await;
+}
+
 /// Runs one case the way a projection does, then checks the invariant.
 async fn run(world: &World, case: &Case) {
     let pool = &world.pool;
@@ -294,8 +356,11 @@ async fn run(world: &World, case: &Case) {
             partitions: vec![0],
         }),
     };
+    if case.overlapped {
+        run_overlapped(&batcher, pool, &items, case).await;
+    }
     let (mut at, mut b) = (0, 0);
-    while at < items.len() {
+    while at < items.len() && !case.overlapped {
         let end = (at + case.sizes[b % case.sizes.len()]).min(items.len());
         let batch: Vec<Item> = items[at..end].to_vec();
         if case.failures[b % case.failures.len()] {

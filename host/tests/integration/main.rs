@@ -31,6 +31,7 @@ mod monitoring;
 mod nats_permissions;
 mod notifications;
 mod objects;
+mod overlap;
 mod pipeline;
 mod plans;
 mod poison;

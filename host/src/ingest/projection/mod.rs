@@ -317,21 +317,14 @@ impl Projection {
         let mut last_delivery = 0;
         let mut poll =
             tokio::time::interval_at(tokio::time::Instant::now() + STANDBY_POLL, STANDBY_POLL);
+        // After a long batch, one look, not one per tick missed.
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // The rarer arms first, so a backlog cannot starve them; then a
+            // message before the batch in flight, so the next batch projects
+            // while that one commits.
             tokio::select! {
-                first = messages.next() => {
-                    let Some(first) = first else { return Ok(Stop::Ended) };
-                    if self.state.controls.paused() {
-                        self.settle(in_flight).await?;
-                        self.state.controls.wait_while_paused().await;
-                    }
-                    self.next_batch(first, messages, &mut last_delivery, in_flight).await?;
-                    self.state.progress.set_failure(None);
-                }
-                done = in_flight::committed(in_flight) => {
-                    let batch = in_flight.take().expect("a batch was in flight");
-                    self.complete(batch, done).await?;
-                }
+                biased;
                 () = self.state.controls.redrive.notified() => {
                     self.settle(in_flight).await?;
                     self.redrive_dead_letters().await?;
@@ -351,6 +344,19 @@ impl Projection {
                     if claims.would_take(&plan) {
                         return Ok(Stop::Rebalance(plan));
                     }
+                }
+                first = messages.next() => {
+                    let Some(first) = first else { return Ok(Stop::Ended) };
+                    if self.state.controls.paused() {
+                        self.settle(in_flight).await?;
+                        self.state.controls.wait_while_paused().await;
+                    }
+                    self.next_batch(first, messages, &mut last_delivery, in_flight).await?;
+                    self.state.progress.set_failure(None);
+                }
+                done = in_flight::committed(in_flight) => {
+                    let batch = in_flight.take().expect("a batch was in flight");
+                    self.complete(batch, done).await?;
                 }
             }
         }
