@@ -9,11 +9,37 @@ use crate::common::{
 };
 use patient::PatientPlugin;
 use projector::sim::Simulator;
+use projector_events::{Envelope, Event};
 use projector_sdk::Plugin as _;
 use projector_sdk::testing::Harness;
+use serde_json::json;
+
+/// An event of `patient` of type `kind` with `payload`, under `id`.
+fn event(id: &str, kind: &str, patient: &str, payload: serde_json::Value) -> Event {
+    let text = json!({
+        "eventId": id, "eventType": kind, "timestamp": "2026-11-01T12:00:00Z",
+        "patientId": patient, "userId": "u-test", "portalType": "provider", "payload": payload,
+    });
+    Envelope::parse(text.to_string().as_bytes()).unwrap()
+}
+
+/// Makes PostgreSQL refuse, for its content (SQLSTATE 22000), any chart of
+/// a patient whose family name is `Refused`: a refusal only the database
+/// raises, inside a running transaction.
+const REFUSE_MARKED_CHARTS: [&str; 2] = [
+    "CREATE FUNCTION refuse_marked() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+       IF NEW.doc -> 'name' ->> 'family' = 'Refused' THEN
+         RAISE EXCEPTION 'a chart this test refuses' USING ERRCODE = '22000';
+       END IF;
+       RETURN NEW;
+     END $$",
+    "CREATE TRIGGER refuse_marked BEFORE INSERT OR UPDATE ON view_patient_chart
+     FOR EACH ROW EXECUTE FUNCTION refuse_marked()",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_that_cannot_be_stored_is_split_while_batches_overlap() {
+async fn batches_the_database_refuses_are_split_while_the_next_ones_overlap() {
     let mut env = TestEnv::new("overlap").await;
     env.config.plugins_dir = own_plugins(&env.tag, &["patient"]);
     env.config.batch_size = 20;
@@ -25,6 +51,30 @@ async fn a_batch_that_cannot_be_stored_is_split_while_batches_overlap() {
     // as a dead letter, and the batches after it start from what it really
     // committed.
     let heavy = traffic[0].envelope.patient_id.to_string();
+    // And halfway, a patient whose chart the database itself refuses,
+    // inside the running transaction of a batch the next one is (under
+    // this backlog, most likely) being projected behind; an allergy of
+    // theirs after it parks. Whether the next batch is projected again or
+    // its stale documents are caught by the row versions, the views must
+    // end the same.
+    let marked = [
+        event(
+            "refused",
+            "patient.created",
+            "p-refused",
+            json!({
+            "mrn": "MRN-R", "name": { "given": "Test", "family": "Refused" },
+            "birthDate": "1970-01-01", "gender": "female" }),
+        ),
+        event(
+            "refused-later",
+            "patient.allergy.added",
+            "p-refused",
+            json!({
+            "allergyId": "a-r", "reaction": "Rash", "severity": "mild", "criticality": "low",
+            "substance": { "system": "http://snomed.info/sct", "code": "387458008", "display": "Aspirin" } }),
+        ),
+    ];
     let mut events = Vec::new();
     let mut bigs = 0;
     for (i, event) in traffic.iter().enumerate() {
@@ -33,6 +83,20 @@ async fn a_batch_that_cannot_be_stored_is_split_while_batches_overlap() {
             bigs += 1;
             events.push(big_allergy(&heavy, bigs));
         }
+        if i == traffic.len() / 2 {
+            events.push(marked[0].clone());
+        }
+        if i == traffic.len() * 3 / 4 {
+            events.push(marked[1].clone());
+        }
+    }
+    // The whole backlog waits until the refusal is in place.
+    let host = env.start().await;
+    let projection = host.registry.get("patient").unwrap();
+    projection.controls.set_paused(true);
+    let pool = env.pool().await;
+    for sql in REFUSE_MARKED_CHARTS {
+        sqlx::query(sql).execute(&pool).await.unwrap();
     }
     let mut publisher = env.publisher();
     for event in &events {
@@ -40,8 +104,9 @@ async fn a_batch_that_cannot_be_stored_is_split_while_batches_overlap() {
     }
     publisher.flush().await.unwrap();
 
-    // What running them one at a time gives: the fifth is a dead letter,
-    // and its patient's later events park behind it.
+    // What running them one at a time gives: the fifth big allergy and the
+    // refused chart are dead letters, and their patients' later events park
+    // behind them.
     let mut reference = Harness::<PatientPlugin>::new();
     let mut parked = 0;
     let mut poisoned = HashSet::new();
@@ -49,17 +114,19 @@ async fn a_batch_that_cannot_be_stored_is_split_while_batches_overlap() {
         let patient = event.envelope.patient_id.as_str();
         if poisoned.contains(patient) {
             parked += 1;
-        } else if event.envelope.event_id.as_str() == "big-5" {
+        } else if ["big-5", "refused"].contains(&event.envelope.event_id.as_str()) {
             poisoned.insert(patient.to_owned());
         } else {
             reference.feed(event).unwrap();
         }
     }
-    assert!(parked > 0, "the heavy patient has events after the fifth");
+    assert!(
+        parked > 1,
+        "both patients have events after their refused one"
+    );
 
-    let host = env.start().await;
+    projection.controls.set_paused(false);
     env.settle(&host).await;
-    let pool = env.pool().await;
     for view in PatientPlugin::describe().views {
         let stored = view_documents(&pool, &view.name).await;
         assert_same_documents(&view.name, &stored, &reference.documents(&view.name));
@@ -69,9 +136,13 @@ async fn a_batch_that_cannot_be_stored_is_split_while_batches_overlap() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(letters.len(), 1, "{letters:?}");
-    assert_eq!(letters[0].0, "big-5");
-    assert!(letters[0].1.contains("over the limit"), "{}", letters[0].1);
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    let reason = |id: &str| &letters.iter().find(|(e, _)| e == id).unwrap().1;
+    assert!(reason("big-5").contains("over the limit"), "{letters:?}");
+    assert!(
+        reason("refused").contains("a chart this test refuses"),
+        "{letters:?}"
+    );
     let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM parked_events")
         .fetch_one(&pool)
         .await

@@ -52,6 +52,14 @@ struct Read {
     started: Instant,
 }
 
+/// How reading on goes after a batch.
+pub(super) enum Next {
+    /// The batch is in flight or done.
+    Going,
+    /// The batch was read with another version's subjects and dropped.
+    Stale,
+}
+
 /// Waits for the transaction in flight; never ready while none is.
 pub(super) async fn committed(in_flight: &mut Option<InFlight>) -> Result<Done, CommitError> {
     match in_flight {
@@ -63,14 +71,17 @@ pub(super) async fn committed(in_flight: &mut Option<InFlight>) -> Result<Done, 
 impl Projection {
     /// Reads the next batch from `first` on and projects it while the one
     /// in flight commits; once that one is done, sets this one's
-    /// transaction going in its place.
+    /// transaction going in its place. `Stale`: a version swapped in
+    /// meanwhile reads other subjects than the consumer's (`subjects`), so
+    /// the batch is dropped unacked and the consumer must start afresh.
     pub(super) async fn next_batch<S, E>(
         &self,
         first: Result<jetstream::Message, E>,
         messages: &mut S,
+        subjects: &[String],
         last_delivery: &mut u64,
         in_flight: &mut Option<InFlight>,
-    ) -> anyhow::Result<()>
+    ) -> anyhow::Result<Next>
     where
         S: futures::Stream<Item = Result<jetstream::Message, E>> + Unpin,
         E: std::fmt::Display,
@@ -106,6 +117,11 @@ impl Projection {
             Some(gate) => gate,
             None => self.state.controls.hold().await,
         };
+        if self.state.plugin().info.subjects != subjects {
+            // Events of the new subjects between the checkpoints and here
+            // never reached this consumer.
+            return Ok(Next::Stale);
+        }
         match landed {
             Some(Some(version)) if self.still_current(&read) => {
                 if let Some(staged) = &mut staged {
@@ -131,7 +147,8 @@ impl Projection {
         }
         let Some(staged) = staged else {
             // Nothing to commit: the messages were handled before.
-            return self.finish(Committed::default(), &read).await;
+            self.finish(Committed::default(), &read).await?;
+            return Ok(Next::Going);
         };
         match staged.launch(&self.shared.pool) {
             Ok(flight) => {
@@ -144,7 +161,7 @@ impl Projection {
                     read,
                     _gate: gate,
                 });
-                Ok(())
+                Ok(Next::Going)
             }
             // Its documents cannot be stored: the careful way, now.
             Err(refused) => {
@@ -154,7 +171,8 @@ impl Projection {
                     .await
                     .context("applying a batch")?;
                 self.committed_through(read.seq);
-                self.finish(committed, &read).await
+                self.finish(committed, &read).await?;
+                Ok(Next::Going)
             }
         }
     }

@@ -9,7 +9,7 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use self::in_flight::InFlight;
+use self::in_flight::{InFlight, Next};
 use super::apply::Batcher;
 use super::batch::{Item, Origin};
 use super::claims::{Claims, Plan};
@@ -287,7 +287,7 @@ impl Projection {
         self.redrive_dead_letters().await?;
         let mut in_flight = None;
         let stopped = self
-            .consume_messages(claims, &mut lost, &mut messages, &mut in_flight)
+            .consume_messages(claims, &mut lost, &mut messages, &subjects, &mut in_flight)
             .await;
         // No transaction outlives the consuming: the projection resumes
         // after the checkpoints as they are.
@@ -300,12 +300,13 @@ impl Projection {
 
     /// The loop of [`Projection::consume`]: each batch projects while the
     /// one before it commits (`in_flight`, see [`in_flight`]); anything else
-    /// waits until that one is done.
+    /// waits until that one is done. The consumer reads `subjects`.
     async fn consume_messages<S, E>(
         &self,
         claims: &mut Claims,
         lost: &mut watch::Receiver<bool>,
         messages: &mut S,
+        subjects: &[String],
         in_flight: &mut Option<InFlight>,
     ) -> anyhow::Result<Stop>
     where
@@ -351,7 +352,12 @@ impl Projection {
                         self.settle(in_flight).await?;
                         self.state.controls.wait_while_paused().await;
                     }
-                    self.next_batch(first, messages, &mut last_delivery, in_flight).await?;
+                    let next = self
+                        .next_batch(first, messages, subjects, &mut last_delivery, in_flight)
+                        .await?;
+                    if let Next::Stale = next {
+                        return Ok(Stop::Resubscribe);
+                    }
                     self.state.progress.set_failure(None);
                 }
                 done = in_flight::committed(in_flight) => {
