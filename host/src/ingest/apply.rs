@@ -141,13 +141,7 @@ impl Batcher<'_> {
             .await?;
             (projected.batch, projected.unknown_codes)
         };
-        batch.checkpoint = batch.checkpoint.max(through);
-        batch.fence = self.fence.clone();
-        let counts = [
-            batch.processed.len(),
-            batch.dead_letters.len(),
-            batch.parked.len(),
-        ];
+        let counts = self.seal(&mut batch, through);
         let mut earlier = Earlier::of(&batch, Default::default());
         let prepared = batch.prepare().map(|mut prepared| {
             earlier.ahead = prepared.ahead();
@@ -186,6 +180,18 @@ impl Batcher<'_> {
             }
             Err(e) => Ok((self.recover(items, through, e).await?, None)),
         }
+    }
+
+    /// Makes a projected batch move the partitions held up to `through`
+    /// and checks them; returns what it applied, dead-lettered and parked.
+    fn seal(&self, batch: &mut Batch, through: u64) -> [usize; 3] {
+        batch.checkpoint = batch.checkpoint.max(through);
+        batch.fence = self.fence.clone();
+        [
+            batch.processed.len(),
+            batch.dead_letters.len(),
+            batch.parked.len(),
+        ]
     }
 
     /// Commits `items` the careful way after their staged transaction
@@ -283,13 +289,7 @@ impl Batcher<'_> {
                 None,
             )
             .await?;
-            batch.checkpoint = batch.checkpoint.max(through);
-            batch.fence = self.fence.clone();
-            let counts = [
-                batch.processed.len(),
-                batch.dead_letters.len(),
-                batch.parked.len(),
-            ];
+            let counts = self.seal(&mut batch, through);
             let projected_in = started.elapsed();
             let committed = batch.commit(self.pool).await;
             // Where a batch's time goes: the plugin calls and folding, or

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    PrivateNats, TestEnv, as_sent, assert_same_documents, faults, own_plugins, plugins_dir,
-    view_documents,
+    PrivateNats, TestEnv, as_sent, assert_same_documents, event_json, faults, own_plugins,
+    plugins_dir, view_documents,
 };
 use encounter::EncounterPlugin;
 use lab::LabPlugin;
@@ -58,14 +58,6 @@ impl Message {
             valid,
         }
     }
-}
-
-fn event_json(id: &str, kind: &str, patient: &str, payload: Value) -> String {
-    json!({
-        "eventId": id, "eventType": kind, "timestamp": "2026-11-29T09:00:00Z",
-        "patientId": patient, "userId": "u-matrix", "portalType": "provider", "payload": payload,
-    })
-    .to_string()
 }
 
 fn patient_created(id: &str, patient: &str, mrn: &str) -> String {

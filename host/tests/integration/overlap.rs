@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use crate::common::{
-    TestEnv, as_sent, assert_same_documents, big_allergy, own_plugins, view_documents,
+    TestEnv, as_sent, assert_same_documents, big_allergy, event_json, own_plugins, view_documents,
 };
 use patient::PatientPlugin;
 use projector::sim::Simulator;
@@ -16,11 +16,7 @@ use serde_json::json;
 
 /// An event of `patient` of type `kind` with `payload`, under `id`.
 fn event(id: &str, kind: &str, patient: &str, payload: serde_json::Value) -> Event {
-    let text = json!({
-        "eventId": id, "eventType": kind, "timestamp": "2026-11-01T12:00:00Z",
-        "patientId": patient, "userId": "u-test", "portalType": "provider", "payload": payload,
-    });
-    Envelope::parse(text.to_string().as_bytes()).unwrap()
+    Envelope::parse(event_json(id, kind, patient, payload).as_bytes()).unwrap()
 }
 
 /// Makes PostgreSQL refuse, for its content (SQLSTATE 22000), any chart of

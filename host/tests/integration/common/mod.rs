@@ -714,6 +714,16 @@ pub fn as_sent(event: &Event) -> Event {
     Envelope::parse(&event.to_json_bytes()).unwrap()
 }
 
+/// The JSON text of an event of `patient` of type `kind` with `payload`,
+/// under eventId `id`.
+pub fn event_json(id: &str, kind: &str, patient: &str, payload: Value) -> String {
+    serde_json::json!({
+        "eventId": id, "eventType": kind, "timestamp": "2026-11-29T09:00:00Z",
+        "patientId": patient, "userId": "u-matrix", "portalType": "provider", "payload": payload,
+    })
+    .to_string()
+}
+
 /// The `n`th allergy of `patient` whose reaction is 900 KiB of text (its
 /// eventId `big-<n>`): a chart holding five is over the 4 MiB a document
 /// may hold, so the database is never asked to store it.
