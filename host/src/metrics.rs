@@ -96,6 +96,7 @@ pub struct Metrics {
     applied: Family<PluginLabel, Counter>,
     dead_lettered: Family<PluginLabel, Counter>,
     parked: Family<PluginLabel, Counter>,
+    conflicts: Family<PluginLabel, Counter>,
     unknown_codes: Family<UnknownCodeLabel, Counter>,
     /// The unknown codes that have a series of their own.
     code_series: Mutex<HashSet<UnknownCodeLabel>>,
@@ -124,6 +125,12 @@ impl Default for Metrics {
             "events_dead_lettered",
             "Events a plugin could not apply, stored as dead letters",
             dead_lettered.clone(),
+        );
+        let conflicts = Family::default();
+        registry.register(
+            "batch_conflicts",
+            "Batches projected again because a document they read changed before they committed",
+            conflicts.clone(),
         );
         let parked = Family::default();
         registry.register(
@@ -220,6 +227,7 @@ impl Default for Metrics {
             applied,
             dead_lettered,
             parked,
+            conflicts,
             unknown_codes,
             code_series: Mutex::default(),
             batch_seconds,
@@ -255,6 +263,15 @@ impl Metrics {
         self.batch_seconds
             .get_or_create(&label)
             .observe(took.as_secs_f64());
+    }
+
+    /// Records batches of a plugin projected again because a document
+    /// they read changed before they committed (another host wrote it).
+    pub fn conflicts(&self, plugin: &str, batches: usize) {
+        let label = PluginLabel {
+            plugin: plugin.to_owned(),
+        };
+        self.conflicts.get_or_create(&label).inc_by(batches as u64);
     }
 
     /// Records how many documents a projection keeps in memory.

@@ -22,6 +22,9 @@ pub struct Committed {
     pub notifications: Vec<StoredNotification>,
     /// Codes outside their extensible value set in the events applied.
     pub unknown_codes: Vec<UnknownCode>,
+    /// Times it was projected again because a document it read changed
+    /// before it committed.
+    pub conflicts: usize,
 }
 
 impl Committed {
@@ -31,6 +34,7 @@ impl Committed {
         }
         self.notifications.extend(other.notifications);
         self.unknown_codes.extend(other.unknown_codes);
+        self.conflicts += other.conflicts;
     }
 }
 
@@ -175,10 +179,16 @@ impl Batcher<'_> {
                     counts: flight.counts,
                     notifications: done.notifications,
                     unknown_codes: flight.unknown_codes,
+                    conflicts: 0,
                 };
                 Ok((committed, Some(done.version)))
             }
-            Err(e) => Ok((self.recover(items, through, e).await?, None)),
+            Err(e) => {
+                let conflict = usize::from(matches!(e, CommitError::Changed { .. }));
+                let mut committed = self.recover(items, through, e).await?;
+                committed.conflicts += conflict;
+                Ok((committed, None))
+            }
         }
     }
 
@@ -252,7 +262,7 @@ impl Batcher<'_> {
                 return Ok(Committed {
                     counts: [0, 1, 0],
                     notifications: letter.commit(self.pool).await?,
-                    unknown_codes: Vec::new(),
+                    ..Committed::default()
                 });
             }
             // The first half moves the checkpoints only as far as its own
@@ -301,6 +311,7 @@ impl Batcher<'_> {
                         counts,
                         notifications,
                         unknown_codes,
+                        conflicts: tries as usize - 1,
                     }));
                 }
                 Err(CommitError::Refused(reason)) => return Ok(Err(reason)),

@@ -71,16 +71,38 @@ async fn batches_the_database_refuses_are_split_while_the_next_ones_overlap() {
             "substance": { "system": "http://snomed.info/sct", "code": "387458008", "display": "Aspirin" } }),
         ),
     ];
+    let straddle = |n: usize| {
+        event(
+            &format!("straddle-{n}"),
+            "patient.allergy.added",
+            "p-straddle",
+            json!({
+            "allergyId": format!("s-{n}"), "reaction": "Rash", "severity": "mild", "criticality": "low",
+            "substance": { "system": "http://snomed.info/sct", "code": "387458008", "display": "Aspirin" } }),
+        )
+    };
     let mut events = Vec::new();
     let mut bigs = 0;
-    for (i, event) in traffic.iter().enumerate() {
-        events.push(as_sent(event));
+    for (i, sent) in traffic.iter().enumerate() {
+        events.push(as_sent(sent));
         if i % 7 == 6 && bigs < 5 {
             bigs += 1;
             events.push(big_allergy(&heavy, bigs));
         }
         if i == traffic.len() / 2 {
+            // Amid a patient's run of events longer than a batch, so the
+            // batch after the refused one reads a chart that one wrote.
+            events.push(event(
+                "straddle-0",
+                "patient.created",
+                "p-straddle",
+                json!({
+                "mrn": "MRN-S", "name": { "given": "Test", "family": "Straddle" },
+                "birthDate": "1970-01-01", "gender": "male" }),
+            ));
+            events.extend((1..=25).map(straddle));
             events.push(marked[0].clone());
+            events.extend((26..=50).map(straddle));
         }
         if i == traffic.len() * 3 / 4 {
             events.push(marked[1].clone());
@@ -138,6 +160,19 @@ async fn batches_the_database_refuses_are_split_while_the_next_ones_overlap() {
     assert!(
         reason("refused").contains("a chart this test refuses"),
         "{letters:?}"
+    );
+    // One host, one writer: no batch met a document changed under it. One
+    // projected over a stale document (a batch before that did not commit
+    // as it was projected) would have, and been projected again.
+    let conflicts = crate::common::metrics(&host).await;
+    let conflicts = conflicts
+        .lines()
+        .find(|l| l.starts_with("projector_batch_conflicts_total{plugin=\"patient\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .expect("the patient plugin's conflicts are counted");
+    assert_eq!(
+        conflicts, "0",
+        "batches projected again for a changed document"
     );
     let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM parked_events")
         .fetch_one(&pool)

@@ -281,6 +281,7 @@ impl Projection {
             metrics.batch(&self.target.key, committed.counts, read.started.elapsed());
             metrics.cached(&self.target.key, self.cache.len());
             metrics.unknown_codes(&self.target.key, &committed.unknown_codes);
+            metrics.conflicts(&self.target.key, committed.conflicts);
             self.state.progress.committed_batch();
         }
         tracing::debug!(plugin = %self.target.key, messages = read.messages.len(), took = ?read.started.elapsed(), "batch committed");
