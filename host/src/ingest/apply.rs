@@ -146,7 +146,7 @@ impl Batcher<'_> {
             (projected.batch, projected.unknown_codes)
         };
         let counts = self.seal(&mut batch, through);
-        let mut earlier = Earlier::of(&batch, Default::default());
+        let mut earlier = Earlier::of(&batch);
         let prepared = batch.prepare().map(|mut prepared| {
             earlier.ahead = prepared.ahead();
             prepared

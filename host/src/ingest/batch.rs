@@ -70,8 +70,9 @@ pub struct Earlier {
 }
 
 impl Earlier {
-    /// What `batch` leaves besides its documents, which go into `ahead`.
-    pub fn of(batch: &Batch, ahead: Ahead) -> Self {
+    /// What `batch` leaves besides its documents, which go into `ahead`
+    /// once they are known.
+    pub fn of(batch: &Batch) -> Self {
         let mut poisoned = Poisoned::default();
         for letter in batch.dead_letters.iter().filter(|l| l.poisons) {
             poisoned.blocked.extend(letter.patient_id.clone());
@@ -80,7 +81,7 @@ impl Earlier {
             poisoned.waiting.insert(parked.patient_id.clone());
         }
         Self {
-            ahead,
+            ahead: Ahead::default(),
             processed: batch.processed.iter().cloned().collect(),
             poisoned,
         }

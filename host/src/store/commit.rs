@@ -174,7 +174,6 @@ impl Batch {
             batch: self,
             finished,
             serialised,
-            handed_ahead: false,
         })
     }
 }
@@ -187,9 +186,6 @@ pub struct Prepared {
     finished: Option<Finished>,
     /// The documents to write as text, parallel to `finished`'s writes.
     serialised: Vec<Vec<String>>,
-    /// Whether the written documents went to the next batch
-    /// ([`Prepared::ahead`]) rather than to the cache after the commit.
-    handed_ahead: bool,
 }
 
 /// What a transaction committed.
@@ -218,7 +214,6 @@ impl Prepared {
                 docs.insert((w.view.clone(), key.clone()), None);
             }
         }
-        self.handed_ahead = true;
         Ahead::new(docs)
     }
 
@@ -232,7 +227,7 @@ impl Prepared {
 
     /// Keeps the documents the batch read and left as they were: they are
     /// as committed whatever becomes of this batch.
-    pub fn keep_unchanged(&mut self) {
+    fn keep_unchanged(&mut self) {
         if let Some(finished) = &mut self.finished {
             finished.cache.keep(std::mem::take(&mut finished.unchanged));
         }
@@ -298,7 +293,9 @@ impl Prepared {
             }
         };
         tx.commit().await?;
-        if let Some(finished) = self.finished.filter(|_| !self.handed_ahead) {
+        // Documents handed to the next batch ([`Prepared::ahead`]) are no
+        // longer here: they reach the cache through it.
+        if let Some(finished) = self.finished {
             let written = finished.writes.into_iter().flat_map(|w| {
                 let view = w.view;
                 let version = &version;

@@ -19,6 +19,22 @@ fn event(id: &str, kind: &str, patient: &str, payload: serde_json::Value) -> Eve
     Envelope::parse(event_json(id, kind, patient, payload).as_bytes()).unwrap()
 }
 
+/// `patient.created` for a test patient named `family`.
+fn created(id: &str, patient: &str, mrn: &str, family: &str) -> Event {
+    let payload = json!({
+        "mrn": mrn, "name": { "given": "Test", "family": family },
+        "birthDate": "1970-01-01", "gender": "female" });
+    event(id, "patient.created", patient, payload)
+}
+
+/// A mild aspirin allergy of `patient`.
+fn allergy(id: &str, patient: &str, allergy_id: &str) -> Event {
+    let payload = json!({
+        "allergyId": allergy_id, "reaction": "Rash", "severity": "mild", "criticality": "low",
+        "substance": { "system": "http://snomed.info/sct", "code": "387458008", "display": "Aspirin" } });
+    event(id, "patient.allergy.added", patient, payload)
+}
+
 /// Makes PostgreSQL refuse, for its content (SQLSTATE 22000), any chart of
 /// a patient whose family name is `Refused`: a refusal only the database
 /// raises, inside a running transaction.
@@ -54,33 +70,10 @@ async fn batches_the_database_refuses_are_split_while_the_next_ones_overlap() {
     // its stale documents are caught by the row versions, the views must
     // end the same.
     let marked = [
-        event(
-            "refused",
-            "patient.created",
-            "p-refused",
-            json!({
-            "mrn": "MRN-R", "name": { "given": "Test", "family": "Refused" },
-            "birthDate": "1970-01-01", "gender": "female" }),
-        ),
-        event(
-            "refused-later",
-            "patient.allergy.added",
-            "p-refused",
-            json!({
-            "allergyId": "a-r", "reaction": "Rash", "severity": "mild", "criticality": "low",
-            "substance": { "system": "http://snomed.info/sct", "code": "387458008", "display": "Aspirin" } }),
-        ),
+        created("refused", "p-refused", "MRN-R", "Refused"),
+        allergy("refused-later", "p-refused", "a-r"),
     ];
-    let straddle = |n: usize| {
-        event(
-            &format!("straddle-{n}"),
-            "patient.allergy.added",
-            "p-straddle",
-            json!({
-            "allergyId": format!("s-{n}"), "reaction": "Rash", "severity": "mild", "criticality": "low",
-            "substance": { "system": "http://snomed.info/sct", "code": "387458008", "display": "Aspirin" } }),
-        )
-    };
+    let straddle = |n: usize| allergy(&format!("straddle-{n}"), "p-straddle", &format!("s-{n}"));
     let mut events = Vec::new();
     let mut bigs = 0;
     for (i, sent) in traffic.iter().enumerate() {
@@ -92,14 +85,7 @@ async fn batches_the_database_refuses_are_split_while_the_next_ones_overlap() {
         if i == traffic.len() / 2 {
             // Amid a patient's run of events longer than a batch, so the
             // batch after the refused one reads a chart that one wrote.
-            events.push(event(
-                "straddle-0",
-                "patient.created",
-                "p-straddle",
-                json!({
-                "mrn": "MRN-S", "name": { "given": "Test", "family": "Straddle" },
-                "birthDate": "1970-01-01", "gender": "male" }),
-            ));
+            events.push(created("straddle-0", "p-straddle", "MRN-S", "Straddle"));
             events.extend((1..=25).map(straddle));
             events.push(marked[0].clone());
             events.extend((26..=50).map(straddle));

@@ -133,10 +133,7 @@ impl Projection {
             // committed now.
             Some(_) => {
                 read.plugin = self.state.plugin();
-                read.target = self
-                    .target
-                    .clone()
-                    .at_generation(self.state.controls.generation());
+                read.target = self.target_now();
                 staged = self
                     .batch(&read.plugin, &read.target, &read.scope)
                     .stage(read.items.clone(), read.through, None)
@@ -150,12 +147,11 @@ impl Projection {
             self.finish(Committed::default(), &read).await?;
             return Ok(Next::Going);
         };
+        // The next batch is read as if this one had committed; should it
+        // not, the projection resumes after its checkpoints.
+        self.committed_through(read.seq);
         match staged.launch(&self.shared.pool) {
             Ok(flight) => {
-                // The next batch is read as if this one had committed;
-                // should it not, the projection resumes after its
-                // checkpoints.
-                self.committed_through(read.seq);
                 *in_flight = Some(InFlight {
                     flight,
                     read,
@@ -170,7 +166,6 @@ impl Projection {
                     .recover(&read.items, read.through, refused)
                     .await
                     .context("applying a batch")?;
-                self.committed_through(read.seq);
                 self.finish(committed, &read).await?;
                 Ok(Next::Going)
             }
@@ -228,10 +223,7 @@ impl Projection {
             seq,
             scope,
             plugin: self.state.plugin(),
-            target: self
-                .target
-                .clone()
-                .at_generation(self.state.controls.generation()),
+            target: self.target_now(),
             started: Instant::now(),
         };
         let staged = self

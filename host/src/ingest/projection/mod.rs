@@ -399,6 +399,13 @@ impl Projection {
         Ok(batch)
     }
 
+    /// The projection's target at the generation running now.
+    fn target_now(&self) -> Target {
+        self.target
+            .clone()
+            .at_generation(self.state.controls.generation())
+    }
+
     /// Records a commit through stream sequence `read` in every partition
     /// held.
     fn committed_through(&self, read: u64) {
@@ -495,10 +502,7 @@ impl Projection {
     /// Projects and commits items that are not fresh from the stream.
     async fn apply_items(&self, items: Vec<Item>, scope: &Scope) -> anyhow::Result<()> {
         let _batch = self.state.controls.hold().await;
-        let target = self
-            .target
-            .clone()
-            .at_generation(self.state.controls.generation());
+        let target = self.target_now();
         let done = self
             .batch(&self.state.plugin(), &target, scope)
             .commit(items, 0)
