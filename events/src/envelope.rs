@@ -95,12 +95,15 @@ impl PayloadText {
         Self(serde_json::value::to_raw_value(value).expect("a JSON value always serialises"))
     }
 
-    /// The top-level field `name` when it is a string (the first, should the
-    /// payload name it twice: the typed payload refuses that for its own
-    /// fields); read without building the rest of the payload.
-    pub fn field(&self, name: &str) -> Option<String> {
+    /// The top-level fields `names`, each when it is a string (the first,
+    /// should the payload name it twice: the typed payload refuses that for
+    /// its own fields), in the order of `names`; read in one pass without
+    /// building the rest of the payload.
+    pub fn fields(&self, names: &[&str]) -> Vec<Option<String>> {
         let mut reader = serde_json::Deserializer::from_str(self.as_str());
-        reader.deserialize_any(StringField { name }).ok().flatten()
+        reader
+            .deserialize_any(StringFields { names })
+            .unwrap_or_else(|_| vec![None; names.len()])
     }
 }
 
@@ -110,51 +113,58 @@ impl PartialEq for PayloadText {
     }
 }
 
-/// Finds one top-level string field of a JSON object, skipping the rest.
-struct StringField<'n> {
-    name: &'n str,
+/// Finds top-level string fields of a JSON object, skipping the rest.
+struct StringFields<'n> {
+    names: &'n [&'n str],
 }
 
-impl<'de> Visitor<'de> for StringField<'_> {
-    type Value = Option<String>;
+impl<'de> Visitor<'de> for StringFields<'_> {
+    type Value = Vec<Option<String>>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = None;
-        while let Some(is_it) = map.next_key_seed(KeyIs(self.name))? {
-            if is_it && found.is_none() {
-                found = Some(map.next_value::<Value>()?.as_str().map(str::to_owned));
-            } else {
-                map.next_value::<IgnoredAny>()?;
+        let mut found: Vec<Option<Option<String>>> = vec![None; self.names.len()];
+        while let Some(which) = map.next_key_seed(KeyAmong(self.names))? {
+            match which.filter(|i| found[*i].is_none()) {
+                Some(i) => found[i] = Some(map.next_value::<Value>()?.as_str().map(str::to_owned)),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
-        Ok(found.flatten())
+        // A name asked for twice is found under its first place only.
+        Ok((0..self.names.len())
+            .map(|i| {
+                let first = self.names.iter().position(|n| *n == self.names[i]);
+                found[first.unwrap_or(i)].clone().flatten()
+            })
+            .collect())
     }
 }
 
-/// Whether a field name is the one sought, without allocating it.
-struct KeyIs<'n>(&'n str);
+/// Which of the names sought a field name is, without allocating it.
+struct KeyAmong<'n>(&'n [&'n str]);
 
-impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
-    type Value = bool;
+impl<'de> DeserializeSeed<'de> for KeyAmong<'_> {
+    type Value = Option<usize>;
 
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
         d.deserialize_str(self)
     }
 }
 
-impl<'de> Visitor<'de> for KeyIs<'_> {
-    type Value = bool;
+impl<'de> Visitor<'de> for KeyAmong<'_> {
+    type Value = Option<usize>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a field name")
     }
 
-    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<bool, E> {
-        Ok(key == self.0)
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|name| *name == key))
     }
 }
 
@@ -360,10 +370,26 @@ mod tests {
         let text = GOOD.replace(r#"{"reportId":"r1","viewedBy":"u1"}"#, published);
         let event = Envelope::parse(text.as_bytes()).expect("valid");
         assert_eq!(event.envelope.payload.as_str(), published);
-        let field = |name: &str| event.envelope.payload.field(name);
-        assert_eq!(field("reportId").as_deref(), Some("r1"));
-        assert_eq!(field("viewedBy").as_deref(), Some("u1"));
-        assert_eq!(field("n"), None, "not a string");
-        assert_eq!(field("missing"), None);
+        let fields = event
+            .envelope
+            .payload
+            .fields(&["reportId", "viewedBy", "n", "missing", "reportId"]);
+        let fields: Vec<Option<&str>> = fields.iter().map(Option::as_deref).collect();
+        assert_eq!(
+            fields,
+            [Some("r1"), Some("u1"), None, None, Some("r1")],
+            "strings by name, in the order asked; a number or a missing field is none"
+        );
+    }
+
+    #[test]
+    fn a_field_named_twice_in_the_payload_is_read_as_its_first() {
+        let payload = PayloadText(
+            serde_json::value::RawValue::from_string(
+                r#"{"orderId":"o1","n":1,"orderId":"o2"}"#.to_owned(),
+            )
+            .unwrap(),
+        );
+        assert_eq!(payload.fields(&["orderId"]), [Some("o1".to_owned())]);
     }
 }

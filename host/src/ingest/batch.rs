@@ -1,7 +1,6 @@
 //! Turning a batch of raw messages into one committed [`Batch`]: checks,
 //! deduplication, prefetch, the plugin calls, retries and dead letters.
 
-use std::borrow::Cow;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -175,9 +174,15 @@ async fn prefetch(
         cache.clone(),
         ahead,
     );
-    for view in &plugin.info.views {
-        let keys = events.iter().filter_map(|(_, e)| key_hint(&view.key, e));
-        overlay.load(&view.name, keys.collect::<Vec<_>>()).await?;
+    let hints = KeyHints::new(plugin.info.views.iter().map(|v| v.key.as_str()));
+    let mut keys = vec![Vec::new(); plugin.info.views.len()];
+    for (_, event) in events {
+        for (view_keys, key) in keys.iter_mut().zip(hints.keys(event)) {
+            view_keys.extend(key);
+        }
+    }
+    for (view, keys) in plugin.info.views.iter().zip(keys) {
+        overlay.load(&view.name, keys).await?;
     }
     Ok(overlay)
 }
@@ -384,24 +389,57 @@ async fn not_yet_applied(
     Ok(fresh)
 }
 
-/// The document key a view's hint names in an event: parts joined by `/`,
-/// each `patientId`, `eventId`, `domain` (the event type's first segment)
-/// or `payload.<field>`.
-fn key_hint(hint: &str, event: &Event) -> Option<String> {
-    let envelope = &event.envelope;
-    let parts = hint.split('/').map(|part| match part {
-        "patientId" => Some(Cow::Borrowed(envelope.patient_id.as_str())),
-        "eventId" => Some(Cow::Borrowed(envelope.event_id.as_str())),
-        "domain" => envelope.event_type.split('.').next().map(Cow::Borrowed),
-        _ => envelope
-            .payload
-            .field(part.strip_prefix("payload.")?)
-            .map(Cow::Owned),
-    });
-    let parts = parts.collect::<Option<Vec<Cow<str>>>>()?;
-    Some(projector_contract::doc_key(
-        &parts.iter().map(|p| p.as_ref()).collect::<Vec<&str>>(),
-    ))
+/// The views' key hints: the document key each names in an event, parts
+/// joined by `/`, each `patientId`, `eventId`, `domain` (the event type's
+/// first segment) or `payload.<field>`. The payload fields any hint names
+/// are read from an event in one pass.
+struct KeyHints<'a> {
+    /// Each view's hint, split into its parts.
+    views: Vec<Vec<&'a str>>,
+    /// The payload fields the hints name, each once.
+    fields: Vec<&'a str>,
+}
+
+impl<'a> KeyHints<'a> {
+    fn new(hints: impl Iterator<Item = &'a str>) -> Self {
+        let views: Vec<Vec<&str>> = hints.map(|h| h.split('/').collect()).collect();
+        let mut fields = Vec::new();
+        for field in views
+            .iter()
+            .flatten()
+            .filter_map(|p| p.strip_prefix("payload."))
+        {
+            if !fields.contains(&field) {
+                fields.push(field);
+            }
+        }
+        Self { views, fields }
+    }
+
+    /// Each view's key in `event`, in the order of the hints; none where
+    /// the event lacks a part.
+    fn keys<'e>(&'e self, event: &'e Event) -> impl Iterator<Item = Option<String>> + 'e {
+        let envelope = &event.envelope;
+        let values = if self.fields.is_empty() {
+            Vec::new()
+        } else {
+            envelope.payload.fields(&self.fields)
+        };
+        self.views.iter().map(move |parts| {
+            let parts = parts.iter().map(|part| match *part {
+                "patientId" => Some(envelope.patient_id.as_str()),
+                "eventId" => Some(envelope.event_id.as_str()),
+                "domain" => envelope.event_type.split('.').next(),
+                _ => {
+                    let field = part.strip_prefix("payload.")?;
+                    let at = self.fields.iter().position(|f| *f == field)?;
+                    values[at].as_deref()
+                }
+            });
+            let parts = parts.collect::<Option<Vec<&str>>>()?;
+            Some(projector_contract::doc_key(&parts))
+        })
+    }
 }
 
 /// Records an applied event; with `effects`, also its notifications and
@@ -506,7 +544,7 @@ mod tests {
             "patientId":"p1","userId":"u1","portalType":"provider",
             "payload":{"orderId":"o7","orderingProviderId":"u1","tests":[],"priority":"routine"}}"#;
         let event = Envelope::parse(raw.as_bytes()).expect("valid");
-        let hint = |h: &str| key_hint(h, &event);
+        let hint = |h: &str| KeyHints::new([h].into_iter()).keys(&event).next().flatten();
         assert_eq!(hint("patientId").as_deref(), Some("p1"));
         assert_eq!(hint("payload.orderId").as_deref(), Some("o7"));
         assert_eq!(hint("patientId/payload.orderId").as_deref(), Some("p1/o7"));
@@ -518,6 +556,26 @@ mod tests {
         assert_eq!(
             hint("patientId/payload.orderId"),
             Some(projector_contract::patient_key("p1", "o7"))
+        );
+        // Several views at once, sharing a payload field, read in one pass.
+        let hints = KeyHints::new(
+            [
+                "patientId",
+                "payload.orderId",
+                "patientId/payload.orderId",
+                "payload.priority",
+            ]
+            .into_iter(),
+        );
+        assert_eq!(hints.fields, ["orderId", "priority"]);
+        assert_eq!(
+            hints.keys(&event).collect::<Vec<_>>(),
+            [
+                Some("p1".to_owned()),
+                Some("o7".to_owned()),
+                Some(projector_contract::patient_key("p1", "o7")),
+                Some("routine".to_owned()),
+            ]
         );
     }
 }
