@@ -135,13 +135,17 @@ impl<'de> Visitor<'de> for StringFields<'_> {
                 }
             }
         }
-        // A name asked for twice is found under its first place only.
-        Ok((0..self.names.len())
-            .map(|i| {
-                let first = self.names.iter().position(|n| *n == self.names[i]);
-                found[first.unwrap_or(i)].clone().flatten()
-            })
-            .collect())
+        // A name asked for twice is found under its first place only, and
+        // copied only then.
+        let mut out: Vec<Option<String>> = Vec::with_capacity(found.len());
+        for (i, name) in self.names.iter().enumerate() {
+            let value = match self.names[..i].iter().position(|n| n == name) {
+                Some(first) => out[first].clone(),
+                None => found[i].take().flatten(),
+            };
+            out.push(value);
+        }
+        Ok(out)
     }
 }
 

@@ -395,24 +395,44 @@ async fn not_yet_applied(
 /// are read from an event in one pass.
 struct KeyHints<'a> {
     /// Each view's hint, split into its parts.
-    views: Vec<Vec<&'a str>>,
+    views: Vec<Vec<Part>>,
     /// The payload fields the hints name, each once.
     fields: Vec<&'a str>,
 }
 
+/// One part of a key hint, read once per batch rather than per event.
+#[derive(Clone, Copy)]
+enum Part {
+    PatientId,
+    EventId,
+    Domain,
+    /// The payload field at this place of [`KeyHints::fields`].
+    Payload(usize),
+    /// Nothing an event holds: the hint names no key.
+    Unknown,
+}
+
 impl<'a> KeyHints<'a> {
     fn new(hints: impl Iterator<Item = &'a str>) -> Self {
-        let views: Vec<Vec<&str>> = hints.map(|h| h.split('/').collect()).collect();
-        let mut fields = Vec::new();
-        for field in views
-            .iter()
-            .flatten()
-            .filter_map(|p| p.strip_prefix("payload."))
-        {
-            if !fields.contains(&field) {
-                fields.push(field);
-            }
-        }
+        let mut fields: Vec<&str> = Vec::new();
+        let mut part = |text: &'a str| match text {
+            "patientId" => Part::PatientId,
+            "eventId" => Part::EventId,
+            "domain" => Part::Domain,
+            _ => match text.strip_prefix("payload.") {
+                Some(field) => Part::Payload(match fields.iter().position(|f| *f == field) {
+                    Some(at) => at,
+                    None => {
+                        fields.push(field);
+                        fields.len() - 1
+                    }
+                }),
+                None => Part::Unknown,
+            },
+        };
+        let views = hints
+            .map(|h| h.split('/').map(&mut part).collect())
+            .collect();
         Self { views, fields }
     }
 
@@ -427,14 +447,11 @@ impl<'a> KeyHints<'a> {
         };
         self.views.iter().map(move |parts| {
             let parts = parts.iter().map(|part| match *part {
-                "patientId" => Some(envelope.patient_id.as_str()),
-                "eventId" => Some(envelope.event_id.as_str()),
-                "domain" => envelope.event_type.split('.').next(),
-                _ => {
-                    let field = part.strip_prefix("payload.")?;
-                    let at = self.fields.iter().position(|f| *f == field)?;
-                    values[at].as_deref()
-                }
+                Part::PatientId => Some(envelope.patient_id.as_str()),
+                Part::EventId => Some(envelope.event_id.as_str()),
+                Part::Domain => envelope.event_type.split('.').next(),
+                Part::Payload(at) => values[at].as_deref(),
+                Part::Unknown => None,
             });
             let parts = parts.collect::<Option<Vec<&str>>>()?;
             Some(projector_contract::doc_key(&parts))
