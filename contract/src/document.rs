@@ -131,6 +131,22 @@ pub fn value_at<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(doc, |here, part| here.get(part))
 }
 
+/// A document's JSON text, for the database or a plugin. Written straight
+/// into bytes: `Value`'s `Display` (`to_string`) passes every fragment
+/// through a formatter and takes about twice as long for a chart
+/// (BENCHMARKS.md, session 18), and documents are written out every batch.
+///
+/// ```
+/// use projector_contract::document::text;
+/// use serde_json::json;
+///
+/// assert_eq!(text(&json!({ "a": ["\"x\""] })), r#"{"a":["\"x\""]}"#);
+/// ```
+pub fn text(doc: &Value) -> String {
+    // A `Value` always serialises: its keys are strings, its numbers finite.
+    serde_json::to_string(doc).unwrap_or_else(|_| doc.to_string())
+}
+
 /// Deep merge: objects merge key by key, anything else replaces.
 fn merge(target: &mut Value, patch: &Value) {
     match (target, patch) {

@@ -323,7 +323,7 @@ fn serialise(writes: &[ViewWrites]) -> Result<Vec<Vec<String>>, CommitError> {
             w.upsert_docs
                 .iter()
                 .map(|doc| {
-                    let text = doc.to_string();
+                    let text = projector_contract::document::text(doc);
                     if text.len() > MAX_DOCUMENT_BYTES {
                         return Err(CommitError::Refused(format!(
                             "a document of view `{}` would be {} bytes, over the limit of {MAX_DOCUMENT_BYTES}",

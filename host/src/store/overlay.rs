@@ -224,10 +224,10 @@ impl Overlay {
         self.load(view, [key.to_owned()]).await?;
         let doc = self.slots(view)?.get(key).and_then(|s| s.doc.as_ref());
         Ok(match path {
-            None => doc.map(Value::to_string),
+            None => doc.map(document::text),
             Some(path) => doc
                 .and_then(|d| document::value_at(d, path))
-                .map(Value::to_string),
+                .map(document::text),
         })
     }
 
