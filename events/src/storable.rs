@@ -17,7 +17,7 @@ pub const MAX_EXACT_NUMBER: f64 = 9_007_199_254_740_991.0;
 /// Checks every string (keys too) and number of an event, and the length of
 /// its ids. The error names where the problem is, never the value.
 pub fn check(value: &Value) -> Result<(), String> {
-    walk(value, &mut String::from("$"), true)?;
+    walk(value, true).map_err(Fault::message)?;
     for id in ["eventId", "patientId", "userId"] {
         if let Some(text) = value.get(id).and_then(Value::as_str) {
             check_id(id, text)?;
@@ -123,34 +123,65 @@ fn exact<E: de::Error>(n: f64) -> Result<Shape, E> {
 /// Checks only that no string or field name holds U+0000: what PostgreSQL
 /// needs of any JSON it stores (a plugin's documents, for one).
 pub fn check_strings(value: &Value) -> Result<(), String> {
-    walk(value, &mut String::from("$"), false)
+    walk(value, false).map_err(Fault::message)
 }
 
-fn walk(value: &Value, at: &mut String, numbers: bool) -> Result<(), String> {
-    match value {
-        Value::String(s) if s.contains('\0') => Err(format!("{at} holds U+0000")),
-        Value::Number(n) if numbers && n.as_f64().is_some_and(|f| f.abs() > MAX_EXACT_NUMBER) => {
-            Err(format!(
-                "{at} is a number beyond ±(2^53 − 1), which JSON does not carry exactly"
-            ))
+/// What [`walk`] found wrong, with the steps to it from the root, innermost
+/// first: the path is built only once something fails, so a value that
+/// passes (every plugin outcome, on the hot path) costs no allocation.
+struct Fault {
+    steps: Vec<String>,
+    wrong: Wrong,
+}
+
+enum Wrong {
+    Nul,
+    NulName,
+    Inexact,
+}
+
+impl Fault {
+    fn new(wrong: Wrong) -> Self {
+        Self {
+            steps: Vec::new(),
+            wrong,
         }
-        Value::Array(items) => items.iter().enumerate().try_for_each(|(i, item)| {
-            let len = at.len();
-            at.push_str(&format!("[{i}]"));
-            let checked = walk(item, at, numbers);
-            at.truncate(len);
-            checked
-        }),
+    }
+
+    fn under(mut self, step: String) -> Self {
+        self.steps.push(step);
+        self
+    }
+
+    fn message(self) -> String {
+        let at: String = std::iter::once("$".to_owned())
+            .chain(self.steps.into_iter().rev())
+            .collect();
+        match self.wrong {
+            Wrong::Nul => format!("{at} holds U+0000"),
+            Wrong::NulName => format!("a field name in {at} holds U+0000"),
+            Wrong::Inexact => {
+                format!("{at} is a number beyond ±(2^53 − 1), which JSON does not carry exactly")
+            }
+        }
+    }
+}
+
+fn walk(value: &Value, numbers: bool) -> Result<(), Fault> {
+    match value {
+        Value::String(s) if s.contains('\0') => Err(Fault::new(Wrong::Nul)),
+        Value::Number(n) if numbers && n.as_f64().is_some_and(|f| f.abs() > MAX_EXACT_NUMBER) => {
+            Err(Fault::new(Wrong::Inexact))
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, item)| walk(item, numbers).map_err(|f| f.under(format!("[{i}]")))),
         Value::Object(fields) => fields.iter().try_for_each(|(name, item)| {
             if name.contains('\0') {
-                return Err(format!("a field name in {at} holds U+0000"));
+                return Err(Fault::new(Wrong::NulName));
             }
-            let len = at.len();
-            at.push('.');
-            at.push_str(name);
-            let checked = walk(item, at, numbers);
-            at.truncate(len);
-            checked
+            walk(item, numbers).map_err(|f| f.under(format!(".{name}")))
         }),
         _ => Ok(()),
     }
@@ -167,7 +198,10 @@ mod tests {
         assert_eq!(err, "$.payload.name.family holds U+0000");
         let err = check(&json!({ "payload": { "list": ["ok", "\u{0}"] } })).unwrap_err();
         assert_eq!(err, "$.payload.list[1] holds U+0000");
-        assert!(check(&json!({ "payload": { "a\u{0}": 1 } })).is_err());
+        let err = check(&json!({ "payload": { "a\u{0}": 1 } })).unwrap_err();
+        assert_eq!(err, "a field name in $.payload holds U+0000");
+        let err = check_strings(&json!([{ "x": [[], ["", "\u{0}"]] }])).unwrap_err();
+        assert_eq!(err, "$[0].x[1][1] holds U+0000", "the path of a deep find");
     }
 
     #[test]
@@ -182,7 +216,10 @@ mod tests {
     fn numbers_beyond_the_exact_range_are_refused() {
         assert!(check(&json!({ "v": 9_007_199_254_740_991_u64 })).is_ok());
         assert!(check(&json!({ "v": 9_007_199_254_740_993_u64 })).is_err());
-        assert!(check(&json!({ "v": -1.0e300 })).is_err());
+        assert_eq!(
+            check(&json!({ "o": { "v": -1.0e300 } })).unwrap_err(),
+            "$.o.v is a number beyond ±(2^53 − 1), which JSON does not carry exactly"
+        );
         assert!(check(&json!({ "v": 5.4 })).is_ok());
     }
 
