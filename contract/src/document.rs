@@ -143,8 +143,7 @@ pub fn value_at<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
 /// assert_eq!(text(&json!({ "a": ["\"x\""] })), r#"{"a":["\"x\""]}"#);
 /// ```
 pub fn text(doc: &Value) -> String {
-    // A `Value` always serialises: its keys are strings, its numbers finite.
-    serde_json::to_string(doc).unwrap_or_else(|_| doc.to_string())
+    serde_json::to_string(doc).expect("a JSON value always serialises")
 }
 
 /// Deep merge: objects merge key by key, anything else replaces.
